@@ -1,0 +1,32 @@
+# ta2d: GK-2A AMI L1B + station TA -> calibrated scenes -> index -> per-chunk .pt patch files.
+# The DAG and the file contracts are described in docs/architecture.md.
+import os
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The library lives in src/; make it importable here and in every job's script, also when ta2d is
+# not pip-installed (e.g. inside the conda environment of envs/ta2d.yaml).
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+_inherited = [p for p in dict(os.environ).get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(PYTHONPATH=os.pathsep.join([SRC, *_inherited]))
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/index.smk"
+include: "workflow/rules/patches.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/stats.json",
+        "results/summary.json",

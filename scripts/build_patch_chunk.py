@@ -1,0 +1,19 @@
+"""Rule build_patch_chunk: one manifest + its scene -> results/patch_pt/{split}_chunk_{key}.pt."""
+
+from ta2d.grid import Domain
+from ta2d.logsetup import log_to
+from ta2d.patches import build_patch_chunk
+from ta2d.static import read_static
+
+with log_to(snakemake.log[0]):
+    p = snakemake.params
+    static = read_static(snakemake.input.static, Domain.from_config(p.domain), p.static["dem_var"],
+                         p.static["land_sea_mask_var"], p.static["landcover_var"])
+    build_patch_chunk(
+        snakemake.input.manifest,
+        snakemake.input.scene,
+        static,
+        p.patch_size,
+        snakemake.output.chunk,
+        snakemake.output.rejects,
+    )

@@ -1,0 +1,65 @@
+"""The raw archive as the workflow sees it: per-period inventories and the calibrate step.
+
+Dispatches on inputs.kind (raw L1B or the seed's calibrated files) so that the rules and the
+Snakefile stay the same for both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_path, write_text_if_changed
+from .grid import Domain
+from .inventory import calibrated_period_inventory, inventory_text, l1b_period_inventory
+from .scene import build_scene, build_scene_from_calibrated, read_scene
+
+
+def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> str:
+    if inputs["kind"] == "calibrated":
+        table = calibrated_period_inventory(inputs["calibrated"], key, freq, period["start"], period["end"])
+    else:
+        table = l1b_period_inventory(inputs["l1b"], key, freq, period["start"], period["end"])
+    return inventory_text(table)
+
+
+def write_inventory(inputs: dict, key: str, freq: str, period: dict, out_path: str | Path) -> bool:
+    return write_text_if_changed(out_path, period_inventory_text(inputs, key, freq, period))
+
+
+def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, inventory_dir: str | Path) -> int:
+    """Rewrite the existing inventories whose archive listing changed; returns how many changed.
+
+    Missing inventories are left to rule `inventory` (the archive may not exist yet: the demo rule
+    writes it during the run).
+    """
+    changed = 0
+    for key in keys:
+        path = Path(inventory_dir) / f"{key}.tsv"
+        if path.is_file():
+            changed += write_inventory(inputs, key, freq, period, path)
+    return changed
+
+
+def calibrate_period(inputs: dict, inventory_path, key: str, freq: str, period: dict, domain: dict,
+                     scene_cfg: dict, scene_path, status_path, progress: bool = True) -> dict:
+    """Build the period's scene and the small (time, status) table that build_index reads."""
+    common = dict(key=key, freq=freq, start=period["start"], end=period["end"], domain=Domain.from_config(domain),
+                  out_path=scene_path, compression_level=scene_cfg.get("compression_level", 1), progress=progress)
+    if inputs["kind"] == "calibrated":
+        cal = inputs["calibrated"]
+        summary = build_scene_from_calibrated(inventory_path, cal, slot_minutes=cal.get("slot_minutes", [0]),
+                                              **common)
+    else:
+        l1b = inputs["l1b"]
+        summary = build_scene(inventory_path, l1b["dir"], slot_minutes=l1b["slot_minutes"],
+                              allow_conditional=l1b.get("allow_conditional_pixels", False), **common)
+    with read_scene(scene_path) as scene:
+        status = pd.DataFrame({
+            "time": scene["time"].values.astype("datetime64[s]").astype("int64"),
+            "status": scene["status"].values.astype(str),
+        })
+    with atomic_path(status_path) as tmp:
+        status.to_csv(tmp, index=False, lineterminator="\n")
+    return summary

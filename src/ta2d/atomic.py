@@ -1,0 +1,56 @@
+"""Atomic file writes: a killed job never leaves a file that looks complete.
+
+Everything is written to a temporary file in the target's folder and renamed over the target
+(os.replace is atomic on POSIX within one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path):
+    """Yield a temp path beside `target`; on success rename it to `target`, on error remove it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results must be readable like any file
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_if_changed(target: str | Path, text: str) -> bool:
+    """Write `text` atomically, but only when the bytes differ; returns whether it wrote.
+
+    Leaving an unchanged file untouched keeps its mtime, so Snakemake sees no change at all.
+    """
+    target = Path(target)
+    data = text.encode()
+    if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+        return False
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return True
+
+
+def atomic_torch_save(obj, target: str | Path) -> None:
+    import torch
+
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,100 @@
+"""Config loading and validation: JSON schema first, then the checks a schema cannot express.
+
+Every error names the config key (dotted path) and what is wrong, before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+
+SCHEMA_RESOURCE = ("ta2d.schemas", "config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A config key is missing, unknown, of the wrong type or inconsistent."""
+
+
+def load_schema() -> dict:
+    text = resources.files(SCHEMA_RESOURCE[0]).joinpath(SCHEMA_RESOURCE[1]).read_text()
+    return yaml.safe_load(text)
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    return validate_config(config, source=str(path))
+
+
+def validate_config(config: dict, source: str = "config", check_files: bool = True) -> dict:
+    """Validate `config` in place (defaults filled in) and return it."""
+    schema = load_schema()
+    validator_cls = _with_defaults(jsonschema.Draft202012Validator)
+    errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(e) for e in errors[:5]))
+    _check_semantics(config, source, check_files)
+    return config
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"unknown key {key + '.' if key != '<top level>' else ''}{extra[0]} (allowed here: {', '.join(allowed)})"
+    if error.validator == "required":
+        return f"key {key}: {error.message}"
+    return f"key {key}: {error.message}"
+
+
+def _with_defaults(validator_cls):
+    """A validator that fills `default` values of absent properties (as snakemake.utils.validate does)."""
+    validate_properties = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def _check_semantics(config: dict, source: str, check_files: bool) -> None:
+    problems = []
+    try:
+        start, end = pd.Timestamp(config["period"]["start"]), pd.Timestamp(config["period"]["end"])
+        if start > end:
+            problems.append(f"key period: start {start.date()} is after end {end.date()}")
+    except ValueError as err:
+        problems.append(f"key period: not a date ({err})")
+    dom = config["domain"]
+    for axis in ("line", "column"):
+        if dom[f"first_{axis}"] > dom[f"last_{axis}"]:
+            problems.append(f"key domain: first_{axis} {dom[f'first_{axis}']} > last_{axis} {dom[f'last_{axis}']}")
+    size = config["patch"]["size"]
+    if size % 2 == 0:
+        problems.append(f"key patch.size: must be odd so the station pixel is the centre, got {size}")
+    fractions = config["split"]["fractions"]
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        problems.append(f"key split.fractions: must sum to 1, got {sum(fractions.values()):g}")
+    demo_makes_inputs = config.get("demo", {}).get("enabled", False)
+    if check_files and not demo_makes_inputs:
+        for key in ("labels", "stations", "static"):
+            path = config["inputs"][key]["path"]
+            if not Path(path).is_file():
+                problems.append(f"key inputs.{key}.path: file {path} does not exist")
+        if config["inputs"]["kind"] == "l1b" and not Path(config["inputs"]["l1b"]["dir"]).is_dir():
+            problems.append(f"key inputs.l1b.dir: folder {config['inputs']['l1b']['dir']} does not exist")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))

@@ -1,0 +1,114 @@
+"""build_patch_chunk: one chunk file from one manifest and one scene, vectorised per scene.
+
+All patches of a chunk come from one fancy-indexing gather over the scene's slots (no per-row
+loop), in physical units (DESIGN.md chunk contract); normalisation happens inside the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from .atomic import atomic_path, atomic_torch_save
+from .features import time7_features
+from .grid import GSD_M, Domain
+from .rejects import REJECT_COLUMNS
+from .static import StaticFields
+
+log = logging.getLogger(__name__)
+
+CHUNK_KEYS = ("x", "y", "time7", "loc", "landcover_onehot", "stn", "time", "pixel")
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"row": "int64", "stn": "int32", "time": "int64", "ta_c": "float32",
+                                    "lat": "float64", "lon": "float64", "line": "int32", "column": "int32"})
+
+
+def extract_patches(scene: xr.Dataset, static: StaticFields, times: np.ndarray, lines: np.ndarray,
+                    columns: np.ndarray, size: int) -> np.ndarray:
+    """Patches (N, 19, size, size) float32: BT 10, RF 6, SZA, DEM, land-sea mask, centred on each pixel.
+
+    One gather per scene slot: a slot's planes are read once (the scene is chunked per slot), so
+    memory stays at one slot whatever the chunk period, and no Python loop runs per sample.
+    """
+    half = size // 2
+    offsets = np.arange(-half, half + 1)
+    scene_times = scene["time"].values.astype("datetime64[s]").astype(np.int64)
+    slot = np.searchsorted(scene_times, times)
+    if (slot >= len(scene_times)).any() or (scene_times[np.minimum(slot, len(scene_times) - 1)] != times).any():
+        raise ValueError("manifest times that are not slots of the scene (rebuild the index)")
+    rows = (lines - int(scene["line"].values[0]))[:, None] + offsets  # (N, size)
+    cols = (columns - int(scene["column"].values[0]))[:, None] + offsets
+    out = np.empty((len(times), 19, size, size), dtype=np.float32)
+    for t in np.unique(slot):
+        members = np.flatnonzero(slot == t)
+        stack = np.concatenate([scene["bt"][t].values, scene["rf"][t].values, scene["sza"][t].values[None]])
+        r, c = rows[members][:, :, None], cols[members][:, None, :]
+        out[members, :17] = stack[:, r, c].transpose(1, 0, 2, 3)
+    srow = ((lines - static.domain.first_line)[:, None] + offsets)[:, :, None]
+    scol = ((columns - static.domain.first_column)[:, None] + offsets)[:, None, :]
+    out[:, 17] = static.dem[srow, scol]
+    out[:, 18] = static.land_sea_mask[srow, scol]
+    return out
+
+
+def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static: StaticFields,
+                      patch_size: int, out_path: str | Path, rejects_path: str | Path) -> dict:
+    """Write the chunk .pt (tensors only) and its .rejects.csv; returns counts."""
+    manifest = read_manifest(manifest_path)
+    with xr.open_dataset(scene_path, engine="h5netcdf") as scene:
+        _check_scene_covers(scene, static.domain, scene_path)
+        x = extract_patches(scene, static, manifest["time"].to_numpy(), manifest["line"].to_numpy(),
+                            manifest["column"].to_numpy(), patch_size)
+    finite = np.isfinite(x).reshape(len(x), x.shape[1], -1).all(axis=2)  # (N, 19)
+    half = patch_size // 2
+    lc = static.landcover[manifest["line"].to_numpy() - static.domain.first_line,
+                          manifest["column"].to_numpy() - static.domain.first_column]
+    valid_lc = (lc >= 1) & (lc <= 17)
+    nan = ~finite.all(axis=1)
+    ok = ~nan & valid_lc
+    rejects = pd.concat([
+        manifest.loc[nan, ["row", "stn", "time"]].assign(
+            reason="nan_in_patch", detail=[_nan_detail(f) for f in finite[nan]]),
+        manifest.loc[~nan & ~valid_lc, ["row", "stn", "time"]].assign(
+            reason="invalid_landcover", detail=[f"land cover code {c}" for c in lc[~nan & ~valid_lc]]),
+    ]).sort_values("row")
+    keep = manifest[ok]
+    xk = x[ok]
+    tensors = {
+        "x": torch.from_numpy(np.ascontiguousarray(xk)),
+        "y": torch.tensor(keep["ta_c"].to_numpy(np.float32)),
+        "time7": torch.from_numpy(time7_features(keep["time"].to_numpy(), xk[:, 16, half, half])),
+        "loc": torch.from_numpy(np.stack([keep["lat"].to_numpy(), keep["lon"].to_numpy(),
+                                          np.full(len(keep), GSD_M)], axis=1).astype(np.float32)),
+        "landcover_onehot": torch.from_numpy(np.eye(17, dtype=np.float32)[lc[ok] - 1]),
+        "stn": torch.tensor(keep["stn"].to_numpy(np.int32)),
+        "time": torch.tensor(keep["time"].to_numpy(np.int64)),
+        "pixel": torch.from_numpy(np.stack([keep["line"].to_numpy(), keep["column"].to_numpy()],
+                                           axis=1).astype(np.int32)),
+    }
+    atomic_torch_save(tensors, out_path)
+    with atomic_path(rejects_path) as tmp:
+        rejects.reindex(columns=REJECT_COLUMNS).to_csv(tmp, index=False, lineterminator="\n")
+    log.info("%s: %d samples, %d rejected", Path(out_path).name, int(ok.sum()), int((~ok).sum()))
+    return {"n_rows": len(manifest), "n_samples": int(ok.sum()), "n_rejected": int((~ok).sum())}
+
+
+def _nan_detail(finite_row: np.ndarray) -> str:
+    from .channels import X_CHANNELS
+
+    return "non-finite values in " + ",".join(c for c, f in zip(X_CHANNELS, finite_row, strict=True) if not f)
+
+
+def _check_scene_covers(scene: xr.Dataset, domain: Domain, path) -> None:
+    lines, cols = scene["line"].values, scene["column"].values
+    if lines[0] > domain.first_line or lines[-1] < domain.last_line or cols[0] > domain.first_column \
+            or cols[-1] < domain.last_column:
+        raise ValueError(f"scene {path}: covers lines {lines[0]}..{lines[-1]}, columns {cols[0]}..{cols[-1]};"
+                         f" the configured domain is {domain} (rebuild scenes after changing the domain)")

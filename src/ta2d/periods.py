@@ -1,0 +1,71 @@
+"""Chunk periods: the stable keys that name scenes and chunks.
+
+A key depends only on the calendar (UTC), never on how many rows exist, so adding a month of data
+adds new keys and leaves every existing chunk untouched (DESIGN.md, "Chunk keys are stable").
+  D -> 20240701      W -> 2024W27 (ISO week)      M -> 202407
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+FREQS = ("D", "W", "M")
+_KEY_RE = {"D": re.compile(r"^\d{8}$"), "W": re.compile(r"^\d{4}W\d{2}$"), "M": re.compile(r"^\d{6}$")}
+
+
+def period_key(times_utc, freq: str):
+    """Period key(s) of UTC timestamps (Unix seconds or datetimes)."""
+    ts = _to_utc_index(times_utc)
+    if freq == "D":
+        return ts.strftime("%Y%m%d")
+    if freq == "W":
+        iso = ts.isocalendar()
+        return pd.Index([f"{y:04d}W{w:02d}" for y, w in zip(iso["year"], iso["week"], strict=True)])
+    if freq == "M":
+        return ts.strftime("%Y%m")
+    raise ValueError(f"chunking.period must be one of {FREQS}, got {freq!r}")
+
+
+def period_keys(start: str, end: str, freq: str) -> list[str]:
+    """Keys of every period touching the UTC days start..end (inclusive), sorted."""
+    days = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq="D", tz="UTC")
+    if len(days) == 0:
+        raise ValueError(f"period: start {start} is after end {end}")
+    return sorted(set(period_key(days, freq)))
+
+
+def period_days(key: str, freq: str, start: str | None = None, end: str | None = None) -> pd.DatetimeIndex:
+    """The UTC days (midnights) of a period, clipped to [start, end] when given."""
+    if not _KEY_RE[freq].match(key):
+        raise ValueError(f"{key!r} is not a chunk key for chunking.period={freq}")
+    if freq == "D":
+        days = pd.DatetimeIndex([pd.Timestamp(key, tz="UTC")])
+    elif freq == "W":
+        first = pd.Timestamp.fromisocalendar(int(key[:4]), int(key[5:]), 1).tz_localize("UTC")
+        days = pd.date_range(first, periods=7, freq="D")
+    else:
+        first = pd.Timestamp(f"{key[:4]}-{key[4:]}-01", tz="UTC")
+        days = pd.date_range(first, first + pd.offsets.MonthEnd(0), freq="D")
+    if start is not None:
+        days = days[days >= pd.Timestamp(start, tz="UTC")]
+    if end is not None:
+        days = days[days <= pd.Timestamp(end, tz="UTC")]
+    return days
+
+
+def period_slots(key: str, freq: str, slot_minutes, start=None, end=None) -> pd.DatetimeIndex:
+    """Nominal slot times (UTC) of a period: every hour of every day at the given minutes."""
+    days = period_days(key, freq, start, end)
+    offsets = [pd.Timedelta(hours=h, minutes=m) for h in range(24) for m in sorted(slot_minutes)]
+    return pd.DatetimeIndex([d + o for d in days for o in offsets])
+
+
+def _to_utc_index(times) -> pd.DatetimeIndex:
+    arr = np.atleast_1d(np.asarray(times))
+    if np.issubdtype(arr.dtype, np.number):
+        return pd.to_datetime(arr.astype("int64"), unit="s", utc=True)
+    idx = pd.DatetimeIndex(pd.to_datetime(arr, utc=True))
+    return idx

@@ -1,0 +1,61 @@
+# Shared set-up: config validation (before any job runs), period keys, and input functions.
+# Kept cheap: every SLURM job re-parses the workflow.
+import os
+
+from ta2d.archive import refresh_inventories
+from ta2d.config import validate_config
+from ta2d.periods import period_days, period_keys
+
+validate_config(config, source="config")
+
+PERIOD = config["period"]
+FREQ = config["chunking"]["period"]
+KEYS = period_keys(PERIOD["start"], PERIOD["end"], FREQ)
+DEMO = config["demo"]["enabled"]
+DEMO_MANIFEST = os.path.join(config["demo"]["out_dir"], "demo.json")
+SPLITS = ("train", "val", "test")
+# what calibrate needs of inputs: the labels or static paths must not rerun it
+RAW_INPUTS = {k: config["inputs"][k] for k in ("kind", "l1b", "calibrated")}
+
+
+wildcard_constraints:
+    key="[0-9W]+",
+    split="train|val|test",
+
+
+# The raw archive is listed here, in the main process only, so that files added, removed or
+# changed since the last run rewrite their period's inventory (bytes compared, mtime kept when
+# equal) and Snakemake reruns exactly those calibrate jobs. Inventories that do not exist yet
+# are made by rule inventory, after the demo data (if any) has been generated.
+if workflow.is_main_process:
+    refresh_inventories(RAW_INPUTS, KEYS, FREQ, PERIOD, "results/inventory")
+
+
+def period_bounds(wildcards):
+    """The period's own first and last day inside the configured period: extending the configured
+    period changes this only for the periods at its ends, so no other scene is rebuilt."""
+    days = period_days(wildcards.key, FREQ, PERIOD["start"], PERIOD["end"])
+    return {"start": f"{days[0]:%Y-%m-%d}", "end": f"{days[-1]:%Y-%m-%d}"}
+
+
+def demo_inputs(wildcards):
+    return [DEMO_MANIFEST] if DEMO else []
+
+
+def chunk_files(splits=SPLITS):
+    """Input function over the chunks that build_index decided on (evaluated after the checkpoint)."""
+
+    def files(wildcards):
+        chunk_dir = checkpoints.build_index.get().output.chunks
+        found = glob_wildcards(os.path.join(chunk_dir, "{split}_chunk_{key}.csv"))
+        return sorted(
+            f"results/patch_pt/{s}_chunk_{k}.pt"
+            for s, k in zip(found.split, found.key)
+            if s in splits
+        )
+
+    return files
+
+
+def chunk_rejects(wildcards):
+    return [p.replace(".pt", ".rejects.csv") for p in chunk_files()(wildcards)]

@@ -1,0 +1,55 @@
+# Raw archive -> one calibrated scene per period (a UTC day by default).
+
+
+rule inventory:
+    message:
+        "Listing the raw files of period {wildcards.key}"
+    input:
+        demo_inputs,
+    output:
+        "results/inventory/{key}.tsv",
+    params:
+        inputs=RAW_INPUTS,
+        freq=FREQ,
+        period=period_bounds,
+    log:
+        "logs/inventory/{key}.log",
+    benchmark:
+        "results/benchmarks/inventory/{key}.tsv"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/inventory.py"
+
+
+rule calibrate:
+    message:
+        "Calibrating period {wildcards.key} onto the 2 km domain"
+    input:
+        inventory="results/inventory/{key}.tsv",
+    output:
+        scene="results/scenes/{key}.nc",
+        status="results/scenes/{key}.status.csv",
+    params:
+        inputs=RAW_INPUTS,
+        freq=FREQ,
+        period=period_bounds,
+        domain=config["domain"],
+        scene=config["scene"],
+    log:
+        "logs/calibrate/{key}.log",
+    benchmark:
+        "results/benchmarks/calibrate/{key}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 3000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/calibrate.py"

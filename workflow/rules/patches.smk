@@ -1,0 +1,75 @@
+# Manifest + scene -> one chunk of patches per (split, period); then train-split statistics and the
+# run summary that checks that every label row is a sample or a counted reject.
+
+
+rule build_patch_chunk:
+    message:
+        "Building chunk {wildcards.split}/{wildcards.key}"
+    input:
+        manifest="results/index/chunks/{split}_chunk_{key}.csv",
+        scene="results/scenes/{key}.nc",
+        static=config["inputs"]["static"]["path"],
+    output:
+        chunk="results/patch_pt/{split}_chunk_{key}.pt",
+        rejects="results/patch_pt/{split}_chunk_{key}.rejects.csv",
+    params:
+        static=config["inputs"]["static"],
+        domain=config["domain"],
+        patch_size=config["patch"]["size"],
+    log:
+        "logs/build_patch_chunk/{split}_{key}.log",
+    benchmark:
+        "results/benchmarks/build_patch_chunk/{split}_{key}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/build_patch_chunk.py"
+
+
+rule stats:
+    message:
+        "Normalisation statistics from the train chunks"
+    input:
+        chunk_files(("train",)),
+    output:
+        "results/stats.json",
+    log:
+        "logs/stats.log",
+    benchmark:
+        "results/benchmarks/stats.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/stats.py"
+
+
+rule summary:
+    message:
+        "Checking that every label row is a sample or a counted reject"
+    input:
+        index_summary="results/index/summary.json",
+        chunks=chunk_files(),
+        rejects=chunk_rejects,
+    output:
+        "results/summary.json",
+    log:
+        "logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/summary.py"
