@@ -19,10 +19,11 @@ import pandas as pd
 
 from .atomic import atomic_path, write_text_if_changed
 from .grid import Domain, lonlat_to_linecol
-from .labels import assign_station_metadata, read_labels, read_stations
+from .labels import assign_station_metadata, read_labels
 from .periods import period_key
 from .rejects import REJECT_COLUMNS
 from .static import read_static
+from .stations import read_stations
 
 log = logging.getLogger(__name__)
 
