@@ -71,5 +71,6 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = T
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, env=env)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

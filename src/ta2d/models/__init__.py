@@ -1,0 +1,82 @@
+"""TA models: Clay v1.5 encoder (clay.py), clay_transfer and CNN (ta_model.py), ridge baseline (ridge.py).
+
+``build_model(cfg, stats)`` makes the model a resolved run config asks for (see ta2d.train.RUN_DEFAULTS);
+``load_model(path)`` rebuilds it from a best.pt / current.pt alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .clay import PRESETS, ClayCheckpointError, ClayEncoder, load_clay_checkpoint
+from .ridge import RidgeModel
+from .ta_model import PATCH_MODES, ClayTransfer, Normalizer, PatchCNN, default_waves
+
+MODEL_KINDS = ("clay_transfer", "cnn", "ridge")
+
+__all__ = [
+    "MODEL_KINDS",
+    "PATCH_MODES",
+    "PRESETS",
+    "ClayCheckpointError",
+    "ClayEncoder",
+    "ClayTransfer",
+    "Normalizer",
+    "PatchCNN",
+    "RidgeModel",
+    "build_model",
+    "default_waves",
+    "load_clay_checkpoint",
+    "load_model",
+]
+
+
+def build_model(cfg: Mapping, stats: Mapping, load_weights: bool = True) -> nn.Module:
+    """The model of a resolved run config, on the CPU, initialised from ``torch.manual_seed(cfg['seed'])``.
+
+    For clay_transfer with ``clay_ckpt_path`` the encoder is built on the meta device and the
+    checkpoint's ``model.encoder.`` slice is loaded strictly into it (no 1.2 GB random init first);
+    ``load_weights=False`` leaves that to the caller (e.g. load_model, which restores all weights).
+    """
+    kind = cfg["model"]
+    torch.manual_seed(int(cfg["seed"]))
+    norm = Normalizer.from_stats(stats)
+    if kind == "ridge":
+        return RidgeModel(norm, alpha=cfg["ridge_alpha"])
+    if kind == "cnn":
+        return PatchCNN(norm, channels=cfg["cnn_channels"], head_hidden=cfg["head_hidden"])
+    if kind != "clay_transfer":
+        raise ValueError(f"unknown model {kind!r}; choose one of {MODEL_KINDS}")
+    ckpt = cfg.get("clay_ckpt_path")
+    if ckpt or not load_weights:
+        with torch.device("meta"):
+            encoder = ClayEncoder.from_preset(cfg["preset"])
+        if ckpt and load_weights:
+            load_clay_checkpoint(encoder, ckpt)
+            encoder.float()
+        else:
+            encoder.to_empty(device="cpu")
+    else:
+        encoder = ClayEncoder.from_preset(cfg["preset"])
+    return ClayTransfer(
+        norm,
+        preset=cfg["preset"],
+        waves=cfg["waves_um"],
+        patch_mode=cfg["patch_mode"],
+        pool=cfg["pool"],
+        head_hidden=cfg["head_hidden"],
+        freeze_encoder=cfg["freeze_encoder"],
+        encoder=encoder,
+    )
+
+
+def load_model(path: str | Path, map_location="cpu") -> nn.Module:
+    """Rebuild a trained model (eval mode) from a ta2d checkpoint: its run config, stats and weights."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    model = build_model(ckpt["run_config"], ckpt["stats"], load_weights=False)
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.eval()

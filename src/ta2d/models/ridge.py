@@ -1,0 +1,61 @@
+"""Ridge regression baseline on centre-pixel features, fitted in closed form (one streaming pass)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ta2d.channels import X_CHANNELS
+
+from .ta_model import Normalizer, center_pixels
+
+N_FEATURES = len(X_CHANNELS) + 7 + 2 + 17  # centre x, time7, lat/lon, land cover
+
+
+def ridge_features(batch: Mapping[str, torch.Tensor], norm: Normalizer) -> torch.Tensor:
+    """(B, 45) normalised centre-pixel planes, time7, lat/lon and land-cover one-hot."""
+    return torch.cat([norm.norm_x(center_pixels(batch)), norm.norm_time7(batch["time7"]),
+                      norm.norm_loc(batch["loc"]), batch["landcover_onehot"]], dim=1)
+
+
+def solve_ridge(xtx: torch.Tensor, xty: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Solve (XtX + alpha P) w = Xty, X with a trailing intercept column that P leaves unpenalised.
+
+    Minimum-norm (SVD) solve, so collinear features (the one-hot sums to the intercept) are fine.
+    """
+    pen = torch.full((xtx.shape[0],), float(alpha), dtype=xtx.dtype)
+    pen[-1] = 0.0
+    return torch.linalg.lstsq(xtx + torch.diag(pen), xty[:, None], driver="gelsd").solution[:, 0]
+
+
+class RidgeModel(nn.Module):
+    """y_norm = features @ weight + bias; fitted by ``fit``; has no gradient parameters."""
+
+    def __init__(self, normalizer: Normalizer, alpha: float = 1.0):
+        super().__init__()
+        self.normalizer, self.alpha = normalizer, float(alpha)
+        self.register_buffer("weight", torch.zeros(N_FEATURES))
+        self.register_buffer("bias", torch.zeros(()))
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return ridge_features(batch, self.normalizer) @ self.weight + self.bias
+
+    @torch.no_grad()
+    def fit(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> RidgeModel:
+        """Accumulate XtX and Xty in float64 over the batches, then solve in closed form."""
+        n = N_FEATURES + 1
+        xtx = torch.zeros(n, n, dtype=torch.float64)
+        xty = torch.zeros(n, dtype=torch.float64)
+        for batch in batches:
+            batch = {k: v.to(self.weight.device) for k, v in batch.items()}
+            f = ridge_features(batch, self.normalizer).double()
+            f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype, device=f.device)], 1).cpu()
+            y = self.normalizer.norm_y(batch["y"]).double().cpu()
+            xtx += f.T @ f
+            xty += f.T @ y
+        w = solve_ridge(xtx, xty, self.alpha)
+        self.weight.copy_(w[:-1].float())
+        self.bias.copy_(w[-1].float())
+        return self

@@ -1,0 +1,207 @@
+"""TA regression models: the in-model normaliser, the 9x9 -> Clay patch adapter, clay_transfer and the CNN.
+
+Every model takes a batch dict of chunk tensors in physical units (x, time7, loc, landcover_onehot;
+or the embedding-cache fields emb and x_center) and returns the TA prediction in normalised units
+(z-score); ``Normalizer.denorm_y`` turns it into °C. The normalisation statistics are buffers, so
+they travel in every state dict and checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ta2d.channels import ALL_CHANNELS, CHANNELS, X_CHANNELS
+
+from .clay import ClayEncoder, clay_time_latlon
+
+N_SPECTRAL = len(ALL_CHANNELS)  # x[:, 0:16] go to the encoder
+I_SZA, I_DEM, I_LSM = (X_CHANNELS.index(c) for c in ("sza", "dem", "land_sea_mask"))
+PATCH = 9
+CENTER = PATCH // 2
+N_SIDE = 7 + 2 + 17 + 3  # time7, lat/lon, land cover, centre SZA/DEM/land-sea mask
+PATCH_MODES = {"area8": (8, 9 / 8), "crop8": (8, 1.0), "bilinear16": (16, 9 / 16)}  # side, gsd factor
+
+
+def default_waves() -> list[float]:
+    """Effective centre wavelengths (µm) of the 16 spectral planes of x, in x's channel order."""
+    return [CHANNELS[c].wavelength_um for c in ALL_CHANNELS]
+
+
+class Normalizer(nn.Module):
+    """z-score of x (19 planes), time7's SZA (with x's SZA stats), lat/lon and TA; stats are buffers."""
+
+    def __init__(self, x_mean, x_std, y_mean, y_std, loc_mean=(0.0, 0.0), loc_std=(90.0, 180.0)):
+        super().__init__()
+
+        def std(v):
+            t = torch.as_tensor(v, dtype=torch.float32).clone()
+            return torch.where(t > 0, t, torch.ones_like(t))  # a constant plane (e.g. all land) stays as is
+
+        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float32).clone())
+        self.register_buffer("x_std", std(x_std))
+        self.register_buffer("y_mean", torch.as_tensor(y_mean, dtype=torch.float32).clone())
+        self.register_buffer("y_std", std(y_std))
+        self.register_buffer("loc_mean", torch.as_tensor(loc_mean, dtype=torch.float32).clone())
+        self.register_buffer("loc_std", std(loc_std))
+
+    @classmethod
+    def from_stats(cls, stats: Mapping) -> Normalizer:
+        keys = ("x_mean", "x_std", "y_mean", "y_std")
+        if any(k not in stats for k in keys) or len(stats["x_mean"]) != len(X_CHANNELS):
+            raise ValueError(f"stats need {keys} with {len(X_CHANNELS)} x entries, got {sorted(stats)}")
+        extra = {k: stats[k] for k in ("loc_mean", "loc_std") if k in stats}
+        return cls(stats["x_mean"], stats["x_std"], stats["y_mean"], stats["y_std"], **extra)
+
+    def stats(self) -> dict:
+        return {
+            k: getattr(self, k).tolist()
+            for k in ("x_mean", "x_std", "y_mean", "y_std", "loc_mean", "loc_std")
+        }
+
+    def norm_x(self, x):  # (B, 19, H, W) or (B, 19)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.x_mean.view(shape)) / self.x_std.view(shape)
+
+    def norm_time7(self, t7):
+        sza = (t7[:, 6:7] - self.x_mean[I_SZA]) / self.x_std[I_SZA]
+        return torch.cat([t7[:, :6], sza], dim=1)
+
+    def norm_loc(self, loc):
+        return (loc[:, :2] - self.loc_mean) / self.loc_std
+
+    def norm_y(self, y):
+        return (y - self.y_mean) / self.y_std
+
+    def denorm_y(self, z):
+        return z * self.y_std + self.y_mean
+
+
+def center_pixels(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The 19 planes at the station pixel, (B, 19), from x or from the cache's x_center."""
+    return batch["x_center"] if "x_center" in batch else batch["x"][:, :, CENTER, CENTER]
+
+
+def side_features(batch: Mapping[str, torch.Tensor], norm: Normalizer) -> torch.Tensor:
+    """Normalised covariates the heads see: time7, lat/lon, land cover, centre SZA/DEM/mask (B, 29)."""
+    c = norm.norm_x(center_pixels(batch))[:, [I_SZA, I_DEM, I_LSM]]
+    return torch.cat(
+        [norm.norm_time7(batch["time7"]), norm.norm_loc(batch["loc"]), batch["landcover_onehot"], c], dim=1
+    )
+
+
+def area_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) exact area-weighting matrix: row j averages input cells over [j, j+1) * n_in/n_out."""
+    scale = n_in / n_out
+    lo = torch.arange(n_out, dtype=torch.float64)[:, None] * scale
+    cells = torch.arange(n_in, dtype=torch.float64)[None, :]
+    overlap = (torch.minimum(lo + scale, cells + 1) - torch.maximum(lo, cells)).clamp(min=0)
+    return (overlap / scale).float()
+
+
+def to_clay_grid(pixels: torch.Tensor, mode: str) -> torch.Tensor:
+    """Map a 9x9 patch onto a grid the patch-8 encoder takes (see PATCH_MODES and the report).
+
+    area8: exact area resample to 8x8 (1 token, every pixel contributes, station stays at the centre);
+    crop8: drop the last row and column (1 token, the station pixel at index 4 of 0..7);
+    bilinear16: bilinear upsample to 16x16 (4 tokens, ~2.5x the encoder cost).
+    """
+    if mode == "area8":
+        a = area_matrix(pixels.shape[-1], 8).to(pixels.device, pixels.dtype)
+        return torch.einsum("jh,bchw,kw->bcjk", a, pixels, a)
+    if mode == "crop8":
+        return pixels[..., :8, :8]
+    if mode == "bilinear16":
+        return F.interpolate(pixels, size=(16, 16), mode="bilinear", align_corners=False)
+    raise ValueError(f"unknown patch_mode {mode!r}; choose one of {sorted(PATCH_MODES)}")
+
+
+def mlp(n_in: int, hidden: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, d = [], n_in
+    for _ in range(n_hidden):
+        layers += [nn.Linear(d, hidden), nn.GELU()]
+        d = hidden
+    return nn.Sequential(*layers, nn.Linear(d, 1))
+
+
+class ClayTransfer(nn.Module):
+    """Normaliser -> 9x9 adapter -> Clay encoder -> [cls, mean patch token] + side features -> MLP head."""
+
+    def __init__(
+        self,
+        normalizer: Normalizer,
+        preset: str = "tiny",
+        waves: Sequence[float] | None = None,
+        patch_mode: str = "area8",
+        pool: str = "cls_mean",
+        head_hidden: int = 256,
+        freeze_encoder: bool = True,
+        encoder: ClayEncoder | None = None,
+    ):
+        super().__init__()
+        if patch_mode not in PATCH_MODES:
+            raise ValueError(f"unknown patch_mode {patch_mode!r}; choose one of {sorted(PATCH_MODES)}")
+        if pool not in ("cls", "cls_mean"):
+            raise ValueError(f"unknown pool {pool!r}; choose cls or cls_mean")
+        waves = default_waves() if waves is None else list(waves)
+        if len(waves) != N_SPECTRAL:
+            raise ValueError(f"waves needs {N_SPECTRAL} wavelengths (µm, x channel order), got {len(waves)}")
+        self.patch_mode, self.pool, self.freeze_encoder = patch_mode, pool, freeze_encoder
+        self.normalizer = normalizer
+        self.register_buffer("waves", torch.tensor(waves, dtype=torch.float32))
+        self.encoder = ClayEncoder.from_preset(preset) if encoder is None else encoder
+        self.embed_dim = self.encoder.dim * (2 if pool == "cls_mean" else 1)
+        self.emb_norm = nn.LayerNorm(self.embed_dim)
+        self.head = mlp(self.embed_dim + N_SIDE, head_hidden)
+        self.set_frozen(freeze_encoder)
+
+    def set_frozen(self, frozen: bool) -> None:
+        self.freeze_encoder = frozen
+        self.encoder.requires_grad_(not frozen)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def embed(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder features (B, embed_dim) of a batch: what the embedding cache stores."""
+        norm = self.normalizer
+        pixels = to_clay_grid(norm.norm_x(batch["x"])[:, :N_SPECTRAL], self.patch_mode)
+        time, latlon = clay_time_latlon(batch["time7"], batch["loc"])
+        gsd = batch["loc"][:, 2].mean() * PATCH_MODES[self.patch_mode][1]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            tokens = self.encoder(pixels, time, latlon, gsd, self.waves)
+        if self.pool == "cls":
+            return tokens[:, 0]
+        return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        emb = batch["emb"] if "emb" in batch else self.embed(batch)
+        feats = torch.cat([self.emb_norm(emb.float()), side_features(batch, self.normalizer)], dim=1)
+        return self.head(feats).squeeze(1)
+
+
+class PatchCNN(nn.Module):
+    """Small CNN from scratch on all 19 normalised planes, plus the side features."""
+
+    def __init__(self, normalizer: Normalizer, channels: Sequence[int] = (32, 64), head_hidden: int = 128):
+        super().__init__()
+        self.normalizer = normalizer
+        convs, c_in = [], len(X_CHANNELS)
+        for c in channels:
+            convs += [nn.Conv2d(c_in, c, 3, padding=1), nn.GELU()]
+            c_in = c
+        self.convs = nn.Sequential(*convs)
+        self.head = mlp(2 * c_in + N_SIDE, head_hidden)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        f = self.convs(self.normalizer.norm_x(batch["x"]))
+        feats = torch.cat(
+            [f.mean(dim=(2, 3)), f[:, :, CENTER, CENTER], side_features(batch, self.normalizer)], 1
+        )
+        return self.head(feats).squeeze(1)

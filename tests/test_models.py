@@ -1,0 +1,193 @@
+"""TA models, normaliser, ridge closed form, chunk batch loader and the embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from chunk_factory import compute_stats, make_chunk, write_chunks
+
+from ta2d.data import ChunkBatches, make_loader, open_chunk
+from ta2d.embed import embed_chunk, embed_chunks, embedding_fingerprint
+from ta2d.models import ClayTransfer, Normalizer, build_model
+from ta2d.models.ridge import RidgeModel, ridge_features, solve_ridge
+from ta2d.train import load_stats, resolve_run_config
+
+
+@pytest.fixture(scope="module")
+def chunks(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chunks")
+    paths = write_chunks(d, "train", 3, 40, seed=3)
+    return paths, load_stats(compute_stats(paths), paths)
+
+
+def batch_of(n=6, seed=0):
+    return {k: v for k, v in make_chunk(n, seed).items() if k not in ("stn", "time", "pixel")}
+
+
+def test_normalizer_round_trip_and_stats(chunks):
+    paths, stats = chunks
+    norm = Normalizer.from_stats(stats)
+    x = torch.cat([open_chunk(p)["x"] for p in paths])
+    z = norm.norm_x(x)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(19), atol=1e-3)
+    assert torch.allclose(z.std(dim=(0, 2, 3)), torch.ones(19), atol=1e-3)
+    y = torch.linspace(-20, 35, 11)
+    assert torch.allclose(norm.denorm_y(norm.norm_y(y)), y, atol=1e-5)
+    t7 = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, stats["x_mean"][16]]])
+    assert torch.allclose(norm.norm_time7(t7), torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.0]]))
+    # stats live in the state dict: a fresh normaliser loading it reproduces them
+    other = Normalizer([0.0] * 19, [1.0] * 19, 0.0, 1.0)
+    other.load_state_dict(norm.state_dict())
+    assert other.stats() == norm.stats()
+    # a constant plane (std 0) is passed through instead of dividing by zero
+    assert Normalizer([0.0] * 19, [0.0] * 19, 0.0, 0.0).x_std.eq(1).all()
+
+
+@pytest.mark.parametrize("mode", ["area8", "crop8", "bilinear16"])
+def test_clay_transfer_forward_on_9x9(chunks, mode):
+    cfg = resolve_run_config({"patch_mode": mode})
+    model = build_model(cfg, chunks[1]).eval()
+    b = batch_of()
+    with torch.no_grad():
+        emb = model.embed(b)
+        pred = model(b)
+    assert emb.shape == (6, 2 * 192)
+    assert pred.shape == (6,)
+    assert torch.isfinite(pred).all()
+
+
+def test_cnn_and_ridge_forward(chunks):
+    for kind in ("cnn", "ridge"):
+        model = build_model(resolve_run_config({"model": kind}), chunks[1]).eval()
+        with torch.no_grad():
+            assert model(batch_of()).shape == (6,)
+
+
+def test_frozen_encoder_gets_no_gradient(chunks):
+    model = build_model(resolve_run_config({}), chunks[1]).train()
+    assert not model.encoder.training
+    model(batch_of()).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.head[0].weight.grad is not None
+    model = build_model(resolve_run_config({"freeze_encoder": False}), chunks[1]).train()
+    model(batch_of()).sum().backward()
+    assert model.encoder.transformer.norm.weight.grad is not None
+
+
+def test_ridge_closed_form_equals_numpy_lstsq(chunks):
+    paths, stats = chunks
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 6)), rng.normal(size=200)
+    xa = np.hstack([x, np.ones((200, 1))])
+    xtx, xty = torch.from_numpy(xa.T @ xa), torch.from_numpy(xa.T @ y)
+    ref0 = np.linalg.lstsq(xa, y, rcond=None)[0]
+    assert np.allclose(solve_ridge(xtx, xty, 0.0).numpy(), ref0, atol=1e-10)
+    alpha = 3.0  # ridge = least squares on rows augmented with sqrt(alpha) * I (intercept unpenalised)
+    aug = np.vstack([xa, np.hstack([np.sqrt(alpha) * np.eye(6), np.zeros((6, 1))])])
+    ref = np.linalg.lstsq(aug, np.concatenate([y, np.zeros(6)]), rcond=None)[0]
+    assert np.allclose(solve_ridge(xtx, xty, alpha).numpy(), ref, atol=1e-10)
+
+    # the model's streaming fit over chunk batches equals lstsq on the stacked features
+    model = RidgeModel(Normalizer.from_stats(stats), alpha=0.0)
+    model.fit(ChunkBatches(paths, 17))
+    allb = next(iter(ChunkBatches(paths, 10_000)))
+    f = ridge_features(allb, model.normalizer).double().numpy()
+    fa = np.hstack([f, np.ones((len(f), 1))])
+    yn = model.normalizer.norm_y(allb["y"]).double().numpy()
+    w = np.linalg.lstsq(fa, yn, rcond=None)[0]  # one-hot + intercept are collinear: compare predictions
+    assert np.allclose(model(allb).double().numpy(), fa @ w, atol=1e-4)
+
+
+def test_batches_cover_every_sample_once(chunks):
+    paths, _ = chunks
+    for sf, sw, mix in [
+        (False, False, 1),
+        (True, False, 1),
+        (True, True, 1),
+        (True, True, 0),
+        (False, True, 2),
+    ]:
+        b = ChunkBatches(
+            paths, 16, ("y", "time", "stn"), shuffle_files=sf, shuffle_within_file=sw, mix_files=mix
+        )
+        b.set_epoch(1)
+        got = list(b)
+        assert [len(x["y"]) for x in got[:-1]] == [16] * (len(got) - 1) and len(got) == len(b)
+        times = torch.cat([x["time"] for x in got])
+        ref = torch.cat([open_chunk(p)["time"] for p in paths])
+        assert torch.equal(times.sort().values, ref.sort().values)
+        if not (sf or sw):
+            assert torch.equal(times, ref)  # sequential: file order, then sample order
+    b = ChunkBatches(paths, 16, ("time",), shuffle_files=True, shuffle_within_file=True, seed=5)
+    b.set_epoch(2)
+    e2 = torch.cat([x["time"] for x in b])
+    b.set_epoch(3)
+    e3 = torch.cat([x["time"] for x in b])
+    b.set_epoch(2)
+    assert torch.equal(torch.cat([x["time"] for x in b]), e2) and not torch.equal(e2, e3)
+
+
+def test_worker_loader_keeps_the_order(chunks):
+    b = ChunkBatches(chunks[0], 16, ("time",), shuffle_files=True, shuffle_within_file=True, seed=1)
+    ref = torch.cat([x["time"] for x in b])
+    got = torch.cat([x["time"] for x in make_loader(b, num_workers=2)])
+    assert torch.equal(got, ref)
+
+
+def test_cache_gives_the_same_head_outputs(chunks, tmp_path):
+    paths, stats = chunks
+    model = build_model(resolve_run_config({}), stats).eval()
+    files, n_new = embed_chunks(paths, tmp_path, model, batch_size=16)
+    assert n_new == len(paths)
+    direct = ChunkBatches(paths, 32, shuffle_files=True, shuffle_within_file=True, seed=2)
+    cached = ChunkBatches(
+        files,
+        32,
+        ("emb", "x_center", "y", "time7", "loc", "landcover_onehot"),
+        shuffle_files=True,
+        shuffle_within_file=True,
+        seed=2,
+    )
+    with torch.no_grad():
+        for a, b in zip(direct, cached, strict=True):
+            assert torch.equal(a["y"], b["y"])
+            assert torch.allclose(model(a), model(b), atol=1e-5)
+
+
+def test_embed_chunk_recomputes_only_when_the_encoder_changes(chunks, tmp_path):
+    paths, stats = chunks
+    cfg = resolve_run_config({})
+    out = tmp_path / "e.pt"
+    assert embed_chunk(paths[0], out, run_cfg=cfg, stats=stats, batch_size=64)
+    first = out.stat().st_mtime_ns
+    assert not embed_chunk(paths[0], out, run_cfg=cfg, stats=stats)  # same weights: reused
+    assert out.stat().st_mtime_ns == first
+    model = build_model(cfg, stats)
+    fp = embedding_fingerprint(model)
+    assert torch.load(out, weights_only=True)["fingerprint"] == fp
+    assert not embed_chunk(paths[0], out, model)  # a model built by train_run's path matches too
+    head_only = build_model({**cfg, "head_hidden": 64}, stats)
+    assert embedding_fingerprint(head_only) == fp  # the head is not part of the key
+    with torch.no_grad():
+        model.encoder.transformer.norm.bias.add_(0.1)
+    assert embed_chunk(paths[0], out, model)
+    assert embed_chunk(paths[0], out, run_cfg={**cfg, "patch_mode": "crop8"}, stats=stats)
+    assert embed_chunk(
+        paths[0], out, run_cfg={**cfg, "waves_um": [w * 1.01 for w in cfg["waves_um"]]}, stats=stats
+    )
+
+
+def test_load_model_from_checkpoint_alone(chunks, tmp_path):
+    from ta2d.models import load_model
+
+    cfg = resolve_run_config({"model": "cnn"})
+    model = build_model(cfg, chunks[1]).eval()
+    torch.save(
+        {"model": model.state_dict(), "run_config": cfg, "stats": model.normalizer.stats()}, tmp_path / "m.pt"
+    )
+    again = load_model(tmp_path / "m.pt")
+    b = batch_of()
+    with torch.no_grad():
+        assert torch.equal(model(b), again(b))
+    assert isinstance(build_model(resolve_run_config({}), chunks[1]), ClayTransfer)

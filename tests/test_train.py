@@ -1,0 +1,158 @@
+"""train_run: loss goes down, checkpoints/metrics, resume equals an uninterrupted run, baselines."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from chunk_factory import compute_stats, write_chunks
+
+from ta2d.models import load_model
+from ta2d.train import METRIC_COLUMNS, predict_chunks, train_run
+
+FAST = {"preset": "tiny", "batch_size": 64, "lr": 3e-3, "head_hidden": 64, "seed": 7}
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("patch_pt")
+    train = write_chunks(d, "train", 3, 100, seed=1)
+    val = write_chunks(d, "val", 2, 60, seed=2)
+    stats = tmp_path_factory.mktemp("stats") / "stats.json"
+    compute_stats(train, stats)
+    return train, val, stats
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_clay_frozen_run_lowers_the_loss_and_writes_outputs(data, tmp_path):
+    train, val, stats = data
+    out = tmp_path / "run"
+    res = train_run({**FAST, "epochs": 4}, train, val, stats, out, progress=False, log=lambda s: None)
+    rows = read_metrics(out / "metrics.csv")
+    assert tuple(rows[0]) == METRIC_COLUMNS and [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_mse"]) < 0.5 * float(rows[0]["train_mse"])
+    assert float(rows[-1]["val_mse"]) < 0.7 * float(rows[0]["val_mse"])
+    assert float(rows[-1]["val_mse"]) < 0.2  # predicting the mean gives 1 (z-scored TA)
+    ck = torch.load(out / "current.pt", weights_only=True)
+    for key in (
+        "model",
+        "optimizer",
+        "scheduler",
+        "epoch",
+        "best_val",
+        "stats",
+        "run_config",
+        "data_fingerprint",
+    ):
+        assert key in ck
+    assert ck["epoch"] == 4 and ck["best_val"] == pytest.approx(res["best_val"])
+    assert sorted(p.name for p in (out / "embed").iterdir()) == sorted(p.name for p in train + val)
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["best_val"] == min(float(r["val_mse"]) for r in rows)
+    # best.pt alone predicts in °C
+    model = load_model(out / "best.pt")
+    pred = predict_chunks(model, val, device="cpu")
+    rmse = float(((pred["y_pred"] - pred["y"]) ** 2).mean().sqrt())
+    assert rmse == pytest.approx(float(rows[int(best["epoch"]) - 1]["val_rmse_k"]), rel=1e-3)
+
+
+def test_resume_equals_uninterrupted_run(data, tmp_path):
+    train, val, stats = data
+    cfg = {**FAST, "epochs": 3, "model": "cnn", "cnn_channels": [8, 16]}
+    train_run(cfg, train, val, stats, tmp_path / "a", progress=False, log=lambda s: None)
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_run(
+            cfg,
+            train,
+            val,
+            stats,
+            tmp_path / "b",
+            progress=False,
+            log=lambda s: None,
+            on_epoch_end=kill_after_2,
+        )
+    assert len(read_metrics(tmp_path / "b" / "metrics.csv")) == 2
+    (tmp_path / "b" / "best.pt").unlink()  # Snakemake removes a job's declared outputs before a rerun
+    (tmp_path / "b" / "metrics.csv").unlink()
+    logs = []
+    res = train_run(cfg, train, val, stats, tmp_path / "b", progress=False, log=logs.append)
+    assert res["resumed_from"] == 2 and any("resuming" in s and "epoch 3" in s for s in logs)
+    ra, rb = read_metrics(tmp_path / "a" / "metrics.csv"), read_metrics(tmp_path / "b" / "metrics.csv")
+    strip = (
+        [{k: v for k, v in r.items() if k != "seconds"} for r in ra],
+        [{k: v for k, v in r.items() if k != "seconds"} for r in rb],
+    )
+    assert strip[0] == strip[1]
+    for name in ("current.pt", "best.pt"):
+        a = torch.load(tmp_path / "a" / name, weights_only=True)["model"]
+        b = torch.load(tmp_path / "b" / name, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run whose declared outputs were removed gets them back without training
+    best_a = (tmp_path / "a" / "best.pt").read_bytes()
+    (tmp_path / "a" / "best.pt").unlink()
+    (tmp_path / "a" / "metrics.csv").unlink()
+    logs.clear()
+    train_run(cfg, train, val, stats, tmp_path / "a", progress=False, log=logs.append)
+    assert (tmp_path / "a" / "best.pt").read_bytes() == best_a
+    again = read_metrics(tmp_path / "a" / "metrics.csv")
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == strip[0]
+    assert any("already done" in s for s in logs)
+
+
+def test_changed_data_restarts_from_scratch(data, tmp_path):
+    train, val, stats = data
+    cfg = {**FAST, "epochs": 1, "model": "cnn", "cnn_channels": [8]}
+    train_run(cfg, train, val, stats, tmp_path, progress=True, log=lambda s: None)  # tqdm bars on
+    logs = []
+    res = train_run(cfg, train[:2], val, stats, tmp_path, progress=False, log=logs.append)
+    assert res["resumed_from"] is None
+    assert any(
+        "does not belong to this run" in s and "chunks changed" in s and "from scratch" in s for s in logs
+    )
+    logs.clear()
+    train_run({**cfg, "lr": 1e-3}, train[:2], val, stats, tmp_path, progress=False, log=logs.append)
+    assert any("run config changed (lr)" in s for s in logs)
+
+
+def test_unfrozen_encoder_has_its_own_learning_rate(data, tmp_path):
+    train, val, stats = data
+    cfg = {**FAST, "epochs": 1, "freeze_encoder": False, "encoder_lr": 1e-5, "scheduler": "none"}
+    train_run(cfg, train[:1], val[:1], stats, tmp_path, progress=False, log=lambda s: None)
+    ck = torch.load(tmp_path / "current.pt", weights_only=True)
+    assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == [3e-3, 1e-5]
+    assert not (tmp_path / "embed").exists()
+
+
+def test_ridge_baseline_through_the_same_code(data, tmp_path):
+    train, val, stats = data
+    train_run(
+        {"model": "ridge", "ridge_alpha": 0.1},
+        train,
+        val,
+        stats,
+        tmp_path,
+        progress=False,
+        log=lambda s: None,
+    )
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert len(rows) == 1
+    assert float(rows[0]["val_rmse_k"]) < 0.6  # the synthetic target is linear in centre features + noise 0.3
+    model = load_model(tmp_path / "best.pt")
+    pred = predict_chunks(model, val, device="cpu")
+    assert float(((pred["y_pred"] - pred["y"]) ** 2).mean().sqrt()) == pytest.approx(
+        float(rows[0]["val_rmse_k"]), rel=1e-4
+    )
