@@ -23,6 +23,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/patches.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -30,3 +31,4 @@ rule all:
     input:
         "results/stats.json",
         "results/summary.json",
+        expand("results/runs/{run}/best.pt", run=RUNS),

@@ -59,3 +59,30 @@ def chunk_files(splits=SPLITS):
 
 def chunk_rejects(wildcards):
     return [p.replace(".pt", ".rejects.csv") for p in chunk_files()(wildcards)]
+
+
+# --- training runs -----------------------------------------------------------------------------
+RUNS = config["train"]["runs"]
+ENCODER_KEYS = ("model", "preset", "clay_ckpt_path", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype")
+
+
+wildcard_constraints:
+    run="|".join(RUNS) or "NO_RUNS",
+
+
+def uses_embedding_cache(run):
+    cfg = RUNS[run]
+    return cfg["model"] == "clay_transfer" and cfg["freeze_encoder"] and cfg["embed_cache"]
+
+
+def run_gpus(wildcards):
+    """One GPU for every run that trains a network; ridge is closed form."""
+    cfg = RUNS[wildcards.run]
+    return 0 if cfg["model"] == "ridge" or cfg["device"] == "cpu" else 1
+
+
+def embedding_files(wildcards):
+    if not uses_embedding_cache(wildcards.run):
+        return []
+    chunks = chunk_files(("train", "val"))(wildcards)
+    return [f"results/embed/{wildcards.run}/{os.path.basename(c)}" for c in chunks]

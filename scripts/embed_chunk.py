@@ -1,0 +1,8 @@
+"""Rule embed_chunk: the frozen encoder's embeddings of one chunk (ta2d.embed.embed_chunk)."""
+
+from ta2d.embed import embed_chunk
+from ta2d.logsetup import log_to
+
+with log_to(snakemake.log[0]):
+    embed_chunk(snakemake.input.chunk, snakemake.output[0], run_cfg=dict(snakemake.params.encoder),
+                stats=snakemake.input.stats)

@@ -1,0 +1,55 @@
+# Chunks -> trained runs (train.runs in the config: the Clay transfer model and the baselines).
+# With a frozen encoder the per-chunk embeddings are computed once by embed_chunk; its params hold
+# only what changes the encoder's output, so a head hyper-parameter reruns train but no embedding.
+rule embed_chunk:
+    message:
+        "Embedding chunk {wildcards.split}/{wildcards.key} with the frozen encoder of run {wildcards.run}"
+    input:
+        chunk="results/patch_pt/{split}_chunk_{key}.pt",
+        stats="results/stats.json",
+    output:
+        "results/embed/{run}/{split}_chunk_{key}.pt",
+    params:
+        encoder=lambda wc: {k: RUNS[wc.run][k] for k in ENCODER_KEYS},
+    log:
+        "logs/embed_chunk/{run}/{split}_{key}.log",
+    benchmark:
+        "results/benchmarks/embed_chunk/{run}/{split}_{key}.tsv"
+    threads: 1
+    resources:
+        gpu=run_gpus,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 20 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/embed_chunk.py"
+
+
+rule train:
+    message:
+        "Training run {wildcards.run}"
+    input:
+        train=chunk_files(("train",)),
+        val=chunk_files(("val",)),
+        stats="results/stats.json",
+        embeddings=embedding_files,
+    output:
+        best="results/runs/{run}/best.pt",
+        metrics="results/runs/{run}/metrics.csv",
+    params:
+        run=lambda wc: RUNS[wc.run],
+        embed_dir=lambda wc, input: os.path.dirname(input.embeddings[0]) if input.embeddings else None,
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    threads: 2
+    resources:
+        gpu=run_gpus,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/train.py"
