@@ -10,10 +10,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, make_workdir, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -42,8 +42,17 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     assert len(stats["x_mean"]) == 19 and stats["n_samples"] == summary["samples_by_split"]["train"]
     # every planted defect kind of the demo shows up as its documented reject reason
     defects = json.loads((work / "resources/demo/defects.json").read_text())
-    expected = {d["expected_reason"] for d in defects["defects"]}
+    expected = {d["expected_reason"] for d in defects["records"] if d.get("expected_reason")}
     assert expected <= set(summary["rejected_by_reason"]), (expected, summary["rejected_by_reason"])
+    # ... row by row: exactly the rows the generator planted, each with its reason
+    got = pd.concat([pd.read_csv(work / "results/index/rejects.csv")]
+                    + [pd.read_csv(p) for p in (work / "results/patch_pt").glob("*.rejects.csv")])
+    want = pd.read_csv(work / "resources/demo/truth/expected_rejects.csv")
+    assert sorted(zip(got["row"] + 1, got["reason"], strict=True)) == \
+        sorted(zip(want["csv_line"], want["reason"], strict=True))
+    for run in ("clay_frozen", "cnn", "ridge"):
+        assert (work / f"results/runs/{run}/best.pt").is_file()
+        assert (work / f"results/runs/{run}/metrics.csv").is_file()
     if CHECK_CHUNKS.is_file():
         out = subprocess.run([sys.executable, str(CHECK_CHUNKS), str(work)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr

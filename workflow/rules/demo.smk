@@ -12,7 +12,7 @@ if DEMO:
             stations=config["inputs"]["stations"]["path"],
             static=config["inputs"]["static"]["path"],
         params:
-            config={k: config[k] for k in ("period", "domain", "inputs", "demo")},
+            config={k: config[k] for k in ("period", "domain", "inputs", "patch", "demo")},
         log:
             "logs/demo.log",
         benchmark:

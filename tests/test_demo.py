@@ -1,0 +1,373 @@
+"""The demo generator: real-format files whose decoded values equal the known truth, and every
+planted defect present where defects.json says it is.
+
+Decoding here is a deliberately plain, independent reference (notes section 1.3), not ta2d's reader.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from ta2d.channels import ALL_CHANNELS, CHANNELS
+from ta2d.demo import generate_demo
+from ta2d.demo.l1b_writer import encode_counts
+from ta2d.demo.static import Window, static_fields
+from ta2d.demo.truth import TruthModel
+from ta2d.grid import Domain, lonlat_to_linecol
+
+J2000 = dt.datetime(2000, 1, 1, 12, tzinfo=dt.UTC)
+# Effective wavenumbers (cm-1) from shared/notes/gk2a_data.md section 2, typed in independently.
+WAVENUMBER = {
+    "sw038": 2612.677,
+    "wv063": 1617.609,
+    "wv069": 1441.575,
+    "wv073": 1365.250,
+    "ir087": 1164.949,
+    "ir096": 1039.960,
+    "ir105": 966.153,
+    "ir112": 891.713,
+    "ir123": 810.609,
+    "ir133": 753.591,
+}
+VALID_BITS = {"vi004": 11, "vi005": 11, "nr016": 11, "vi006": 12, "nr013": 12, "wv063": 12, "sw038": 14}
+DOMAIN = {"first_line": 882, "last_line": 914, "first_column": 2684, "last_column": 2726}  # around Seoul
+
+
+def tiny_config(base: Path, **demo) -> dict:
+    return {
+        "period": {"start": "2024-04-01", "end": "2024-04-02"},
+        "domain": dict(DOMAIN),
+        "patch": {"size": 9},
+        "inputs": {
+            "l1b": {"dir": str(base / "raw"), "subdir": "%Y%m/%d/%H", "area": "fd", "slot_minutes": [0]},
+            "labels": {"path": str(base / "labels" / "obs.csv")},
+            "stations": {"path": str(base / "labels" / "meta.csv")},
+            "static": {"path": str(base / "static" / "static.nc")},
+        },
+        "demo": {
+            "enabled": True,
+            "out_dir": str(base / "demo"),
+            "seed": 11,
+            "n_stations": 6,
+            "noise_sigma_k": 0.8,
+            "compression_level": 1,
+            "workers": 2,
+            **demo,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("demo")
+    config = tiny_config(base)
+    summary = generate_demo(config, progress=False)
+    defects = json.loads((base / "demo" / "defects.json").read_text())["records"]
+    return {"base": base, "config": config, "summary": summary, "defects": defects}
+
+
+def _num(v) -> float:
+    return float(np.asarray(v).ravel()[0])
+
+
+def _slots(config):
+    return pd.date_range("2024-04-01 00:00", "2024-04-02 23:00", freq="h", tz="UTC")
+
+
+def _path(config, slot, channel) -> Path:
+    res = {0.5: "005", 1.0: "010", 2.0: "020"}[CHANNELS[channel].resolution_km]
+    l1b = config["inputs"]["l1b"]
+    return (
+        Path(l1b["dir"])
+        / slot.strftime("%Y%m/%d/%H")
+        / (f"gk2a_ami_le1b_{channel}_fd{res}ge_{slot.strftime('%Y%m%d%H%M')}.nc")
+    )
+
+
+def reference_decode(path: Path, channel: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """raw file -> (physical value with NaN for flagged/invalid pixels, masked counts, global attrs)."""
+    with h5py.File(path, "r") as f:
+        var = f["image_pixel_values"]
+        raw = var[...]
+        bits = int(_num(var.attrs["number_of_valid_bits_per_pixel"]))
+        a = {k: f.attrs[k] for k in f.attrs}
+    count = (raw & (2**bits - 1)).astype(np.float64)
+    value = calibrate(count, a, channel)
+    value[(raw >> 14) != 0] = np.nan
+    return value, count, a
+
+
+def calibrate(count: np.ndarray, a: dict, channel: str) -> np.ndarray:
+    radiance = _num(a["DN_to_Radiance_Gain"]) * count + _num(a["DN_to_Radiance_Offset"])
+    if channel not in WAVENUMBER:
+        return radiance * _num(a["Radiance_to_Albedo_c"])
+    nu = 100.0 * WAVENUMBER[channel]
+    c, h, k = _num(a["light_speed"]), _num(a["Plank_constant_h"]), _num(a["Boltzmann_constant_k"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_eff = (h * c * nu / k) / np.log(2 * h * c**2 * nu**3 / (radiance * 1e-5) + 1)
+    value = (
+        _num(a["Teff_to_Tbb_c0"]) + _num(a["Teff_to_Tbb_c1"]) * t_eff + _num(a["Teff_to_Tbb_c2"]) * t_eff**2
+    )
+    return np.where(radiance > 0, value, np.nan)
+
+
+def block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    n, m = a.shape
+    return a.reshape(n // f, f, m // f, f).mean(axis=(1, 3))
+
+
+def test_encoder_reproduces_worked_numbers():
+    # notes 1.3: IR105 count 3508 <-> 291.54 K, 6198 <-> 246.95 K; VI005 146 <-> 0.072, 539 <-> 0.296
+    assert encode_counts("ir105", np.array([291.54, 246.95])).tolist() == [3508, 6198]
+    assert encode_counts("vi005", np.array([0.072, 0.296])).tolist() == [146, 539]
+
+
+def test_every_file_exists_with_the_real_name(demo):
+    config = demo["config"]
+    missing = {r["file"] for r in demo["defects"] if r["kind"] == "missing_file"}
+    assert missing
+    expected = [_path(config, s, c) for s in _slots(config) for c in ALL_CHANNELS]
+    for p in expected:
+        assert p.exists() == (str(p) not in missing), p
+    written = sorted(Path(config["inputs"]["l1b"]["dir"]).rglob("*.nc"))
+    assert len(written) == len(expected) - len(missing) == demo["summary"]["n_files"]
+    assert _path(config, _slots(config)[3], "vi006").name == "gk2a_ami_le1b_vi006_fd005ge_202404010300.nc"
+
+
+def test_attributes_have_the_real_messy_types(demo):
+    slot = _slots(demo["config"])[5]
+    window = Window.around(Domain.from_config(DOMAIN), 8)
+    with h5py.File(_path(demo["config"], slot, "ir105"), "r") as f:
+        a = f.attrs
+        assert a["channel_center_wavelength"] == b"10.5"  # rounded nominal name: a trap for readers
+        assert a["projection_type"] == b"GEOS"
+        assert a["number_of_columns"].shape == (1,) and int(a["number_of_columns"][0]) == window.n_columns
+        assert np.ndim(a["number_of_lines"]) == 0 and int(a["number_of_lines"]) == window.n_lines
+        assert a["lfac"] < 0 and a["cfac"][0] == pytest.approx(20425338.903339352)
+        assert a["coff"] == 2750.5 - (window.first_column - 1)
+        assert a["loff"][0] == 2750.5 - (window.first_line - 1)
+        assert a["sub_longitude"] == pytest.approx(2.2375121, abs=1e-7)
+        assert a["nominal_satellite_height"] == 42164000.0
+        assert "Plank_constant_h" in a and "Teff_to_Tbb_c2" in a and "Radiance_to_Albedo_c" not in a
+        assert a["DN_to_Radiance_Gain"][0] < 0
+        start = J2000 + dt.timedelta(seconds=float(a["observation_start_time"]))
+        assert 20 <= (start - slot.to_pydatetime()).total_seconds() <= 40
+        v = f["image_pixel_values"]
+        assert v.dtype == np.uint16 and v.compression == "gzip"
+        assert int(v.attrs["number_of_total_bits_per_pixel"][()]) == 16
+        assert v.attrs["channel_name"] == b"IR105"
+    for ch in ALL_CHANNELS:
+        with h5py.File(_path(demo["config"], slot, ch), "r") as f:
+            assert int(f["image_pixel_values"].attrs["number_of_valid_bits_per_pixel"]) == VALID_BITS.get(
+                ch, 13
+            )
+            f_ = CHANNELS[ch].factor
+            assert f["image_pixel_values"].shape == (f_ * window.n_lines, f_ * window.n_columns)
+            # nested grids: the file's loff/coff put its first fine pixel at FD fine line f*(L0-1)+1
+            off = {1: 2750.5, 2: 5500.5, 4: 11000.5}[f_]
+            assert _num(f.attrs["coff"]) == off - f_ * (window.first_column - 1)
+    ds = xr.open_dataset(_path(demo["config"], slot, "vi006"), engine="h5netcdf", mask_and_scale=False)
+    assert ds["image_pixel_values"].dims == ("dim_image_y", "dim_image_x")
+    assert ds.attrs["channel_spatial_resolution"] == "0.5"
+
+
+@pytest.mark.parametrize("hour", [3, 15])  # 12 KST (day) and 00 KST (night)
+def test_reference_decoding_recovers_the_truth(demo, hour):
+    config = demo["config"]
+    slot = _slots(config)[24 + hour]
+    window = Window.around(Domain.from_config(DOMAIN), 8)
+    static = static_fields(window, 11)
+    truth = TruthModel(11, 0.3).observed(slot.timestamp(), static)
+    for ch in ALL_CHANNELS:
+        path = _path(config, slot, ch)
+        if not path.exists():
+            continue
+        value, count, a = reference_decode(path, ch)
+        f = CHANNELS[ch].factor
+        # tolerance: what half a count is worth at this value (quantisation)
+        half = np.maximum(
+            np.abs(calibrate(count + 0.5, a, ch) - value), np.abs(calibrate(count - 0.5, a, ch) - value)
+        )
+        if CHANNELS[ch].kind == "emissive":
+            gain, offset = _num(a["DN_to_Radiance_Gain"]), _num(a["DN_to_Radiance_Offset"])
+            tol = half * 1.01 + 1e-4
+            ok = np.isfinite(value) & (count > 0) & (count < np.ceil(-offset / gain) - 1)  # not clipped
+        else:
+            value, tol = block_mean(value, f), block_mean(half, f) * 1.01 + 1e-7
+            ok = np.isfinite(value)
+        assert ok.mean() > 0.97, ch
+        err = np.abs(value - truth[ch])
+        assert (err[ok] <= tol[ok]).all(), (ch, float(np.nanmax(err[ok] - tol[ok])))
+    # The trap: inverting IR105 at the rounded 10.5 um makes it ~1.5 K too cold.
+    value, _, _ = reference_decode(_path(config, slot, "ir105"), "ir105")
+    WAVENUMBER["ir105"], saved = 1e4 / 10.5, WAVENUMBER["ir105"]
+    try:
+        wrong, _, _ = reference_decode(_path(config, slot, "ir105"), "ir105")
+    finally:
+        WAVENUMBER["ir105"] = saved
+    assert 1.2 < np.nanmedian(value - wrong) < 1.9
+
+
+def test_fine_channels_need_block_means(demo):
+    """Sub-pixels differ (zero-mean texture): taking one sub-pixel instead of the mean is wrong."""
+    slot = _slots(demo["config"])[27]
+    value, _, _ = reference_decode(_path(demo["config"], slot, "vi006"), "vi006")
+    first = value[::4, ::4]
+    assert np.nanmax(np.abs(first - block_mean(value, 4))) > 0.003
+
+
+def test_static_file(demo):
+    ds = xr.open_dataset(demo["config"]["inputs"]["static"]["path"], engine="h5netcdf")
+    window = Window.around(Domain.from_config(DOMAIN), 8)
+    assert ds["line"].dtype == np.int32 and ds["line"].values[0] == window.first_line
+    assert ds["column"].values[-1] == window.first_column + window.n_columns - 1
+    assert ds["dem"].dtype == np.float32 and float(ds["dem"].min()) >= 0
+    assert ds["land_sea_mask"].dtype == np.float32 and set(np.unique(ds["land_sea_mask"])) <= {0.0, 1.0}
+    lc = ds["landcover"].values
+    assert lc.dtype == np.uint8 and set(np.unique(lc)) <= set(range(1, 18)) | {255}
+    water = lc == 17
+    assert (ds["land_sea_mask"].values[water] == 0).all()
+
+
+def test_station_table_is_cp949_and_consistent(demo):
+    path = Path(demo["config"]["inputs"]["stations"]["path"])
+    raw = path.read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    meta = pd.read_csv(path, encoding="cp949", dtype={"종료일": str})
+    assert list(meta.columns) == [
+        "지점",
+        "시작일",
+        "종료일",
+        "지점명",
+        "지점주소",
+        "관리관서",
+        "위도",
+        "경도",
+        "노장해발고도(m)",
+        "기온계(관측장비지상높이(m))",
+    ]
+    domain = Domain.from_config(DOMAIN)
+    line, col = lonlat_to_linecol(meta["경도"].to_numpy(), meta["위도"].to_numpy())
+    line, col = np.rint(line).astype(int), np.rint(col).astype(int)
+    inside = domain.contains(line, col, margin=4)
+    out = {r["stn"] for r in demo["defects"] if r["kind"] == "out_of_domain_station"}
+    assert set(meta.loc[~inside, "지점"]) == out and len(out) == 1
+    relocated = [r for r in demo["defects"] if r["kind"] == "relocated_station"]
+    assert len(relocated) == 1
+    rows = meta[meta["지점"] == relocated[0]["stn"]].sort_values("시작일")
+    assert len(rows) == 2
+    end = dt.date.fromisoformat(rows["종료일"].iloc[0])
+    assert dt.date.fromisoformat(rows["시작일"].iloc[1]) == end + dt.timedelta(days=1)
+    assert pd.isna(rows["종료일"].iloc[1])
+    # the station pixel's DEM is close to the station elevation (lapse-rate term stays small)
+    static = xr.open_dataset(demo["config"]["inputs"]["static"]["path"], engine="h5netcdf")
+    dem = static["dem"].sel(line=xr.DataArray(line[inside]), column=xr.DataArray(col[inside])).values
+    assert np.abs(meta.loc[inside, "노장해발고도(m)"].to_numpy() - dem).max() < 80
+
+
+def test_labels_are_kst_and_match_the_truth(demo):
+    config = demo["config"]
+    labels = pd.read_csv(
+        config["inputs"]["labels"]["path"], encoding="cp949", dtype=str, keep_default_na=False
+    )
+    assert list(labels.columns) == ["지점", "지점명", "일시", "기온(°C)", "기온 QC플래그"]
+    truth = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "labels_truth.csv")
+    rejects = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "expected_rejects.csv")
+    good = labels.drop(index=rejects["csv_line"] - 2)
+    kst = pd.to_datetime(good["일시"], format="%Y-%m-%d %H:%M")
+    assert kst.min() == pd.Timestamp("2024-04-01 09:00") and kst.max() == pd.Timestamp("2024-04-03 08:00")
+    time_utc = (kst - pd.Timestamp("1970-01-01 09:00")) // pd.Timedelta(seconds=1)  # KST = UTC + 9 h
+    observed = pd.DataFrame(
+        {
+            "stn": good["지점"].astype(int).to_numpy(),
+            "time_utc": time_utc.to_numpy(),
+            "ta": good["기온(°C)"].astype(float).to_numpy(),
+        }
+    )
+    merged = observed.merge(truth, on=["stn", "time_utc"])
+    assert len(merged) == len(good)
+    resid = merged["ta"] - merged["ta_true_c"]
+    assert abs(resid.std() - 0.8) < 0.15 and abs(resid.mean()) < 0.2
+    assert demo["summary"]["floor_rmse_k"] == pytest.approx(0.8, abs=0.15)
+    # every expected reject is accounted for in demo.json
+    assert demo["summary"]["n_label_rows"] == len(labels)
+    assert demo["summary"]["expected_rejects"] == rejects["reason"].value_counts().to_dict()
+
+
+def test_every_planted_defect_is_present(demo):
+    config = demo["config"]
+    labels = pd.read_csv(
+        config["inputs"]["labels"]["path"], encoding="cp949", dtype=str, keep_default_na=False
+    )
+    static = xr.open_dataset(config["inputs"]["static"]["path"], engine="h5netcdf")
+    domain = Domain.from_config(DOMAIN)
+    kinds = {r["kind"] for r in demo["defects"]}
+    assert {
+        "missing_file",
+        "corrupt_file",
+        "out_of_domain_station",
+        "invalid_landcover_station",
+        "missing_ta",
+        "duplicate_row",
+        "unparseable_row",
+        "error_pixel_in_patch",
+        "off_disk_pixel_in_patch",
+        "relocated_station",
+        "background_flags",
+    } <= kinds
+    for r in demo["defects"]:
+        kind = r["kind"]
+        row = labels.iloc[r["csv_line"] - 2] if "csv_line" in r else None
+        if kind == "missing_file":
+            assert not Path(r["file"]).exists()
+        elif kind == "corrupt_file":
+            with pytest.raises(OSError):
+                h5py.File(r["file"], "r")
+        elif kind in ("error_pixel_in_patch", "off_disk_pixel_in_patch"):
+            window = Window.around(domain, 8)
+            with h5py.File(r["file"], "r") as f:
+                raw = int(
+                    f["image_pixel_values"][
+                        r["pixel"][0] - window.first_line, r["pixel"][1] - window.first_column
+                    ]
+                )
+            assert (raw >> 14 == 3) if kind == "error_pixel_in_patch" else raw == 0x8000
+        elif kind == "missing_ta":
+            assert row["기온(°C)"] == "" and row["기온 QC플래그"] == "9"
+        elif kind == "duplicate_row":
+            assert (labels.iloc[r["csv_line"] - 3] == row).all()
+        elif kind == "unparseable_row":
+            assert row["일시"].endswith("25:00") or row["기온(°C)"] == "ERR"
+        elif kind == "invalid_landcover_station":
+            assert int(static["landcover"].sel(line=r["pixel"][0], column=r["pixel"][1])) == 255
+        elif kind == "out_of_domain_station":
+            assert not domain.contains(*r["pixel"])
+    # background flags and padding bits exist in an ordinary file
+    slot = _slots(config)[30]
+    with h5py.File(_path(config, slot, "ir112"), "r") as f:
+        raw = f["image_pixel_values"][...]
+    assert ((raw >> 14) == 1).sum() >= 1 and ((raw >> 14) == 3).sum() >= 1
+    assert ((raw & 0x3FFF) >> 13).sum() >= 1  # a padding bit above the 13 valid bits
+
+
+def test_generation_is_deterministic(demo, tmp_path):
+    config = tiny_config(tmp_path, workers=1)
+    generate_demo(config, progress=False)
+    for key in ("labels", "stations"):
+        assert (
+            Path(config["inputs"][key]["path"]).read_bytes()
+            == Path(demo["config"]["inputs"][key]["path"]).read_bytes()
+        )
+    slot = _slots(config)[10]
+    for ch in ("ir105", "vi006"):
+        with h5py.File(_path(config, slot, ch)) as a, h5py.File(_path(demo["config"], slot, ch)) as b:
+            assert np.array_equal(a["image_pixel_values"][...], b["image_pixel_values"][...])
