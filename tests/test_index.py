@@ -46,15 +46,19 @@ def test_navigation_reference_points_and_space():
     assert np.isnan(linecol_to_lonlat(1, 1)[0])  # the full-disk corner is space
 
 
-def test_split_is_by_day_and_stable_when_days_are_added():
-    days = pd.Series(pd.date_range("2024-01-01", periods=400).strftime("%Y%m%d"))
-    split = assign_split_by_day(days, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=3)
-    shares = split.value_counts(normalize=True)
-    assert abs(shares["train"] - 0.7) < 0.07 and abs(shares["test"] - 0.15) < 0.06
+def test_split_holds_fractions_per_block_and_is_stable_when_days_are_added():
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    # 2024-01-01 is day 19723 = 986 * 20 + 3: start at a block boundary to get 20 full blocks
+    days = pd.Series(pd.date_range("2023-12-29", periods=400).strftime("%Y%m%d"))
+    split = assign_split_by_day(days, fractions, seed=3, block_days=20)
+    per_block = split.groupby(np.arange(400) // 20).value_counts().unstack()
+    assert (per_block["train"] == 14).all() and (per_block["val"] == 3).all() and (per_block["test"] == 3).all()
+    # a different data extent (more days before and after, a gap) never moves a day
     more = pd.Series(pd.date_range("2023-06-01", periods=800).strftime("%Y%m%d"))
-    split_more = dict(zip(more, assign_split_by_day(more, {"train": 0.7, "val": 0.15, "test": 0.15}, 3),
-                          strict=True))
-    assert all(split_more[d] == s for d, s in zip(days, split, strict=True))
+    more = more[~more.between("20240301", "20240310")]
+    split_more = dict(zip(more, assign_split_by_day(more, fractions, 3, 20), strict=True))
+    assert all(split_more[d] == s for d, s in zip(days, split, strict=True) if d in split_more)
+    assert assign_split_by_day(days, fractions, seed=4, block_days=20).ne(split).any()
 
 
 @pytest.fixture(scope="module")

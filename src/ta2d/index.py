@@ -32,13 +32,29 @@ MANIFEST_COLUMNS = ["row", "stn", "time", "ta_c", "lat", "lon", "line", "column"
 _FLOAT_FORMAT = {"ta_c": "{:.2f}", "lat": "{:.5f}", "lon": "{:.5f}"}
 
 
-def assign_split_by_day(days: pd.Series, fractions: dict, seed: int) -> pd.Series:
-    """Split of each UTC day from a hash of (seed, day): stable when other days are added or removed."""
+def assign_split_by_day(days: pd.Series, fractions: dict, seed: int, block_days: int = 20) -> pd.Series:
+    """Split of each UTC day (YYYYMMDD strings), stable when other days are added or removed.
+
+    The calendar is cut into fixed blocks of `block_days` days (counted from 1970-01-01); inside a
+    block, days are ranked by a hash of (seed, day) and the ranks are cut at the cumulative
+    fractions. A day's split therefore depends only on its block's calendar days, never on which
+    days have data, and every full block holds the configured fractions exactly (a plain per-day
+    hash would leave e.g. 1 test day of 21).
+    """
     edges = np.cumsum([fractions[s] for s in SPLITS])
     unique_days = pd.unique(days)
-    u = np.array([_unit_hash(f"{seed}:{d}") for d in unique_days])
-    chosen = np.array(SPLITS)[np.minimum(np.searchsorted(edges, u, side="right"), len(SPLITS) - 1)]
-    return days.map(dict(zip(unique_days, chosen, strict=True)))
+    day_number = (pd.to_datetime(unique_days, format="%Y%m%d") - pd.Timestamp("1970-01-01")).days.to_numpy()
+    chosen = {}
+    for block in np.unique(day_number // block_days):
+        calendar = np.arange(block * block_days, (block + 1) * block_days)
+        hashes = [_unit_hash(f"{seed}:{pd.Timestamp(0) + pd.Timedelta(days=int(d)):%Y%m%d}") for d in calendar]
+        rank = np.empty(block_days, dtype=np.int64)
+        rank[np.argsort(hashes, kind="stable")] = np.arange(block_days)
+        position = (rank + 0.5) / block_days
+        which = np.minimum(np.searchsorted(edges, position, side="right"), len(SPLITS) - 1)
+        split_of = [SPLITS[i] for i in which]
+        chosen.update({int(d): split_of[i] for i, d in enumerate(calendar)})
+    return days.map(dict(zip(unique_days, (chosen[int(n)] for n in day_number), strict=True)))
 
 
 def _unit_hash(text: str) -> float:
@@ -95,7 +111,8 @@ def build_index(
     rejected.append(r)
 
     day = pd.to_datetime(labels["time"], unit="s", utc=True).dt.strftime("%Y%m%d")
-    labels["split"] = assign_split_by_day(day, split_cfg["fractions"], split_cfg["seed"])
+    labels["split"] = assign_split_by_day(day, split_cfg["fractions"], split_cfg["seed"],
+                                          split_cfg.get("block_days", 20))
     holdout = labels["stn"].isin(split_cfg.get("holdout_stations", []))
     labels.loc[holdout, "split"] = "test"
     labels["chunk"] = np.asarray(period_key(labels["time"].to_numpy(), freq))
