@@ -16,8 +16,11 @@ from pathlib import Path
 def atomic_path(target: str | Path):
     """Yield a temp path beside `target`; on success rename it to `target`, on error remove it."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    ensure_dir(target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write {target}: {err.strerror}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results must be readable like any file
     try:
@@ -27,6 +30,18 @@ def atomic_path(target: str | Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """mkdir -p, with an error that names the folder and what is in the way (not a bare "File exists")."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else err.strerror
+        raise type(err)(err.errno, f"cannot create the output folder {path}: {why}") from None
+    return path
 
 
 def write_text_if_changed(target: str | Path, text: str) -> bool:

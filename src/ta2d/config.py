@@ -93,7 +93,8 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
         for key in ("labels", "stations", "static"):
             path = config["inputs"][key]["path"]
             if not Path(path).is_file():
-                problems.append(f"key inputs.{key}.path: file {path} does not exist")
+                why = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+                problems.append(f"key inputs.{key}.path: file {path} {why}")
         if config["inputs"]["kind"] == "l1b" and not Path(config["inputs"]["l1b"]["dir"]).is_dir():
             problems.append(f"key inputs.l1b.dir: folder {config['inputs']['l1b']['dir']} does not exist")
     if problems:

@@ -20,15 +20,32 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 CHUNK_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot")
 
 
+class ChunkError(ValueError):
+    """A chunk (or embedding) file that cannot be used; the message names the file and what is wrong."""
+
+
 def open_chunk(path: str | Path, fields: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """A chunk's tensors, memory-mapped (nothing is read until used)."""
-    d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """A chunk's tensors, memory-mapped (nothing is read until used). Raises ChunkError naming the file."""
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch reports truncation / garbage as RuntimeError, pickle errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ChunkError(f"{path}: not a readable chunk file (truncated or corrupt? rebuild it): {first}") from None
+    if not isinstance(d, dict):
+        raise ChunkError(f"{path}: holds a {type(d).__name__}, not a dict of tensors")
     if fields is None:
-        return {k: v for k, v in d.items() if isinstance(v, torch.Tensor)}
-    missing = [f for f in fields if f not in d]
-    if missing:
-        raise KeyError(f"{path}: missing fields {missing} (has {sorted(d)})")
-    return {f: d[f] for f in fields}
+        out = {k: v for k, v in d.items() if isinstance(v, torch.Tensor)}
+    else:
+        missing = [f for f in fields if f not in d]
+        if missing:
+            raise KeyError(f"{path}: missing fields {missing} (has {sorted(d)})")
+        out = {f: d[f] for f in fields}
+    lengths = {k: (tuple(v.shape[:1]) if isinstance(v, torch.Tensor) else type(v).__name__) for k, v in out.items()}
+    if len(set(lengths.values())) > 1:  # shapes only: nothing of a memory-mapped chunk is read
+        raise ChunkError(f"{path}: fields disagree on the number of samples: {lengths}")
+    return out
 
 
 def chunk_len(path: str | Path) -> int:

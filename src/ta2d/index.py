@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_text_if_changed
+from .atomic import atomic_path, ensure_dir, write_text_if_changed
 from .grid import Domain, lonlat_to_linecol
 from .labels import assign_station_metadata, read_labels
 from .periods import period_key
@@ -192,8 +192,7 @@ def _match_scene_slots(labels: pd.DataFrame, status: pd.DataFrame):
 
 
 def _write_outputs(labels: pd.DataFrame, rejects: pd.DataFrame, out_dir: Path) -> None:
-    chunk_dir = out_dir / "chunks"
-    chunk_dir.mkdir(parents=True, exist_ok=True)
+    chunk_dir = ensure_dir(out_dir / "chunks")
     wanted = set()
     for (split, key), rows in labels.groupby(["split", "chunk"], sort=True):
         name = f"{split}_chunk_{key}.csv"

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .channels import X_CHANNELS
+from .data import ChunkError, open_chunk
 
 CONTRACT = {
     "x": ((19, 9, 9), torch.float32),
@@ -22,14 +23,17 @@ CONTRACT = {
 
 
 def load_chunk(path: str | Path) -> dict:
-    """Load a chunk as tensors only (weights_only) and memory-mapped; a clear error when it cannot."""
+    """Every tensor of a chunk, memory-mapped; ChunkError (a ValueError) naming the file when unusable.
+
+    Unlike training, inspection reads the file even when its fields disagree in length, so that
+    contract_problems can list what is wrong.
+    """
     try:
-        data = torch.load(path, weights_only=True, mmap=True)
-    except Exception as err:  # torch raises many types for truncated/corrupt zips
-        raise ValueError(f"{path}: not a readable chunk file ({type(err).__name__}: {err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: holds a {type(data).__name__}, not a dict of tensors")
-    return data
+        return open_chunk(path)
+    except ChunkError as err:
+        if "disagree" not in str(err):
+            raise
+        return {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
 
 
 def contract_problems(data: dict, patch_size: int = 9) -> list[str]:

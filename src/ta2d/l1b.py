@@ -190,6 +190,9 @@ def _number(path, attrs, key: str, default=_MISSING) -> float:
         if default is _MISSING:
             raise L1BError(path, f"missing attribute {key}")
         return default
+    size = np.asarray(attrs[key]).size
+    if size != 1:  # a 1-element array is how KMA stores many numbers; more values would be ambiguous
+        raise L1BError(path, f"attribute {key} has {size} values, expected one number: {attrs.get(key)!r:.60}")
     try:
         value = float(_text(attrs[key]))
     except (TypeError, ValueError, OSError):

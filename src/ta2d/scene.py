@@ -47,6 +47,7 @@ Arrays are (C, y, x) (SZA (y, x)) in NetCDF4 or .npy files and may cover more th
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ from ta2d.inventory import SLOT_FORMAT, read_inventory
 from ta2d.l1b import L1BError, read_l1b
 from ta2d.periods import period_slots
 from ta2d.solar import solar_zenith_deg
+
+log = logging.getLogger(__name__)
 
 SZA_SCAN_OFFSET_S = 120.0  # Korea is scanned about 2 min after the nominal slot time
 _REASON_CHARS = 80  # status strings stay short; the full message goes to the log
@@ -109,12 +112,16 @@ def _read_l1b_slot(channel_files: dict[str, str], raw_dir: Path, domain: Domain,
         return SlotData("no_files")
     missing = [c for c in BT_CHANNELS + RF_CHANNELS if c not in channel_files]
     if missing:
+        found = raw_dir / next(iter(channel_files.values()))
+        log.warning("slot %s: no L1B file for channel(s) %s (the other channels are in %s)",
+                    found.name[-15:-3], ",".join(missing), found.parent)
         return SlotData("missing_channel:" + ",".join(missing), sources=sorted(channel_files.values()))
     values, failures = {}, []
     for channel, rel in channel_files.items():
         try:
             values[channel] = read_l1b(raw_dir / rel, domain, allow_conditional).values
         except L1BError as exc:
+            log.warning("unreadable L1B file %s", exc)  # the full reason and path; the status is short
             failures.append(f"{channel}:{_short(exc.reason)}")
     sources = [channel_files[c] for c in BT_CHANNELS + RF_CHANNELS]
     if failures:
@@ -229,7 +236,6 @@ def write_scene(out_path, key: str, slots: pd.DatetimeIndex, domain: Domain,
                 compression_level: int = 1, progress: bool = True) -> dict:
     """Stream every slot's data from `read_slot` into a new scene file at `out_path` (atomically)."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     nl, nc = domain.shape
     lon, lat = grid.domain_lonlat(domain)
     times = pd.DatetimeIndex(slots)

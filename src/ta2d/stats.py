@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .atomic import atomic_path
 from .channels import X_CHANNELS
+from .data import open_chunk
 
 
 def compute_stats(chunk_paths: list[str | Path]) -> dict:
@@ -22,7 +22,7 @@ def compute_stats(chunk_paths: list[str | Path]) -> dict:
     ss = np.zeros(len(X_CHANNELS))
     n_y, sy, ssy = 0, 0.0, 0.0
     for path in chunk_paths:
-        d = torch.load(path, weights_only=True, mmap=True)
+        d = open_chunk(path, ["x", "y"])
         x = d["x"].numpy().astype(np.float64)
         n_px += x.shape[0] * x.shape[2] * x.shape[3]
         s += x.sum(axis=(0, 2, 3))

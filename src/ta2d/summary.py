@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .atomic import atomic_path
+from .data import chunk_len
 
 
 class InvariantError(RuntimeError):
@@ -25,7 +25,7 @@ def summarize(index_summary_path: str | Path, chunk_paths: list[str | Path], out
     for path in chunk_paths:
         path = Path(path)
         split = re.match(r"(train|val|test)_chunk_", path.name).group(1)
-        n = torch.load(path, weights_only=True, mmap=True)["y"].shape[0]
+        n = chunk_len(path)
         per_split[split] += n
         rejects = pd.read_csv(path.with_suffix(".rejects.csv"))
         n_chunk_rejects += len(rejects)

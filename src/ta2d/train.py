@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ta2d.atomic import atomic_path
+from ta2d.atomic import atomic_path, ensure_dir
 from ta2d.atomic import atomic_torch_save as atomic_save
 from ta2d.data import CHUNK_FIELDS, ChunkBatches, make_loader, open_chunk
 from ta2d.embed import EMB_FIELDS, embed_chunks, file_digest
@@ -220,8 +220,7 @@ def train_run(
     checkpoints are written (tests use it to simulate a kill).
     """
     cfg = resolve_run_config(run_cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir)
     dev = resolve_device(device if device is not None else cfg["device"])
     train_chunks, val_chunks = [str(p) for p in train_chunks], [str(p) for p in val_chunks]
     if not train_chunks:
