@@ -66,7 +66,8 @@ def make_workdir(dest: Path) -> Path:
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "config/test/tiny.yaml", *args]
+    # targets and options first: --configfile takes several values and would swallow a target
+    cmd = [SNAKEMAKE, *args, "--cores", "2", "--configfile", "config/test/tiny.yaml"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, env=env)
