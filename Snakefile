@@ -18,12 +18,16 @@ os.environ.update(PYTHONPATH=os.pathsep.join([SRC, *_inherited]))
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/patches.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
@@ -32,3 +36,5 @@ rule all:
         "results/stats.json",
         "results/summary.json",
         expand("results/runs/{run}/best.pt", run=RUNS),
+        "results/eval/metrics.csv",
+        expand("results/maps/{run}/ta_{stamp}.{ext}", run=MAP_RUNS, stamp=MAPS, ext=("nc", "png")),

@@ -53,6 +53,13 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     for run in ("clay_frozen", "cnn", "ridge"):
         assert (work / f"results/runs/{run}/best.pt").is_file()
         assert (work / f"results/runs/{run}/metrics.csv").is_file()
+    evaluation = pd.read_csv(work / "results/eval/metrics.csv")
+    assert sorted(evaluation["run"]) == ["clay_frozen", "cnn", "ridge"] and (evaluation["n"] > 0).all()
+    for time in yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["maps"]["times"]:
+        stamp = pd.Timestamp(time).strftime("%Y%m%dT%H%M")
+        for run in ("clay_frozen", "cnn", "ridge"):
+            assert (work / f"results/maps/{run}/ta_{stamp}.nc").is_file()
+            assert (work / f"results/maps/{run}/ta_{stamp}.png").is_file()
     if CHECK_CHUNKS.is_file():
         out = subprocess.run([sys.executable, str(CHECK_CHUNKS), str(work)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -72,9 +79,10 @@ def four_days(tmp_path_factory):
     return root
 
 
-def _write_config(work: Path, data_root: Path, end: str) -> None:
+def _write_config(work: Path, data_root: Path, end: str, head_hidden: int = 256) -> None:
     config = yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())
     config["period"]["end"] = end
+    config["train"]["runs"]["clay_frozen"]["head_hidden"] = head_hidden
     config["demo"] = {"enabled": False}
     base = yaml.safe_load((REPO / "config/config.yaml").read_text())["inputs"]
     config["inputs"] = {
@@ -136,3 +144,13 @@ def test_changes_rerun_only_what_they_touch(tmp_path, four_days):
     s3, c3 = scenes(), chunks()
     assert changed(s2, s3) == {"20240404.nc"}
     assert changed(c2, c3) == {k for k in c3 if k.endswith("_20240404.pt")} != set()
+
+    # 5. a head hyper-parameter: that run retrains; no chunk, no embedding, no other run
+    embeddings = lambda: mtimes((work / "results/embed").rglob("*.pt"))  # noqa: E731
+    runs = lambda: {p.parent.name: p.stat().st_mtime_ns for p in work.glob("results/runs/*/best.pt")}  # noqa: E731
+    e3, r3 = embeddings(), runs()
+    assert e3
+    _write_config(work, data, "2024-04-04", head_hidden=64)
+    run_snakemake(work)
+    assert chunks() == c3 and embeddings() == e3 and scenes() == s3
+    assert changed(r3, runs()) == {"clay_frozen"}

@@ -21,6 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate-config", help="validate a config file against the schema")
     p.add_argument("config")
 
+    p = sub.add_parser("predict", help="TA map of one slot from a trained run's best.pt -> NetCDF (and PNG)")
+    p.add_argument("--checkpoint", required=True, help="results/runs/{run}/best.pt")
+    p.add_argument("--scene", required=True, help="results/scenes/{key}.nc holding the slot")
+    p.add_argument("--static", required=True, help="static NetCDF (dem, land_sea_mask, landcover)")
+    p.add_argument("--time", required=True, help="slot time in UTC, e.g. 2024-04-10T03:00")
+    p.add_argument("--out", required=True, help="output NetCDF")
+    p.add_argument("--png", default=None, help="also draw the map here")
+    p.add_argument("--index", default=None, help="results/index/index.csv: draw the stations' observed TA")
+    p.add_argument("--run", default=None, help="run name for titles (default: the checkpoint's folder name)")
+    p.add_argument("--patch-size", type=int, default=9)
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -63,7 +76,17 @@ def _validate(args) -> int:
     return 0
 
 
-_COMMANDS = {"demo": _demo, "inspect": _inspect, "validate-config": _validate}
+def _predict(args) -> int:
+    from .predict import predict_map_files
+
+    summary = predict_map_files(args.checkpoint, args.scene, args.static, args.time, args.out, args.png,
+                                index_csv=args.index, run=args.run, patch_size=args.patch_size,
+                                batch_size=args.batch_size, device=args.device)
+    print(summary)
+    return 0
+
+
+_COMMANDS = {"demo": _demo, "inspect": _inspect, "validate-config": _validate, "predict": _predict}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,98 @@
+# Trained runs -> test-split evaluation side by side (one job over all runs) and TA maps (one job per
+# configured map time and run). Outputs flagged with report() go into `snakemake --report`.
+from ta2d.predict import map_jobs, map_runs
+
+MAPS = map_jobs(config["maps"]["times"], FREQ, PERIOD, config["inputs"]["l1b"]["slot_minutes"])
+MAP_RUNS = map_runs(config["maps"]["runs"], list(RUNS))
+
+
+wildcard_constraints:
+    stamp="[0-9]{8}T[0-9]{4}",
+
+
+rule evaluate:
+    message:
+        "Evaluating every run on the test split"
+    input:
+        checkpoints=expand("results/runs/{run}/best.pt", run=RUNS),
+        test=chunk_files(("test",)),
+    output:
+        metrics="results/eval/metrics.csv",
+        markdown="results/eval/metrics.md",
+        html=report(
+            "results/eval/metrics.html", caption="../report/metrics.rst", category="1. Evaluation", subcategory="Summary"
+        ),
+        by_station=report("results/eval/by_station.csv", caption="../report/tables.rst", category="1. Evaluation",
+                          subcategory="Tables"),
+        by_hour=report("results/eval/by_hour.csv", caption="../report/tables.rst", category="1. Evaluation",
+                       subcategory="Tables"),
+        by_month=report("results/eval/by_month.csv", caption="../report/tables.rst", category="1. Evaluation",
+                        subcategory="Tables"),
+        by_landcover=report("results/eval/by_landcover.csv", caption="../report/tables.rst",
+                            category="1. Evaluation", subcategory="Tables"),
+        predictions="results/eval/predictions.csv",
+        scatter=report(
+            "results/eval/scatter.png", caption="../report/scatter.rst", category="1. Evaluation", subcategory="Plots"
+        ),
+        residual_by_hour=report(
+            "results/eval/residual_by_hour.png",
+            caption="../report/residual_by_hour.rst",
+            category="1. Evaluation",
+            subcategory="Plots",
+        ),
+        rmse_by_station=report(
+            "results/eval/rmse_by_station.png",
+            caption="../report/rmse_by_station.rst",
+            category="1. Evaluation",
+            subcategory="Plots",
+        ),
+    params:
+        runs=list(RUNS),
+        noise_sigma_k=config["demo"]["noise_sigma_k"] if DEMO else None,
+    log:
+        "logs/evaluate.log",
+    benchmark:
+        "results/benchmarks/evaluate.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/evaluate.py"
+
+
+rule predict_map:
+    message:
+        "TA map of run {wildcards.run} at {wildcards.stamp} UTC"
+    input:
+        checkpoint="results/runs/{run}/best.pt",
+        scene=lambda wc: f"results/scenes/{MAPS[wc.stamp]['key']}.nc",
+        static=config["inputs"]["static"]["path"],
+        index="results/index/index.csv",
+    output:
+        nc="results/maps/{run}/ta_{stamp}.nc",
+        png=report(
+            "results/maps/{run}/ta_{stamp}.png",
+            caption="../report/map.rst",
+            category="2. Maps",
+            subcategory="{run}",
+            labels=lambda wc: {"run": wc.run, "time (UTC)": MAPS[wc.stamp]["time"]},
+        ),
+    params:
+        time=lambda wc: MAPS[wc.stamp]["time"],
+        patch_size=config["patch"]["size"],
+        static=config["inputs"]["static"],
+    log:
+        "logs/predict_map/{run}_{stamp}.log",
+    benchmark:
+        "results/benchmarks/predict_map/{run}_{stamp}.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 15 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/predict_map.py"
