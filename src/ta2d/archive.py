@@ -12,16 +12,15 @@ import pandas as pd
 
 from .atomic import atomic_path, write_text_if_changed
 from .grid import Domain
-from .inventory import calibrated_period_inventory, inventory_text, l1b_period_inventory
+from .inventory import calibrated_period_inventory, inventory_text, l1b_period_inventory_text
 from .scene import build_scene, build_scene_from_calibrated, read_scene
 
 
 def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> str:
     if inputs["kind"] == "calibrated":
         table = calibrated_period_inventory(inputs["calibrated"], key, freq, period["start"], period["end"])
-    else:
-        table = l1b_period_inventory(inputs["l1b"], key, freq, period["start"], period["end"])
-    return inventory_text(table)
+        return inventory_text(table)
+    return l1b_period_inventory_text(inputs["l1b"], key, freq, period["start"], period["end"])
 
 
 def write_inventory(inputs: dict, key: str, freq: str, period: dict, out_path: str | Path) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ta2d.channels import CHANNELS, l1b_filename
 from ta2d.l1b import parse_l1b_name
 from ta2d.periods import period_slots
 
@@ -31,11 +32,20 @@ def l1b_inventory(l1b_cfg: dict, slots) -> pd.DataFrame:
     `subdir` is a strftime pattern applied to each slot time ("" for a flat archive). Files of another
     area, of other slots, or with names that are not L1B names are ignored. `path` is relative to `dir`.
     """
+    return _table(l1b_inventory_rows(l1b_cfg, slots))
+
+
+def l1b_inventory_rows(l1b_cfg: dict, slots) -> list[tuple]:
+    """:func:`l1b_inventory` as sorted (slot, channel, path, size, mtime_ns) tuples, without pandas.
+
+    This runs for every period at every parse of the Snakefile, so it avoids the per-file costs:
+    a file with its standard name is recognised by a set lookup (only other names are parsed).
+    """
     root = os.fspath(l1b_cfg["dir"])
     subdir = l1b_cfg.get("subdir", "") or ""
     area = str(l1b_cfg["area"]).lower()
     stamps_by_dir: dict[str, set[str]] = {}
-    for slot in pd.DatetimeIndex(slots):
+    for slot in pd.DatetimeIndex(slots).to_pydatetime():
         stamps_by_dir.setdefault(slot.strftime(subdir), set()).add(slot.strftime(SLOT_FORMAT))
 
     rows = []
@@ -45,14 +55,19 @@ def l1b_inventory(l1b_cfg: dict, slots) -> pd.DataFrame:
         except (FileNotFoundError, NotADirectoryError):
             continue  # a slot with no data is normal; the scene marks it
         prefix = f"{rel_dir.rstrip('/')}/" if rel_dir else ""
+        standard = {l1b_filename(ch, area, stamp): ch for stamp in stamps for ch in CHANNELS}
         for entry in entries:
-            parsed = parse_l1b_name(entry.name)
-            stamp = entry.name[-15:-3]  # a parsed name ends in _YYYYMMDDhhmm.nc
-            if parsed is None or parsed.area != area or stamp not in stamps or not entry.is_file():
+            channel = standard.get(entry.name)
+            if channel is None:  # not a standard name of these slots: the full parse decides
+                parsed = parse_l1b_name(entry.name)
+                if parsed is None or parsed.area != area or entry.name[-15:-3] not in stamps:
+                    continue
+                channel = parsed.channel
+            if not entry.is_file():
                 continue
             st = entry.stat()
-            rows.append((stamp, parsed.channel, prefix + entry.name, st.st_size, st.st_mtime_ns))
-    return _table(rows)
+            rows.append((entry.name[-15:-3], channel, prefix + entry.name, st.st_size, st.st_mtime_ns))
+    return sorted(rows)
 
 
 def calibrated_inventory(calibrated_cfg: dict, slots) -> pd.DataFrame:
@@ -78,6 +93,11 @@ def l1b_period_inventory(l1b_cfg: dict, key: str, freq: str, start=None, end=Non
     return l1b_inventory(l1b_cfg, period_slots(key, freq, l1b_cfg["slot_minutes"], start, end))
 
 
+def l1b_period_inventory_text(l1b_cfg: dict, key: str, freq: str, start=None, end=None) -> str:
+    """inventory_text(l1b_period_inventory(...)), without the DataFrame (the parse-time refresh)."""
+    return rows_text(l1b_inventory_rows(l1b_cfg, period_slots(key, freq, l1b_cfg["slot_minutes"], start, end)))
+
+
 def calibrated_period_inventory(calibrated_cfg: dict, key: str, freq: str, start=None, end=None) -> pd.DataFrame:
     """The calibrated-input inventory of period `key` (slots from inputs.calibrated.slot_minutes, default [0])."""
     minutes = calibrated_cfg.get("slot_minutes", [0])
@@ -86,8 +106,12 @@ def calibrated_period_inventory(calibrated_cfg: dict, key: str, freq: str, start
 
 def inventory_text(table: pd.DataFrame) -> str:
     """Deterministic TSV (header + rows sorted by slot, channel, path): same files -> same bytes."""
-    rows = sorted(table.loc[:, list(COLUMNS)].itertuples(index=False, name=None))
-    lines = ["\t".join(COLUMNS)] + ["\t".join(str(v) for v in row) for row in rows]
+    return rows_text(table.loc[:, list(COLUMNS)].itertuples(index=False, name=None))
+
+
+def rows_text(rows) -> str:
+    """:func:`inventory_text` of (slot, channel, path, size, mtime_ns) tuples (any order)."""
+    lines = ["\t".join(COLUMNS)] + [f"{a}\t{b}\t{c}\t{d}\t{e}" for a, b, c, d, e in sorted(rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -80,7 +80,8 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
             reason="invalid_landcover", detail=[f"land cover code {c}" for c in lc[~nan & ~valid_lc]]),
     ]).sort_values("row")
     keep = manifest[ok]
-    xk = x[ok]
+    xk = x if ok.all() else x[ok]  # no copy in the usual case: peak memory stays at one chunk
+    del x
     tensors = {
         "x": torch.from_numpy(np.ascontiguousarray(xk)),
         "y": torch.tensor(keep["ta_c"].to_numpy(np.float32)),

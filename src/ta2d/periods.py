@@ -8,6 +8,7 @@ adds new keys and leaves every existing chunk untouched (DESIGN.md, "Chunk keys 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,11 @@ def period_keys(start: str, end: str, freq: str) -> list[str]:
 
 def period_days(key: str, freq: str, start: str | None = None, end: str | None = None) -> pd.DatetimeIndex:
     """The UTC days (midnights) of a period, clipped to [start, end] when given."""
+    return _period_days(key, freq, start, end)
+
+
+@lru_cache(maxsize=65536)  # called per period and rule at every parse (inventories, period_bounds); Index is immutable
+def _period_days(key: str, freq: str, start, end) -> pd.DatetimeIndex:
     if not _KEY_RE[freq].match(key):
         raise ValueError(f"{key!r} is not a chunk key for chunking.period={freq}")
     if freq == "D":
@@ -59,8 +65,11 @@ def period_days(key: str, freq: str, start: str | None = None, end: str | None =
 def period_slots(key: str, freq: str, slot_minutes, start=None, end=None) -> pd.DatetimeIndex:
     """Nominal slot times (UTC) of a period: every hour of every day at the given minutes."""
     days = period_days(key, freq, start, end)
-    offsets = [pd.Timedelta(hours=h, minutes=m) for h in range(24) for m in sorted(slot_minutes)]
-    return pd.DatetimeIndex([d + o for d in days for o in offsets])
+    if len(days) == 0:
+        return pd.DatetimeIndex([])
+    # numpy arithmetic: a pandas Timestamp + Timedelta per slot was the slowest step of the parse-time refresh
+    offsets = np.array([h * 60 + int(m) for h in range(24) for m in sorted(slot_minutes)], dtype="timedelta64[m]")
+    return pd.DatetimeIndex((days.tz_convert(None).to_numpy()[:, None] + offsets[None, :]).ravel()).tz_localize("UTC")
 
 
 def _to_utc_index(times) -> pd.DatetimeIndex:

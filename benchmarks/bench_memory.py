@@ -1,0 +1,183 @@
+"""Peak memory of one build_patch_chunk job and of one training epoch, per chunk size.
+
+    .venv/bin/python benchmarks/bench_memory.py [--stations 40 400] [--train-chunks 4]
+
+Design claim checked: chunk build and training hold at most one chunk's worth of samples beyond
+the model (docs/architecture.md; ChunkBatches memory-maps chunks, extract_patches reads one slot).
+
+Every case runs in a fresh child process (this script with --child) that imports, prepares what
+the rule's script prepares (the static fields; nothing for training), records its baseline, resets
+the kernel's peak-RSS counter (`echo 5 > /proc/self/clear_refs`), does the work and reports:
+* peak RSS: VmHWM after the work (exact; counts anonymous memory and the memory-mapped chunk pages
+  the process touched, which are page cache and reclaimable);
+* peak anonymous memory: RssAnon sampled every 2 ms by a thread (what the process really holds).
+Both are given as the increase over the baseline, next to the bytes of one chunk (N samples x
+(19x9x9 + 7 + 3 + 17 + 1) float32 + stn, time, pixel) and, for training, of all its chunks.
+
+Cases, for each --stations S (N = S x 24 hourly samples: 40 is the demo's size, 400 ten times it):
+* build: ta2d.patches.build_patch_chunk on one day's scene (24 slots on the demo domain, random
+  values; benchmarks/bench_chunk_build.make_inputs) and a manifest of every station at every slot,
+  with the calls scripts/build_patch_chunk.py makes;
+* cnn / clay_frozen: ta2d.train.train_run with epochs=1 on CPU over --train-chunks training chunks
+  and one validation chunk of N samples each (tests/chunk_factory.py); clay_frozen (tiny preset,
+  frozen encoder, embed_cache) first embeds every chunk, as rule embed_chunk would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+RUNS = {"cnn": {"model": "cnn"}, "clay_frozen": {"model": "clay_transfer", "preset": "tiny"}}
+SAMPLE_BYTES = (19 * 9 * 9 + 7 + 3 + 17 + 1) * 4 + 4 + 8 + 2 * 4  # x, y, time7, loc, onehot + stn, time, pixel
+
+
+def proc_status() -> dict[str, int]:
+    """VmRSS, VmHWM, RssAnon, RssFile of this process in bytes."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+class AnonSampler(threading.Thread):
+    def __init__(self, period_s: float = 0.002):
+        super().__init__(daemon=True)
+        self.period_s, self.peak, self.stop = period_s, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, proc_status()["RssAnon"])
+            time.sleep(self.period_s)
+
+
+def measure(work) -> dict:
+    """Run work() with the peak counters reset; returns baseline and peaks (bytes)."""
+    import gc
+
+    gc.collect()
+    base = proc_status()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    sampler = AnonSampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    end = proc_status()
+    return {"base_rss": base["VmRSS"], "base_anon": base["RssAnon"], "peak_rss": end["VmHWM"],
+            "peak_anon": max(sampler.peak, end["RssAnon"]), "seconds": seconds}
+
+
+# --- child cases -------------------------------------------------------------------------------
+def child_build(d: Path) -> dict:
+    from bench_chunk_build import DOMAIN
+
+    from ta2d.patches import build_patch_chunk
+    from ta2d.static import read_static
+
+    static = read_static(d / "static.nc", DOMAIN, "dem", "land_sea_mask", "landcover")
+    return measure(lambda: build_patch_chunk(d / "manifest.csv", d / "scene.nc", static, 9, d / "chunk.pt",
+                                             d / "chunk.rejects.csv"))
+
+
+def child_train(d: Path, run: str) -> dict:
+    import torch
+
+    from ta2d.train import train_run
+
+    cfg = RUNS[run]
+    train = sorted(str(p) for p in (d / "patch_pt").glob("train_chunk_*.pt"))
+    val = sorted(str(p) for p in (d / "patch_pt").glob("val_chunk_*.pt"))
+    torch.set_num_threads(2)
+    return measure(lambda: train_run({**cfg, "epochs": 1, "device": "cpu"}, train, val, d / "stats.json",
+                                     d / f"run_{run}", progress=False, log=lambda s: None))
+
+
+# --- parent --------------------------------------------------------------------------------------
+def run_child(case: str, d: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", case, str(d)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {case} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def model_bytes(run: str, stats_path: Path, train: list) -> int:
+    from ta2d.models import build_model
+    from ta2d.train import load_stats, resolve_run_config
+
+    model = build_model(resolve_run_config(RUNS[run]), load_stats(stats_path, train))
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def mb(b: float) -> str:
+    return f"{b / 1e6:8.1f} MB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stations", type=int, nargs="+", default=[40, 400], help="stations per chunk (x 24 slots)")
+    ap.add_argument("--train-chunks", type=int, default=4)
+    ap.add_argument("--child", nargs=2, metavar=("CASE", "DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        case, d = args.child
+        res = child_build(Path(d)) if case == "build" else child_train(Path(d), case)
+        print(json.dumps(res))
+        return
+
+    from bench_chunk_build import make_inputs
+    from chunk_factory import compute_stats, write_chunks
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ta2d_bench_mem_") as tmp:
+        for s in args.stations:
+            n = s * 24
+            d = Path(tmp) / f"s{s}"
+            d.mkdir()
+            make_inputs(d, s, 24)
+            scene_mb = (d / "scene.nc").stat().st_size
+            r = run_child("build", d)
+            r.update(case="build_patch_chunk", n=n, chunk=n * SAMPLE_BYTES, data=n * SAMPLE_BYTES)
+            rows.append(r)
+            print(f"build_patch_chunk N={n}: scene file {mb(scene_mb)}; peak RSS +{mb(r['peak_rss'] - r['base_rss'])}"
+                  f", peak anon +{mb(r['peak_anon'] - r['base_anon'])}, chunk {mb(r['chunk'])}", flush=True)
+            train = write_chunks(d / "patch_pt", "train", args.train_chunks, n, seed=1)
+            write_chunks(d / "patch_pt", "val", 1, n, seed=2)
+            compute_stats(train, d / "stats.json")
+            for run in ("cnn", "clay_frozen"):
+                r = run_child(run, d)
+                r.update(case=f"train {run} (1 epoch)", n=n, chunk=n * SAMPLE_BYTES,
+                         data=(args.train_chunks + 1) * n * SAMPLE_BYTES,
+                         model=model_bytes(run, d / "stats.json", train))
+                rows.append(r)
+                print(f"train {run} N={n} x {args.train_chunks + 1} chunks: peak RSS "
+                      f"+{mb(r['peak_rss'] - r['base_rss'])}, peak anon +{mb(r['peak_anon'] - r['base_anon'])}, "
+                      f"{r['seconds']:.1f} s", flush=True)
+    print("\nPeak memory above the process baseline (imports done, inputs not yet read); CPU, "
+          f"{args.train_chunks} train + 1 val chunk per training run")
+    print(f"{'case':28s} {'N/chunk':>8s} {'baseline RSS':>13s} {'peak RSS +':>12s} {'peak anon +':>12s} "
+          f"{'one chunk':>11s} {'all chunks':>11s} {'model params':>13s} {'seconds':>8s}")
+    for r in rows:
+        print(f"{r['case']:28s} {r['n']:8d} {mb(r['base_rss']):>13s} {mb(r['peak_rss'] - r['base_rss']):>12s} "
+              f"{mb(r['peak_anon'] - r['base_anon']):>12s} {mb(r['chunk']):>11s} {mb(r['data']):>11s} "
+              f"{mb(r.get('model', 0)):>13s} {r['seconds']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
