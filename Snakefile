@@ -35,6 +35,9 @@ rule all:
     input:
         "results/stats.json",
         "results/summary.json",
+        # every chunk is a target itself: a missing or failed chunk must be rebuilt even when the
+        # files downstream of it (summary, stats, runs) look up to date
+        chunk_files(),
         expand("results/runs/{run}/best.pt", run=RUNS),
         "results/eval/metrics.csv",
         expand("results/maps/{run}/ta_{stamp}.{ext}", run=MAP_RUNS, stamp=MAPS, ext=("nc", "png")),
