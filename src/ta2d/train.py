@@ -15,6 +15,7 @@ metrics.csv as outputs, never current.pt.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -241,24 +242,10 @@ def train_run(
     if cfg["model"] == "clay_transfer" and cfg["freeze_encoder"] and cfg["embed_cache"]:
         edir = Path(embed_dir) if embed_dir is not None else out / "embed"
         t0 = time.perf_counter()
-        train_files, n1 = embed_chunks(
-            train_chunks,
-            edir,
-            model,
-            batch_size=max(cfg["batch_size"], 256),
-            device=dev,
-            amp_dtype=amp_dtype,
-            progress=progress,
-        )
-        val_files, n2 = embed_chunks(
-            val_chunks,
-            edir,
-            model,
-            batch_size=max(cfg["batch_size"], 256),
-            device=dev,
-            amp_dtype=amp_dtype,
-            progress=progress,
-        )
+        embed = functools.partial(embed_chunks, out_dir=edir, model=model, batch_size=max(cfg["batch_size"], 256),
+                                  device=dev, amp_dtype=amp_dtype, progress=progress)
+        train_files, n1 = embed(train_chunks)
+        val_files, n2 = embed(val_chunks)
         log(
             f"embedding cache {edir}: {n1 + n2} of {len(train_files) + len(val_files)} chunks computed "
             f"in {time.perf_counter() - t0:.1f} s, the rest reused"
