@@ -58,6 +58,19 @@ def extract_patches(scene: xr.Dataset, static: StaticFields, times: np.ndarray, 
     return out
 
 
+def model_inputs(x: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+                 landcover: np.ndarray) -> dict[str, torch.Tensor]:
+    """The model's input tensors of N samples (chunk contract): shared by chunks and maps, so a map
+    pixel is built exactly as a training sample. `landcover` holds IGBP codes 1..17."""
+    half = x.shape[-1] // 2
+    return {
+        "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        "time7": torch.from_numpy(time7_features(times, x[:, 16, half, half])),
+        "loc": torch.from_numpy(np.stack([lat, lon, np.full(len(x), GSD_M)], axis=1).astype(np.float32)),
+        "landcover_onehot": torch.from_numpy(np.eye(17, dtype=np.float32)[np.asarray(landcover) - 1]),
+    }
+
+
 def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static: StaticFields,
                       patch_size: int, out_path: str | Path, rejects_path: str | Path) -> dict:
     """Write the chunk .pt (tensors only) and its .rejects.csv; returns counts."""
@@ -67,7 +80,6 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
         x = extract_patches(scene, static, manifest["time"].to_numpy(), manifest["line"].to_numpy(),
                             manifest["column"].to_numpy(), patch_size)
     finite = np.isfinite(x).reshape(len(x), x.shape[1], -1).all(axis=2)  # (N, 19)
-    half = patch_size // 2
     lc = static.landcover[manifest["line"].to_numpy() - static.domain.first_line,
                           manifest["column"].to_numpy() - static.domain.first_column]
     valid_lc = (lc >= 1) & (lc <= 17)
@@ -83,12 +95,8 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
     xk = x if ok.all() else x[ok]  # no copy in the usual case: peak memory stays at one chunk
     del x
     tensors = {
-        "x": torch.from_numpy(np.ascontiguousarray(xk)),
+        **model_inputs(xk, keep["time"].to_numpy(), keep["lat"].to_numpy(), keep["lon"].to_numpy(), lc[ok]),
         "y": torch.tensor(keep["ta_c"].to_numpy(np.float32)),
-        "time7": torch.from_numpy(time7_features(keep["time"].to_numpy(), xk[:, 16, half, half])),
-        "loc": torch.from_numpy(np.stack([keep["lat"].to_numpy(), keep["lon"].to_numpy(),
-                                          np.full(len(keep), GSD_M)], axis=1).astype(np.float32)),
-        "landcover_onehot": torch.from_numpy(np.eye(17, dtype=np.float32)[lc[ok] - 1]),
         "stn": torch.tensor(keep["stn"].to_numpy(np.int32)),
         "time": torch.tensor(keep["time"].to_numpy(np.int64)),
         "pixel": torch.from_numpy(np.stack([keep["line"].to_numpy(), keep["column"].to_numpy()],

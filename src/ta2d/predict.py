@@ -1,9 +1,8 @@
 """TA maps: a trained run (best.pt alone) applied to every land pixel of one scene slot.
 
-The model inputs of every pixel are built exactly as for a chunk sample (:mod:`ta2d.patches`): the 9x9
-patch from :func:`ta2d.patches.extract_patches`, ``time7`` from :func:`ta2d.features.time7_features` with
-the centre SZA, ``loc`` = the pixel centre's lat/lon and the 2 km GSD, ``landcover_onehot`` of the centre
-pixel; normalisation is inside the model (its stats come from the checkpoint). Pixels are processed in
+The model inputs of every pixel are built by the same functions as a chunk sample: the 9x9 patch from
+:func:`ta2d.patches.extract_patches`, the rest from :func:`ta2d.patches.model_inputs` with ``loc`` = the
+pixel centre's lat/lon; normalisation is inside the model (its stats come from the checkpoint). Pixels are processed in
 batches, with one gather per batch and no per-pixel Python loop.
 
 A pixel gets a prediction when it is land (``land_sea_mask > 0.5`` and land cover 1..17), its patch lies
@@ -30,8 +29,7 @@ import xarray as xr
 import ta2d
 
 from .atomic import atomic_path
-from .features import time7_features
-from .grid import GSD_M, Domain
+from .grid import Domain
 from .periods import period_key
 from .static import StaticFields, read_static
 
@@ -125,7 +123,7 @@ def predict_map(model, scene: xr.Dataset, static: StaticFields, time, patch_size
     """
     import torch  # here, not at the top: the workflow imports this module's config helpers at parse time
 
-    from .patches import extract_patches
+    from .patches import extract_patches, model_inputs
     from .train import resolve_device
 
     ts = parse_time(time)
@@ -151,7 +149,6 @@ def predict_map(model, scene: xr.Dataset, static: StaticFields, time, patch_size
     dev = resolve_device(device)
     model = model.to(dev).eval()
     norm = model.normalizer
-    eye = np.eye(17, dtype=np.float32)
     unix = np.full(min(batch_size, len(rows)), int(ts.timestamp()), np.int64)
     for start in range(0, len(rows), batch_size):
         r, c = rows[start:start + batch_size], cols[start:start + batch_size]
@@ -161,12 +158,7 @@ def predict_map(model, scene: xr.Dataset, static: StaticFields, time, patch_size
         if not ok.any():
             continue
         r, c, x = r[ok], c[ok], x[ok]
-        batch = {
-            "x": torch.from_numpy(x),
-            "time7": torch.from_numpy(time7_features(unix[:len(r)], x[:, 16, half, half])),
-            "loc": torch.from_numpy(np.stack([lat[r, c], lon[r, c], np.full(len(r), GSD_M, np.float32)], 1)),
-            "landcover_onehot": torch.from_numpy(eye[static.landcover[r, c] - 1]),
-        }
+        batch = model_inputs(x, unix[:len(r)], lat[r, c], lon[r, c], static.landcover[r, c])
         batch = {k: v.to(dev) for k, v in batch.items()}
         with torch.no_grad():
             ta[r, c] = norm.denorm_y(model(batch).float()).cpu().numpy()
