@@ -126,3 +126,11 @@ def test_holdout_stations_go_to_test(tiny_index):
     assert (held.loc[held["stn"] == stn, "split"] == "test").all()
     assert set(held.loc[held["stn"] != stn, "split"]) == set(idx.loc[idx["stn"] != stn, "split"])
     tiny_index["run"]()  # leave the shared index as the other tests expect
+
+
+def test_slot_minutes_follow_the_input_kind():
+    from ta2d.archive import slot_minutes
+
+    assert slot_minutes({"kind": "l1b", "l1b": {"slot_minutes": [0, 30]}, "calibrated": {}}) == [0, 30]
+    assert slot_minutes({"kind": "calibrated", "l1b": {"slot_minutes": [0, 30]}, "calibrated": {}}) == [0]
+    assert slot_minutes({"kind": "calibrated", "l1b": {}, "calibrated": {"slot_minutes": [10]}}) == [10]

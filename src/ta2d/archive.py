@@ -16,6 +16,13 @@ from .inventory import calibrated_period_inventory, inventory_text, l1b_period_i
 from .scene import build_scene, build_scene_from_calibrated, read_scene
 
 
+def slot_minutes(inputs: dict) -> list[int]:
+    """Minutes past the hour of the scene slots, for either input kind (one place for the default)."""
+    if inputs["kind"] == "calibrated":
+        return list(inputs["calibrated"].get("slot_minutes", [0]))
+    return list(inputs["l1b"]["slot_minutes"])
+
+
 def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> str:
     if inputs["kind"] == "calibrated":
         table = calibrated_period_inventory(inputs["calibrated"], key, freq, period["start"], period["end"])
@@ -48,11 +55,11 @@ def calibrate_period(inputs: dict, inventory_path, key: str, freq: str, period: 
                   out_path=scene_path, compression_level=scene_cfg.get("compression_level", 1), progress=progress)
     if inputs["kind"] == "calibrated":
         cal = inputs["calibrated"]
-        summary = build_scene_from_calibrated(inventory_path, cal, slot_minutes=cal.get("slot_minutes", [0]),
+        summary = build_scene_from_calibrated(inventory_path, cal, slot_minutes=slot_minutes(inputs),
                                               **common)
     else:
         l1b = inputs["l1b"]
-        summary = build_scene(inventory_path, l1b["dir"], slot_minutes=l1b["slot_minutes"],
+        summary = build_scene(inventory_path, l1b["dir"], slot_minutes=slot_minutes(inputs),
                               allow_conditional=l1b.get("allow_conditional_pixels", False), **common)
     with read_scene(scene_path) as scene:
         status = pd.DataFrame({

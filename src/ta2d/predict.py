@@ -76,7 +76,7 @@ def map_jobs(times: Sequence[str], freq: str, period: Mapping, slot_minutes: Seq
             raise ValueError(f"key maps.times: {text} is outside the period {period['start']}..{period['end']}")
         if ts.second or ts.microsecond or ts.minute not in set(slot_minutes):
             raise ValueError(f"key maps.times: {text} is not a scene slot (minutes {sorted(slot_minutes)} "
-                             "of each hour, inputs.l1b.slot_minutes)")
+                             "of each hour, inputs.l1b/calibrated.slot_minutes)")
         out[time_stamp(ts)] = {"time": ts.strftime("%Y-%m-%dT%H:%M"), "key": str(period_key([ts], freq)[0])}
     return out
 

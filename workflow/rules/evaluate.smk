@@ -1,8 +1,9 @@
 # Trained runs -> test-split evaluation side by side (one job over all runs) and TA maps (one job per
 # configured map time and run). Outputs flagged with report() go into `snakemake --report`.
+from ta2d.archive import slot_minutes
 from ta2d.predict import map_jobs, map_runs
 
-MAPS = map_jobs(config["maps"]["times"], FREQ, PERIOD, config["inputs"]["l1b"]["slot_minutes"])
+MAPS = map_jobs(config["maps"]["times"], FREQ, PERIOD, slot_minutes(config["inputs"]))
 MAP_RUNS = map_runs(config["maps"]["runs"], list(RUNS))
 
 
