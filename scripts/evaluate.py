@@ -10,6 +10,8 @@ with log_to(snakemake.log[0]):
         list(snakemake.input.test),
         out_dir=None,
         noise_sigma_k=snakemake.params.noise_sigma_k,
+        split_cfg=snakemake.params.split,
+        truth_path=snakemake.params.truth,
         outputs={
             "metrics.csv": out.metrics,
             "metrics.md": out.markdown,

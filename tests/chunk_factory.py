@@ -48,6 +48,7 @@ def make_chunk(n: int, seed: int = 0, noise: float = 0.3) -> dict[str, torch.Ten
         "time7": torch.from_numpy(time7.astype(np.float32)),
         "loc": torch.from_numpy(loc.astype(np.float32)),
         "landcover_onehot": torch.from_numpy(lc),
+        "elev": torch.from_numpy((x[:, 17, 4, 4] + rng.normal(0, 15.0, n)).astype(np.float32)),
         "stn": torch.from_numpy(rng.integers(90, 300, n).astype(np.int32)),
         "time": torch.from_numpy(t.astype(np.int64)),
         "pixel": torch.from_numpy(rng.integers(1, 5500, (n, 2)).astype(np.int32)),

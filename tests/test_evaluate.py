@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from chunk_factory import compute_stats, write_chunks
+from chunk_factory import compute_stats, make_chunk, write_chunks
 
 from ta2d.cli import main as cli_main
 from ta2d.evaluate import (
@@ -17,6 +17,7 @@ from ta2d.evaluate import (
     beats_baselines,
     common_samples,
     evaluate_runs,
+    floor_rmse,
     metrics,
     metrics_table,
 )
@@ -35,6 +36,7 @@ from ta2d.predict import (
     time_stamp,
 )
 from ta2d.scene import SlotData, read_scene, write_scene
+from ta2d.schemes import assign_split_by_day
 from ta2d.static import read_static
 from ta2d.train import predict_chunks, train_run
 
@@ -97,7 +99,7 @@ def _independent(ckpts, chunks) -> pd.DataFrame:
         for run, ck in ckpts.items():
             model = load_model(ck)
             with torch.no_grad():
-                z = model({k: d[k] for k in ("x", "time7", "loc", "landcover_onehot")})
+                z = model({k: d[k] for k in ("x", "time7", "loc", "landcover_onehot", "elev")})
             part[run] = model.normalizer.denorm_y(z).numpy().astype(np.float64)
         rows.append(pd.DataFrame(part))
     return pd.concat(rows, ignore_index=True)
@@ -138,8 +140,110 @@ def test_evaluate_runs_matches_numpy(trained, tmp_path):
     md = (out / "metrics.md").read_text()
     assert "0.800 K" in md and "best achievable rmse" in md.lower()
     assert "clay" in md and ("beats every baseline" in md or "does NOT beat every baseline" in md)
-    assert md.count("\n| ") == 1 + len(RUNS)  # header + one row per run
+    # side by side (header, one row per run, floor, floor vs pixel and n rows), then the per-run table
+    assert md.count("\n| ") == (1 + len(RUNS) + 3) + (1 + len(RUNS))
+    assert "floor: not available" in md  # no truth file
+    assert got["scheme"].eq("all").all() and got["floor"].isna().all()  # no split config, no truth
     assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG"
+
+
+SPLIT = {"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 42, "block_days": 20,
+         "holdout_stations": [500, 501], "holdout_station_fraction": 0.0, "time_block_start": "2024-04-18"}
+SEEN, HELD = [100, 101, 102, 103, 104], [500, 501]
+
+
+def _scheme_chunks(d):
+    """Two test chunks holding exactly the test samples of SPLIT on 2024-04-01..21 (4 hours a day), each
+    sample's scheme written out by hand, and a truth file with known offsets from y."""
+    days = pd.date_range("2024-04-01", "2024-04-21")
+    by_day = assign_split_by_day(pd.Series(days.strftime("%Y%m%d")), SPLIT["fractions"], 42, 20).tolist()
+    stn, time, scheme = [], [], []
+    for day, split in zip(days, by_day, strict=True):
+        block = day >= pd.Timestamp("2024-04-18")
+        for s in SEEN + HELD:
+            held = s in HELD
+            if not (held or block or split == "test"):
+                continue  # a train/val sample
+            name = ("held_out_both" if block or split == "test" else "held_out_stations") if held else (
+                "time_block" if block else "held_out_days")
+            for hour in (0, 6, 12, 18):
+                stn.append(s)
+                time.append(int((day - pd.Timestamp(0)) // pd.Timedelta(seconds=1)) + hour * 3600)
+                scheme.append(name)
+    n = len(stn)
+    order = np.random.default_rng(0).permutation(n)  # chunks in any order
+    paths = []
+    for i, part in enumerate(np.array_split(order, 2)):
+        c = make_chunk(len(part), seed=40 + i)
+        c["stn"] = torch.tensor(np.asarray(stn)[part], dtype=torch.int32)
+        c["time"] = torch.tensor(np.asarray(time)[part], dtype=torch.int64)
+        path = d / f"test_chunk_{i}.pt"
+        torch.save(c, path)
+        paths.append(path)
+    return paths, pd.DataFrame({"stn": stn, "time": time, "scheme": scheme})
+
+
+def test_evaluate_per_scheme_with_floor_matches_numpy(trained, tmp_path):
+    chunks, expected = _scheme_chunks(tmp_path)
+    loaded = [torch.load(p, weights_only=True) for p in chunks]
+    ref = pd.DataFrame({"stn": np.concatenate([c["stn"].numpy() for c in loaded]).astype(np.int64),
+                        "time": np.concatenate([c["time"].numpy() for c in loaded]),
+                        "y": np.concatenate([c["y"].numpy() for c in loaded]).astype(np.float64)})
+    ref = ref.merge(expected, on=["stn", "time"], how="left", validate="one_to_one")
+    assert set(ref["scheme"]) == {"held_out_days", "held_out_stations", "time_block", "held_out_both"}
+    rng = np.random.default_rng(1)
+    truth = ref[["stn", "time"]].rename(columns={"time": "time_utc"})
+    truth["ta_true_c"] = ref["y"] + rng.normal(0, 0.5, len(ref))
+    truth["ta_pixel_c"] = ref["y"] + rng.normal(0.3, 1.0, len(ref))
+    truth["line"], truth["column"] = 900, 2700
+    extra = pd.DataFrame({"stn": [999], "time_utc": [0], "ta_true_c": [1.0], "ta_pixel_c": [1.0], "line": [1],
+                          "column": [1]})  # a truth row of no test sample
+    truth_path = tmp_path / "truth/labels_truth.csv"
+    truth_path.parent.mkdir()
+    pd.concat([extra, truth.iloc[::-1]]).to_csv(truth_path, index=False, float_format="%.4f")
+    truth = pd.read_csv(truth_path).rename(columns={"time_utc": "time"})  # as written (4 decimals)
+    ref = ref.merge(truth[["stn", "time", "ta_true_c", "ta_pixel_c"]], on=["stn", "time"], how="left")
+
+    out = tmp_path / "eval"
+    evaluate_runs(trained["ckpts"], chunks, out, noise_sigma_k=0.5, device="cpu", split_cfg=SPLIT,
+                  truth_path=truth_path)
+    got = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values=[""])
+    # the predictions themselves are checked against the models in test_evaluate_runs_matches_numpy;
+    # here: grouping by scheme, metrics and floors on exactly those predictions
+    pred = pd.read_csv(out / "predictions.csv")
+    assert np.array_equal(pred[["stn", "time"]].to_numpy(), ref[["stn", "time"]].to_numpy())
+    np.testing.assert_allclose(pred["y"], ref["y"], atol=1e-4)
+    for run in RUNS:
+        ref[run] = pred[f"pred_{run}"].to_numpy()
+    assert list(got.columns) == ["run", "model", "baseline", "scheme", "n", "rmse", "mae", "bias", "r2", "floor",
+                                 "rmse_over_floor", "floor_pixel"]
+    assert len(got) == len(RUNS) * 5
+    for r in got.itertuples():
+        g = ref if r.scheme == "all" else ref[ref["scheme"] == r.scheme]
+        y = g["y"].to_numpy()
+        n, rmse, mae, bias, r2 = _np_metrics(y, g[r.run].to_numpy())
+        floor = np.sqrt(np.mean((y - g["ta_true_c"].to_numpy()) ** 2))
+        floor_pixel = np.sqrt(np.mean((y - g["ta_pixel_c"].to_numpy()) ** 2))
+        assert r.n == n > 0
+        np.testing.assert_allclose([r.rmse, r.mae, r.bias, r.r2, r.floor, r.floor_pixel, r.rmse_over_floor],
+                                   [rmse, mae, bias, r2, floor, floor_pixel, rmse / floor], rtol=1e-4, atol=1e-5)
+    assert pred["scheme"].tolist() == ref["scheme"].tolist()
+    md = (out / "metrics.md").read_text()
+    for title in ("held-out days", "held-out stations", "time block", "all test samples", "floor (K)"):
+        assert title in md
+    assert "floor: not available" not in md
+    assert "beats every baseline on held_out_days" in md or "does NOT beat every baseline on held_out_days" in md
+    assert "time block" in (out / "metrics.html").read_text()
+    # a test chunk sample that the split config does not put in test is an error
+    with pytest.raises(ValueError, match="not test samples"):
+        evaluate_runs(trained["ckpts"], chunks, tmp_path / "eval2", device="cpu",
+                      split_cfg={**SPLIT, "holdout_stations": []})
+
+
+def test_floor_is_nan_without_truth():
+    assert math.isnan(floor_rmse(np.array([1.0, 2.0]), np.array([1.0, np.nan])))
+    assert math.isnan(floor_rmse(np.array([]), np.array([])))
+    assert floor_rmse(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == pytest.approx(math.sqrt(0.5))
 
 
 # --- maps ---------------------------------------------------------------------------------------------

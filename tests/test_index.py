@@ -11,6 +11,7 @@ from ta2d.archive import calibrate_period, write_inventory
 from ta2d.grid import FD_GRIDS, Domain, linecol_to_lonlat, lonlat_to_linecol
 from ta2d.index import assign_split_by_day, build_index
 from ta2d.periods import period_keys
+from ta2d.schemes import SCHEMES, assign_splits, held_out_station
 
 GEOS = Proj("+proj=geos +lon_0=128.2 +h=35785863 +a=6378137 +b=6356752.3 +sweep=y +units=m")
 
@@ -93,9 +94,12 @@ def test_index_accounts_for_every_row_and_uses_proj_pixels(tiny_index, tiny_demo
     want_line, want_col = pyproj_linecol(idx["lon"].to_numpy(), idx["lat"].to_numpy())
     assert (idx["line"] == np.floor(want_line + 0.5)).all()
     assert (idx["column"] == np.floor(want_col + 0.5)).all()
-    # whole days per split, and one manifest per (split, day) holding exactly those rows
+    # whole days per split (held-out stations aside: all their rows are test), and one manifest per
+    # (split, day) holding exactly those rows
     day = pd.to_datetime(idx["time"], unit="s").dt.strftime("%Y%m%d")
-    assert (idx.groupby(day)["split"].nunique() == 1).all()
+    held = held_out_station(idx["stn"], tiny_index["config"]["split"])
+    assert (idx[~held].groupby(day[~held])["split"].nunique() == 1).all()
+    assert (idx.loc[held, "split"] == "test").all()
     for (split, key), rows in idx.groupby(["split", "chunk"]):
         manifest = pd.read_csv(tiny_index["dir"] / f"chunks/{split}_chunk_{key}.csv")
         assert manifest["row"].tolist() == rows["row"].tolist()
@@ -125,6 +129,34 @@ def test_holdout_stations_go_to_test(tiny_index):
     held = pd.read_csv(tiny_index["dir"] / "index.csv")
     assert (held.loc[held["stn"] == stn, "split"] == "test").all()
     assert set(held.loc[held["stn"] != stn, "split"]) == set(idx.loc[idx["stn"] != stn, "split"])
+    tiny_index["run"]()  # leave the shared index as the other tests expect
+
+
+def test_time_block_and_held_out_stations_follow_the_scheme_rule(tiny_index):
+    cfg = tiny_index["config"]
+    tiny_index["run"]()
+    stn = int(pd.read_csv(tiny_index["dir"] / "index.csv")["stn"].iloc[0])
+    split_cfg = {**cfg["split"], "holdout_stations": [stn], "holdout_station_fraction": 0.3,
+                 "time_block_start": "2024-04-03"}
+    summary = tiny_index["run"](split_cfg)
+    idx = pd.read_csv(tiny_index["dir"] / "index.csv")
+    day = pd.to_datetime(idx["time"], unit="s").dt.strftime("%Y%m%d")
+    held = held_out_station(idx["stn"], split_cfg)
+    assert (idx.loc[day >= "20240403", "split"] == "test").all()
+    assert (idx.loc[held, "split"] == "test").all() and held.any() and not held.all()
+    want = assign_splits(idx["stn"], day, split_cfg)
+    assert idx["split"].tolist() == want["split"].tolist()
+    by_scheme = want.loc[want["split"] == "test", "scheme"].value_counts()
+    assert summary["test_rows_by_scheme"] == {s: int(by_scheme.get(s, 0)) for s in SCHEMES}
+    assert sum(summary["test_rows_by_scheme"].values()) == summary["rows_by_split"]["test"]
+    # every row in exactly one manifest, the one of its split and day
+    manifests = {p.name: pd.read_csv(p) for p in (tiny_index["dir"] / "chunks").glob("*.csv")}
+    rows = pd.concat([m["row"] for m in manifests.values()])
+    assert rows.is_unique and set(rows) == set(idx["row"])
+    for name, m in manifests.items():
+        split, key = name.removesuffix(".csv").split("_chunk_")
+        sub = idx[idx["row"].isin(m["row"])]
+        assert (sub["split"] == split).all() and (sub["chunk"].astype(str) == key).all()
     tiny_index["run"]()  # leave the shared index as the other tests expect
 
 

@@ -8,7 +8,7 @@ import torch
 from chunk_factory import compute_stats, make_chunk, write_chunks
 
 from ta2d.data import ChunkBatches, make_loader, open_chunk
-from ta2d.embed import embed_chunk, embed_chunks, embedding_fingerprint
+from ta2d.embed import EMB_FIELDS, embed_chunk, embed_chunks, embedding_fingerprint
 from ta2d.models import ClayTransfer, Normalizer, build_model
 from ta2d.models.ridge import RidgeModel, ridge_features, solve_ridge
 from ta2d.train import load_stats, resolve_run_config
@@ -144,7 +144,7 @@ def test_cache_gives_the_same_head_outputs(chunks, tmp_path):
     cached = ChunkBatches(
         files,
         32,
-        ("emb", "x_center", "y", "time7", "loc", "landcover_onehot"),
+        EMB_FIELDS,
         shuffle_files=True,
         shuffle_within_file=True,
         seed=2,

@@ -55,6 +55,7 @@ def test_patches_equal_direct_slicing(scene_and_static, tmp_path):
         "ta_c": [12.5, 3.25, -1.0, 20.0],
         "lat": [37.5, 37.2, 37.5, 36.4],
         "lon": [127.0, 127.1, 127.0, 127.4],
+        "elev_m": [85.5, np.nan, 40.0, 412.0],  # unknown elevation -> the pixel's DEM
         "line": [915, 904, 910, 925],
         "column": [2710, 2704, 2710, 2735],
     })
@@ -85,6 +86,8 @@ def test_patches_equal_direct_slicing(scene_and_static, tmp_path):
         np.testing.assert_array_equal(d["x"][i, 18].numpy(), lsm[si - 4:si + 5, sj - 4:sj + 5])
         assert int(d["landcover_onehot"][i].argmax()) + 1 == lc[si, sj]
         assert d["pixel"][i].tolist() == [r["line"], r["column"]]
+        want_elev = r["elev_m"] if np.isfinite(r["elev_m"]) else dem[si, sj]
+        assert float(d["elev"][i]) == pytest.approx(want_elev, rel=1e-6)
         assert float(d["y"][i]) == pytest.approx(r["ta_c"])
         hour = (r["time"] % 86400) / 3600
         assert float(d["time7"][i, 2]) == pytest.approx(np.cos(2 * np.pi * hour / 24), abs=1e-6)

@@ -156,3 +156,113 @@ def test_ridge_baseline_through_the_same_code(data, tmp_path):
     assert float(((pred["y_pred"] - pred["y"]) ** 2).mean().sqrt()) == pytest.approx(
         float(rows[0]["val_rmse_k"]), rel=1e-4
     )
+
+
+def test_run_defaults_equal_the_schema_defaults():
+    """The config schema fills every run key before Snakemake passes it on: both must agree."""
+    from ta2d.config import load_schema
+    from ta2d.train import RUN_DEFAULTS
+
+    schema = load_schema()
+    props = schema["properties"]["train"]["properties"]["runs"]["additionalProperties"]["properties"]
+    assert sorted(props) == sorted(RUN_DEFAULTS)
+    for key, default in RUN_DEFAULTS.items():
+        assert props[key]["default"] == default, key
+
+
+@pytest.mark.parametrize("kind", ["warmup_cosine", "onecycle", "cosine", "none"])
+def test_schedules_warm_up_and_decay_per_batch(kind):
+    from ta2d.train import make_scheduler
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-2)
+    sched = make_scheduler(opt, {"epochs": 4, "scheduler": kind, "warmup_epochs": 1.0}, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    if kind == "none":
+        assert lrs == [1e-2] * 40
+        return
+    peak = max(lrs)
+    assert peak == pytest.approx(1e-2, rel=2e-3)  # onecycle peaks between two steps
+    assert lrs[-1] < 0.01 * peak  # decays to ~0 at the last step
+    if kind == "warmup_cosine":
+        assert lrs[0] == pytest.approx(1e-3) and lrs.index(peak) == 9  # linear over the first epoch
+    if kind == "onecycle":
+        assert lrs[0] < 0.1 * peak and 10 <= lrs.index(peak) <= 13  # 30 % of the steps
+    if kind == "cosine":
+        assert lrs[0] == peak
+
+
+def test_early_stopping_ends_the_run_and_best_pt_keeps_the_best_epoch(data, tmp_path):
+    train, val, stats = data
+    out = tmp_path / "run"
+    # validation labels that are pure noise: the validation MSE stops improving after a few epochs
+    noisy_val = []
+    for i, p in enumerate(val):
+        d = torch.load(p, weights_only=True)
+        d["y"] = torch.randn(len(d["y"]), generator=torch.Generator().manual_seed(i)) * 20.0 + 10.0
+        torch.save(d, tmp_path / p.name)
+        noisy_val.append(tmp_path / p.name)
+    val = noisy_val
+    cfg = {**FAST, "model": "cnn", "epochs": 30, "scheduler": "none", "patience": 2}
+    res = train_run(cfg, train, val, stats, out, progress=False, log=lambda s: None)
+    rows = read_metrics(out / "metrics.csv")
+    vals = [float(r["val_mse"]) for r in rows]
+    best_epoch = vals.index(min(vals)) + 1
+    assert len(rows) == best_epoch + 2 < 30  # stopped `patience` epochs after the best
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch and best["best_val"] == pytest.approx(min(vals))
+    # a rerun resumes, sees the same stale epochs and trains no further
+    again = train_run(cfg, train, val, stats, out, progress=False, log=lambda s: None)
+    assert again["resumed_from"] == len(rows) and len(read_metrics(out / "metrics.csv")) == len(rows)
+    assert res["epochs"] == len(rows)
+
+
+def test_gradient_clipping_bounds_the_update(data, tmp_path):
+    """With SGD-like steps bounded by the clip, the first step's weight change is at most lr * clip."""
+    train, val, stats = data
+    seen = {}
+
+    def grab(epoch, row):
+        seen[epoch] = row
+
+    out = tmp_path / "run"
+    cfg = {**FAST, "model": "cnn", "epochs": 1, "grad_clip": 1e-3, "scheduler": "none", "patience": 0}
+    train_run(cfg, train, val, stats, out, progress=False, log=lambda s: None, on_epoch_end=grab)
+    unclipped = tmp_path / "run2"
+    train_run({**cfg, "grad_clip": 0}, train, val, stats, unclipped, progress=False, log=lambda s: None)
+    a = torch.load(out / "best.pt", weights_only=True)["optimizer"]["state"]
+    b = torch.load(unclipped / "best.pt", weights_only=True)["optimizer"]["state"]
+    # AdamW's second moment holds the (clipped) squared gradients: clipping makes them tiny
+    va = max(float(s["exp_avg_sq"].max()) for s in a.values())
+    vb = max(float(s["exp_avg_sq"].max()) for s in b.values())
+    assert va < 1e-6 < vb
+
+
+def test_dropped_feature_groups_carry_no_information(data):
+    """A run that drops a group gives the same prediction whatever that group's values are."""
+    from ta2d.models import build_model
+    from ta2d.train import load_stats, resolve_run_config
+
+    train, _, stats = data
+    d = torch.load(train[0], weights_only=True)
+    batch = {k: d[k][:16] for k in ("x", "time7", "loc", "landcover_onehot", "elev")}
+    changed = dict(batch)
+    changed["time7"] = batch["time7"].clone()
+    changed["time7"][:, 0:2] = torch.randn(16, 2)
+    changed["elev"] = batch["elev"] + 500.0
+    for kind in ("cnn", "ridge", "clay_transfer"):
+        keep = build_model(resolve_run_config({**FAST, "model": kind}), load_stats(stats, train)).eval()
+        drop = build_model(resolve_run_config({**FAST, "model": kind, "drop_features": ["doy", "station_height"]}),
+                           load_stats(stats, train)).eval()
+        if kind == "ridge":
+            for m in (keep, drop):
+                m.weight.normal_()
+        with torch.no_grad():
+            assert torch.allclose(drop(batch), drop(changed)), kind
+            assert not torch.allclose(keep(batch), keep(changed)), kind
+    with pytest.raises(ValueError, match="unknown groups"):
+        resolve_run_config({"drop_features": ["weekday"]})

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-CHUNK_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot")
+CHUNK_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")
 
 
 class ChunkError(ValueError):

@@ -22,8 +22,8 @@ from ta2d.data import open_chunk
 from ta2d.models import ClayTransfer, build_model
 from ta2d.models.ta_model import CENTER, N_SPECTRAL
 
-EMB_FIELDS = ("emb", "x_center", "y", "time7", "loc", "landcover_onehot")
-_COPY_FIELDS = ("y", "time7", "loc", "landcover_onehot", "stn", "time")
+EMB_FIELDS = ("emb", "x_center", "y", "time7", "loc", "landcover_onehot", "elev")
+_COPY_FIELDS = ("y", "time7", "loc", "landcover_onehot", "elev", "stn", "time")
 
 
 def file_digest(path: str | Path, block: int = 1 << 22) -> str:
@@ -48,6 +48,8 @@ def embedding_fingerprint(model: ClayTransfer, amp: str | None = None) -> str:
     """
     h = hashlib.blake2b(digest_size=20)
     meta = {"patch_mode": model.patch_mode, "pool": model.pool, "amp": amp, "format": 1}
+    if model.drop_features:  # time and lat/lon feed the encoder too
+        meta["drop_features"] = list(model.drop_features)
     h.update(json.dumps(meta, sort_keys=True).encode())
     for t in (model.waves, model.normalizer.x_mean[:N_SPECTRAL], model.normalizer.x_std[:N_SPECTRAL]):
         tensor_digest(h, t)

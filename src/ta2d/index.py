@@ -9,7 +9,6 @@ exactly when its chunk must be rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -22,44 +21,15 @@ from .grid import Domain, lonlat_to_linecol
 from .labels import assign_station_metadata, read_labels
 from .periods import period_key
 from .rejects import REJECT_COLUMNS
+from .schemes import SCHEMES, assign_split_by_day, assign_splits  # noqa: F401  (assign_split_by_day: re-export)
 from .static import read_static
 from .stations import read_stations
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ["row", "stn", "time", "ta_c", "lat", "lon", "line", "column"]
-_FLOAT_FORMAT = {"ta_c": "{:.2f}", "lat": "{:.5f}", "lon": "{:.5f}"}
-
-
-def assign_split_by_day(days: pd.Series, fractions: dict, seed: int, block_days: int = 20) -> pd.Series:
-    """Split of each UTC day (YYYYMMDD strings), stable when other days are added or removed.
-
-    The calendar is cut into fixed blocks of `block_days` days (counted from 1970-01-01); inside a
-    block, days are ranked by a hash of (seed, day) and the ranks are cut at the cumulative
-    fractions. A day's split therefore depends only on its block's calendar days, never on which
-    days have data, and every full block holds the configured fractions exactly (a plain per-day
-    hash would leave e.g. 1 test day of 21).
-    """
-    edges = np.cumsum([fractions[s] for s in SPLITS])
-    unique_days = pd.unique(days)
-    day_number = (pd.to_datetime(unique_days, format="%Y%m%d") - pd.Timestamp("1970-01-01")).days.to_numpy()
-    chosen = {}
-    for block in np.unique(day_number // block_days):
-        calendar = np.arange(block * block_days, (block + 1) * block_days)
-        hashes = [_unit_hash(f"{seed}:{pd.Timestamp(0) + pd.Timedelta(days=int(d)):%Y%m%d}") for d in calendar]
-        rank = np.empty(block_days, dtype=np.int64)
-        rank[np.argsort(hashes, kind="stable")] = np.arange(block_days)
-        position = (rank + 0.5) / block_days
-        which = np.minimum(np.searchsorted(edges, position, side="right"), len(SPLITS) - 1)
-        split_of = [SPLITS[i] for i in which]
-        chosen.update({int(d): split_of[i] for i, d in enumerate(calendar)})
-    return days.map(dict(zip(unique_days, (chosen[int(n)] for n in day_number), strict=True)))
-
-
-def _unit_hash(text: str) -> float:
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+MANIFEST_COLUMNS = ["row", "stn", "time", "ta_c", "lat", "lon", "elev_m", "line", "column"]
+_FLOAT_FORMAT = {"ta_c": "{:.2f}", "lat": "{:.5f}", "lon": "{:.5f}", "elev_m": "{:.1f}"}
 
 
 def read_scene_status(status_paths: list[str | Path]) -> pd.DataFrame:
@@ -110,11 +80,11 @@ def build_index(
     labels, r = _match_scene_slots(labels, read_scene_status(scene_status_paths))
     rejected.append(r)
 
+    # split and validation scheme from (station, UTC day) and the config alone (ta2d.schemes)
     day = pd.to_datetime(labels["time"], unit="s", utc=True).dt.strftime("%Y%m%d")
-    labels["split"] = assign_split_by_day(day, split_cfg["fractions"], split_cfg["seed"],
-                                          split_cfg.get("block_days", 20))
-    holdout = labels["stn"].isin(split_cfg.get("holdout_stations", []))
-    labels.loc[holdout, "split"] = "test"
+    assigned = assign_splits(labels["stn"].to_numpy(), day.to_numpy(), split_cfg)
+    labels["split"] = assigned["split"].to_numpy()
+    labels["scheme"] = assigned["scheme"].to_numpy()
     labels["chunk"] = np.asarray(period_key(labels["time"].to_numpy(), freq))
     labels = labels.sort_values(["time", "stn", "row"], kind="stable").reset_index(drop=True)
 
@@ -228,4 +198,7 @@ def _summary(labels: pd.DataFrame, rejects: pd.DataFrame, n_label_rows: int) -> 
         },
         "n_chunks": int(labels.groupby(["split", "chunk"]).ngroups),
         "n_stations": int(labels["stn"].nunique()),
+        "test_rows_by_scheme": {s: int((labels["scheme"] == s).sum()) for s in SCHEMES},
+        "n_held_out_stations": int(labels.loc[labels["scheme"].isin(["held_out_stations", "held_out_both"]),
+                                              "stn"].nunique()),
     }

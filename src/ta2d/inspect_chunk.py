@@ -16,6 +16,7 @@ CONTRACT = {
     "time7": ((7,), torch.float32),
     "loc": ((3,), torch.float32),
     "landcover_onehot": ((17,), torch.float32),
+    "elev": ((), torch.float32),  # station elevation, m (the pixel DEM where the station table has none)
     "stn": ((), torch.int32),
     "time": ((), torch.int64),
     "pixel": ((2,), torch.int32),
@@ -72,7 +73,8 @@ def describe(data: dict, idx: int | None = None) -> str:
                      f"pixel (line, column) {tuple(int(v) for v in data['pixel'][idx])}")
         lat, lon, gsd = (float(v) for v in data["loc"][idx])
         lines.append(f"  loc: lat {lat:.4f}, lon {lon:.4f}, gsd {gsd:.0f} m; land cover class "
-                     f"{int(data['landcover_onehot'][idx].argmax()) + 1}")
+                     f"{int(data['landcover_onehot'][idx].argmax()) + 1}"
+                     + (f"; station elevation {float(data['elev'][idx]):.1f} m" if "elev" in data else ""))
         lines.append("  time7: " + ", ".join(f"{v:.3f}" for v in data["time7"][idx].tolist()))
         x = data["x"][idx]
         c = x.shape[-1] // 2

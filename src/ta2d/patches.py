@@ -22,12 +22,13 @@ from .static import StaticFields
 
 log = logging.getLogger(__name__)
 
-CHUNK_KEYS = ("x", "y", "time7", "loc", "landcover_onehot", "stn", "time", "pixel")
+CHUNK_KEYS = ("x", "y", "time7", "loc", "landcover_onehot", "elev", "stn", "time", "pixel")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"row": "int64", "stn": "int32", "time": "int64", "ta_c": "float32",
-                                    "lat": "float64", "lon": "float64", "line": "int32", "column": "int32"})
+                                    "lat": "float64", "lon": "float64", "elev_m": "float64", "line": "int32",
+                                    "column": "int32"})
 
 
 def extract_patches(scene: xr.Dataset, static: StaticFields, times: np.ndarray, lines: np.ndarray,
@@ -59,15 +60,19 @@ def extract_patches(scene: xr.Dataset, static: StaticFields, times: np.ndarray, 
 
 
 def model_inputs(x: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndarray,
-                 landcover: np.ndarray) -> dict[str, torch.Tensor]:
+                 landcover: np.ndarray, elev: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """The model's input tensors of N samples (chunk contract): shared by chunks and maps, so a map
-    pixel is built exactly as a training sample. `landcover` holds IGBP codes 1..17."""
+    pixel is built exactly as a training sample. `landcover` holds IGBP codes 1..17; `elev` is the
+    station elevation (m), where unknown (NaN, or None for a map pixel) the centre pixel's DEM."""
     half = x.shape[-1] // 2
+    dem_centre = x[:, 17, half, half]
+    elev = dem_centre if elev is None else np.where(np.isfinite(elev), elev, dem_centre)
     return {
         "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
         "time7": torch.from_numpy(time7_features(times, x[:, 16, half, half])),
         "loc": torch.from_numpy(np.stack([lat, lon, np.full(len(x), GSD_M)], axis=1).astype(np.float32)),
         "landcover_onehot": torch.from_numpy(np.eye(17, dtype=np.float32)[np.asarray(landcover) - 1]),
+        "elev": torch.from_numpy(np.asarray(elev, dtype=np.float32)),
     }
 
 
@@ -95,7 +100,8 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
     xk = x if ok.all() else x[ok]  # no copy in the usual case: peak memory stays at one chunk
     del x
     tensors = {
-        **model_inputs(xk, keep["time"].to_numpy(), keep["lat"].to_numpy(), keep["lon"].to_numpy(), lc[ok]),
+        **model_inputs(xk, keep["time"].to_numpy(), keep["lat"].to_numpy(), keep["lon"].to_numpy(), lc[ok],
+                       keep["elev_m"].to_numpy() if "elev_m" in keep else None),
         "y": torch.tensor(keep["ta_c"].to_numpy(np.float32)),
         "stn": torch.tensor(keep["stn"].to_numpy(np.int32)),
         "time": torch.tensor(keep["time"].to_numpy(np.int64)),

@@ -1,4 +1,4 @@
-"""Training of one run (clay_transfer, cnn or ridge): loop, metrics, checkpoints, resume.
+"""Training of one run (clay_transfer, cnn, ridge or gbt): loop, metrics, checkpoints, resume.
 
 ``train_run`` writes into out_dir:
   metrics.csv  one row per epoch: epoch, train_mse, val_mse, train_rmse_norm, val_rmse_norm,
@@ -35,10 +35,10 @@ from ta2d.atomic import atomic_path, ensure_dir
 from ta2d.atomic import atomic_torch_save as atomic_save
 from ta2d.data import CHUNK_FIELDS, ChunkBatches, make_loader, open_chunk
 from ta2d.embed import EMB_FIELDS, embed_chunks, file_digest
-from ta2d.models import MODEL_KINDS, PATCH_MODES, PRESETS, build_model, default_waves
+from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, PRESETS, build_model, default_waves
 
 RUN_DEFAULTS: dict = {
-    "model": "clay_transfer",  # clay_transfer | cnn | ridge
+    "model": "clay_transfer",  # clay_transfer | cnn | ridge | gbt
     "preset": "tiny",  # Clay size; large = the real v1.5 architecture
     "clay_ckpt_path": None,  # clay-v1.5.ckpt (Lightning) or an encoder-only state dict; None = random init
     "waves_um": None,  # 16 wavelengths (µm) in x channel order; None = ta2d.channels effective centres
@@ -47,24 +47,37 @@ RUN_DEFAULTS: dict = {
     "head_hidden": 256,
     "cnn_channels": [32, 64],
     "ridge_alpha": 1.0,
+    "gbt_num_leaves": 63,  # gbt: LightGBM on ta2d.models.hand_features, early stopping on the val chunks
+    "gbt_learning_rate": 0.05,
+    "gbt_max_rounds": 2000,
+    "gbt_early_stopping": 100,  # rounds without val improvement; 0 = off (no val chunks: off)
+    "gbt_min_data_in_leaf": 20,
+    "gbt_feature_fraction": 0.8,
+    "gbt_bagging_fraction": 0.8,
+    "gbt_num_threads": 2,  # as the train rule's threads; results are reproducible for a given value
     "freeze_encoder": True,
     "embed_cache": True,  # frozen encoder: embed each chunk once, train the head on the embeddings
-    "epochs": 20,
-    "batch_size": 512,
-    "lr": 1e-3,
+    "epochs": 40,  # at most: early stopping ends a run when val RMSE stops improving
+    "batch_size": 256,
+    "lr": 2e-3,  # peak learning rate (after warm-up)
     "encoder_lr": 1e-5,  # used when freeze_encoder is false
-    "weight_decay": 0.01,
-    "scheduler": "cosine",  # cosine | none (stepped per epoch)
+    "weight_decay": 0.01,  # AdamW, decoupled
+    "scheduler": "warmup_cosine",  # warmup_cosine | onecycle | cosine | none; stepped per batch
+    "warmup_epochs": 1.0,  # linear warm-up (warmup_cosine; onecycle warms up over 30 % of the steps)
+    "patience": 8,  # epochs without a better val RMSE before stopping; 0 = run all epochs
+    "grad_clip": 1.0,  # max global gradient norm; 0 = off
+    "drop_features": [],  # input groups this run does not see (ta2d.models.FEATURE_GROUPS), e.g. [doy]
     "amp": True,  # autocast on CUDA only
     "amp_dtype": "bfloat16",  # bfloat16 | float16 (float16 uses a GradScaler)
     "tf32": True,  # TF32 matmul/cudnn on CUDA
     "num_workers": 0,
     "shuffle_files": True,
     "shuffle_within_file": True,
-    "mix_files": 1,  # files shuffled together (1 = per file as in the seed, 0 = all: global shuffle)
+    "mix_files": 0,  # files shuffled together: 0 = all (global shuffle), N = blocks of N files
     "seed": 42,
     "device": "auto",  # auto | cpu | cuda | cuda:N | mps
 }
+SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
 # Keys that may differ between a killed run and its restart without breaking "the same run".
 _NOT_IDENTITY = ("num_workers", "device")
 METRIC_COLUMNS = (
@@ -91,13 +104,17 @@ def resolve_run_config(cfg: Mapping) -> dict:
         ("preset", tuple(PRESETS)),
         ("patch_mode", tuple(PATCH_MODES)),
         ("pool", ("cls", "cls_mean")),
-        ("scheduler", ("cosine", "none")),
+        ("scheduler", SCHEDULERS),
         ("amp_dtype", ("bfloat16", "float16")),
     ):
         if out[key] not in allowed:
             raise ValueError(f"run config {key}={out[key]!r}; choose one of {list(allowed)}")
     out["waves_um"] = [float(w) for w in (out["waves_um"] or default_waves())]
     out["cnn_channels"] = [int(c) for c in out["cnn_channels"]]
+    unknown_groups = sorted(set(out["drop_features"]) - set(FEATURE_GROUPS))
+    if unknown_groups:
+        raise ValueError(f"run config drop_features: unknown groups {unknown_groups}; known: {list(FEATURE_GROUPS)}")
+    out["drop_features"] = sorted(set(out["drop_features"]))
     if out["clay_ckpt_path"] is not None:
         out["clay_ckpt_path"] = str(out["clay_ckpt_path"])
     return out
@@ -167,6 +184,39 @@ def evaluate(model, batches, device: torch.device, autocast=nullcontext) -> floa
         se += float(((pred - model.normalizer.norm_y(batch["y"])) ** 2).sum())
         n += len(pred)
     return se / n if n else float("nan")
+
+
+def make_scheduler(opt, cfg: Mapping, steps_per_epoch: int):
+    """Per-batch learning-rate schedule over at most ``epochs`` epochs (early stopping may end sooner).
+
+    warmup_cosine: linear warm-up over ``warmup_epochs``, then cosine to 0; onecycle: torch's OneCycleLR
+    (30 % warm-up, peak = each group's lr); cosine: cosine to 0 without warm-up; none: constant.
+    """
+    total = max(int(cfg["epochs"]) * max(steps_per_epoch, 1), 1)
+    kind = cfg["scheduler"]
+    if kind == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total + 1, pct_start=0.3
+        )
+    warm = int(round(float(cfg["warmup_epochs"]) * steps_per_epoch)) if kind == "warmup_cosine" else 0
+
+    def factor(step: int) -> float:
+        if kind == "none":
+            return 1.0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total - warm) / max(total - warm, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _stale_epochs(history: Sequence[Mapping]) -> int:
+    """Epochs since the best validation MSE (train MSE without validation data)."""
+    if not history:
+        return 0
+    key = "val_mse" if all(r["val_mse"] == r["val_mse"] for r in history) else "train_mse"
+    scores = [r[key] for r in history]
+    return len(scores) - 1 - min(range(len(scores)), key=scores.__getitem__)
 
 
 def _row(epoch, train_mse, val_mse, y_std, lr, seconds) -> dict:
@@ -273,8 +323,8 @@ def train_run(
     }
     cur_path, best_path = out / "current.pt", out / "best.pt"
 
-    if cfg["model"] == "ridge":
-        return _ridge_run(model, train_b, val_loader, dev, base, out, y_std, log)
+    if cfg["model"] in FITTED_KINDS:
+        return _fitted_run(model, train_b, val_loader, dev, base, out, y_std, log)
 
     groups = [
         {"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")], "lr": cfg["lr"]}
@@ -282,11 +332,7 @@ def train_run(
     if cfg["model"] == "clay_transfer" and not cfg["freeze_encoder"]:
         groups.append({"params": list(model.encoder.parameters()), "lr": cfg["encoder_lr"]})
     opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg["epochs"], 1))
-        if cfg["scheduler"] == "cosine"
-        else torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    )
+    sched = make_scheduler(opt, cfg, steps_per_epoch=len(train_b))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == "float16")
 
     start, best_val, history = 1, float("inf"), []
@@ -323,6 +369,10 @@ def train_run(
         log(f"{out}: all {cfg['epochs']} epochs already done")
 
     for epoch in range(start, cfg["epochs"] + 1):
+        if _stale_epochs(history) >= cfg["patience"] > 0:
+            log(f"early stop: val RMSE has not improved for {cfg['patience']} epochs (best at epoch "
+                f"{epoch - 1 - _stale_epochs(history)})")
+            break
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         train_b.set_epoch(epoch)
@@ -342,8 +392,12 @@ def train_run(
             loss = torch.nn.functional.mse_loss(pred, model.normalizer.norm_y(batch["y"]))
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if cfg["grad_clip"] > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             scaler.step(opt)
             scaler.update()
+            sched.step()
             se += float(loss.detach()) * len(pred)
             n += len(pred)
             mse = se / n
@@ -353,7 +407,6 @@ def train_run(
                 rmse_K=f"{math.sqrt(mse) * y_std:.3f}",
                 refresh=False,
             )
-        sched.step()
         val_mse = evaluate(
             model,
             tqdm(val_loader, total=len(val_b), desc="val", disable=not progress, leave=False),
@@ -393,10 +446,15 @@ def train_run(
     }
 
 
-def _ridge_run(model, train_b, val_loader, dev, base, out: Path, y_std: float, log) -> dict:
-    """Closed-form fit in one pass; written like a one-epoch run so evaluation treats it the same."""
+FITTED_KINDS = ("ridge", "gbt")  # fitted in one call (closed form / boosting), not by gradient steps
+
+
+def _fitted_run(model, train_b, val_loader, dev, base, out: Path, y_std: float, log) -> dict:
+    """One fit (ridge: closed form in one pass; gbt: boosting, early stopping on the val chunks); written
+    like a one-epoch run so evaluation treats it the same."""
     t0 = time.perf_counter()
-    model.fit(_to(b, dev) for b in train_b)
+    val = {"val_batches": (_to(b, dev) for b in val_loader)} if base["model_kind"] == "gbt" else {}
+    model.fit((_to(b, dev) for b in train_b), **val)
     train_mse = evaluate(model, train_b, dev)
     val_mse = evaluate(model, val_loader, dev)
     row = _row(1, train_mse, val_mse, y_std, 0.0, time.perf_counter() - t0)
@@ -414,7 +472,7 @@ def _ridge_run(model, train_b, val_loader, dev, base, out: Path, y_std: float, l
     _save_best(state, out / "best.pt")
     write_metrics(out / "metrics.csv", [row])
     atomic_save(state, out / "current.pt")
-    log(f"ridge: train rmse_K {row['train_rmse_k']:.3f}  val rmse_K {row['val_rmse_k']:.3f}")
+    log(f"{base['model_kind']}: train rmse_K {row['train_rmse_k']:.3f}  val rmse_K {row['val_rmse_k']:.3f}")
     return {"best_val": best, "epochs": 1, "resumed_from": None, "out_dir": str(out), "device": str(dev)}
 
 

@@ -63,7 +63,9 @@ def chunk_rejects(wildcards):
 
 # --- training runs -----------------------------------------------------------------------------
 RUNS = config["train"]["runs"]
-ENCODER_KEYS = ("model", "preset", "clay_ckpt_path", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype")
+ENCODER_KEYS = (
+    "model", "preset", "clay_ckpt_path", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype", "drop_features",
+)
 
 
 wildcard_constraints:
@@ -78,7 +80,7 @@ def uses_embedding_cache(run):
 def run_gpus(wildcards):
     """One GPU for every run that trains a network; ridge is closed form."""
     cfg = RUNS[wildcards.run]
-    return 0 if cfg["model"] == "ridge" or cfg["device"] == "cpu" else 1
+    return 0 if cfg["model"] in ("ridge", "gbt") or cfg["device"] == "cpu" else 1
 
 
 def embedding_files(wildcards):

@@ -17,6 +17,7 @@ rule evaluate:
     input:
         checkpoints=expand("results/runs/{run}/best.pt", run=RUNS),
         test=chunk_files(("test",)),
+        demo=demo_inputs,  # the demo's truth file is written with its manifest
     output:
         metrics="results/eval/metrics.csv",
         markdown="results/eval/metrics.md",
@@ -50,6 +51,9 @@ rule evaluate:
     params:
         runs=list(RUNS),
         noise_sigma_k=config["demo"]["noise_sigma_k"] if DEMO else None,
+        # validation schemes (ta2d.schemes) and the demo's per-sample truth for the floors
+        split=config["split"],
+        truth=os.path.join(config["demo"]["out_dir"], "truth", "labels_truth.csv") if DEMO else None,
     log:
         "logs/evaluate.log",
     benchmark:

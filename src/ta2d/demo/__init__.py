@@ -233,6 +233,7 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
         "floor_rmse_k": round(float(np.sqrt(np.mean((obs - rows.loc[good, "ta_true_c"]) ** 2))), 4),
         # ... and vs the pixel TA, for a model that cannot learn each station's elevation offset.
         "floor_rmse_k_pixel": round(float(np.sqrt(np.mean((obs - rows.loc[good, "ta_pixel_c"]) ** 2))), 4),
+        "observable_floor_k": observable_floors(rows[good], obs, config.get("split") or {}),
         "paths": {
             "raw_dir": str(l1b["dir"]),
             "labels": str(labels_path),
@@ -246,6 +247,46 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
     summary["bytes_written"] = int(n_bytes)
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     return summary
+
+
+def observable_floors(rows: pd.DataFrame, obs: pd.Series, split_cfg: dict) -> dict:
+    """The observable floor per split and validation scheme: RMSE of the written label against the
+    part of it the model inputs determine (docs/demo.md).
+
+    Every term of a station's true TA leaves a trace in the inputs (ta2d.demo.truth), the station's
+    height above its pixel included, since the chunks carry the station elevation; what no input
+    determines is the station noise and the 0.1 K rounding: floor = RMSE(label - ta_true_c). The
+    `without_station_height` variant is the floor of a model that drops the station elevation.
+    Splits and schemes come from ta2d.schemes, the rule build_index uses, on the config's split.
+    """
+    from ta2d.schemes import assign_splits, utc_day
+
+    cfg = {"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 42, "block_days": 20, **split_cfg}
+    assigned = assign_splits(rows["stn"].to_numpy(), utc_day(rows["time_utc"].to_numpy()).to_numpy(), cfg)
+    err = pd.DataFrame({
+        "true": obs.to_numpy() - rows["ta_true_c"].to_numpy(),
+        "pixel": obs.to_numpy() - rows["ta_pixel_c"].to_numpy(),
+        "split": assigned["split"].to_numpy(),
+        "scheme": assigned["scheme"].to_numpy(),
+        "day": utc_day(rows["time_utc"].to_numpy()).to_numpy(),
+    })
+
+    def rmse(e: pd.Series) -> float:
+        return round(float(np.sqrt(np.mean(e**2))), 4)
+
+    def table(col: str) -> dict:
+        out = {"all": rmse(err[col])}
+        out["by_split"] = {k: rmse(g[col]) for k, g in err.groupby("split")}
+        out["by_scheme"] = {k: rmse(g[col]) for k, g in err[err["scheme"] != ""].groupby("scheme")}
+        return out
+
+    return {
+        **table("true"),
+        "without_station_height": table("pixel"),
+        "days_by_split": {k: int(g["day"].nunique()) for k, g in err[err["scheme"] == ""].groupby("split")},
+        "days_by_scheme": {k: int(g["day"].nunique()) for k, g in err[err["scheme"] != ""].groupby("scheme")},
+        "samples_by_scheme": {k: len(g) for k, g in err[err["scheme"] != ""].groupby("scheme")},
+    }
 
 
 def _scene_records(plan, writer: SlotWriter, rows: pd.DataFrame) -> list[dict]:

@@ -119,6 +119,38 @@ CALIBRATION: dict[str, Calibration] = {
 }
 
 
+# GSICS corrections of the IR radiances, in `gsics_coeff_slope` / `gsics_coeff_intercept` variables of the
+# IR files (notes section 1.2; satpy's calib_mode="GSICS" applies L' = (L - intercept) / slope to every
+# channel it loads, so it cannot load VIS files; ta2d and satpy's default modes do not apply it). IR087's
+# are the real values of satpy's fixture; the others plausible: no correction near a typical clear-sky
+# radiance L = intercept / (1 - slope), up to ~0.4 K at the coldest cloud tops, like IR087's.
+GSICS: dict[str, tuple[float, float]] = {  # (slope, intercept in mW m-2 sr-1 (cm-1)-1)
+    "sw038": (1.0021, -0.0012),
+    "wv063": (0.9978, 0.0105),
+    "wv069": (0.9983, 0.0231),
+    "wv073": (0.9989, 0.0362),
+    "ir087": (0.9967594, 0.1859369),
+    "ir096": (0.9992, 0.0843),
+    "ir105": (0.9974, 0.2215),
+    "ir112": (0.9981, 0.1732),
+    "ir123": (0.9995, 0.0628),
+    "ir133": (1.0012, -0.0517),
+}
+SIDEREAL_DAY_S = 86164.0905
+
+
+def sc_position_ecef(slot: dt.datetime) -> np.ndarray:
+    """ECEF x, y, z (m) of the spacecraft at the FD centre-pixel time, as `sc_position_center_pixel`:
+    a station-kept geostationary orbit at 128.2 E with a daily wobble (latitude +-0.02 deg, longitude
+    +-0.01 deg, radius +-3 km around 42164 km). A pure function of the slot time (deterministic)."""
+    t = slot.timestamp() + OBS_START_DELAY_S + OBS_DURATION_S / 2
+    phase = 2.0 * np.pi * ((t / SIDEREAL_DAY_S) % 1.0)
+    lat = np.radians(0.02 * np.sin(phase))
+    lon = np.radians(SUB_LON_DEG + 0.01 * np.cos(phase))
+    r = SAT_RADIUS_KM * 1000.0 + 3000.0 * np.sin(phase + 1.0)
+    return np.array([r * np.cos(lat) * np.cos(lon), r * np.cos(lat) * np.sin(lon), r * np.sin(lat)])
+
+
 def encode_counts(channel: str, values: np.ndarray) -> np.ndarray:
     """Physical values (BT in K, or albedo) -> uint16 counts (no DQF bits)."""
     ch = CHANNELS[channel]
@@ -284,8 +316,25 @@ def write_l1b(
             var.dims[i].attach_scale(d)
         for key, value in variable_attributes(channel, raw).items():
             _set_attr(var, key, value)
+        _write_dim1_variables(f, channel, slot)
         for key, value in global_attributes(channel, slot, geo, path.name).items():
             _set_attr(f, key, value)
+
+
+def _write_dim1_variables(f: h5py.File, channel: str, slot: dt.datetime) -> None:
+    """The real files' small `dim_1` block that satpy's ami_l1b reader needs: `sc_position` (its
+    attribute `sc_position_center_pixel` = ECEF m; satpy reads it for every file) and, in IR files,
+    `gsics_coeff_slope` / `gsics_coeff_intercept` (satpy reads element [0]). ta2d ignores them."""
+    dim = f.create_dataset("dim_1", shape=(1,), dtype="f4")
+    dim.make_scale("dim_1")
+    dim.attrs["NAME"] = np.bytes_(DIM_NAME % 1)
+    values = {"sc_position": 0.0}
+    if CHANNELS[channel].kind == "emissive":
+        values["gsics_coeff_slope"], values["gsics_coeff_intercept"] = GSICS[channel]
+    for name, value in values.items():
+        var = f.create_dataset(name, data=np.array([value], dtype=np.float64))
+        var.dims[0].attach_scale(dim)
+    _set_attr(f["sc_position"], "sc_position_center_pixel", sc_position_ecef(slot))
 
 
 def _set_attr(obj, key: str, value) -> None:

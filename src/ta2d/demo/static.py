@@ -94,7 +94,8 @@ CITIES = [
 ]
 WATER, URBAN, FILL = 17, 13, 255
 NOISE_TILE = 512  # periodic noise tiles, sampled at absolute FD pixel positions modulo this size
-SMOOTH_SIGMA_PX = 4.0  # scale of the coastal land fraction (damps the diurnal cycle near the sea)
+SMOOTH_SIGMA_PX = 4.0  # scale of the coastal land fraction (tapers the DEM to 0 m at the coast)
+DIURNAL_SIGMA_PX = 1.5  # scale of the land fraction that damps the diurnal cycle near the sea
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,13 @@ class StaticFields:
     lon: np.ndarray
     lat: np.ndarray
     land: np.ndarray  # bool, False = water (sea or lake)
-    landfrac: np.ndarray  # smoothed land fraction 0..1 (coastal damping)
+    landfrac: np.ndarray  # smoothed land fraction 0..1 (coast taper of the DEM, land cover)
     dem: np.ndarray  # m, >= 0
     landcover: np.ndarray  # uint8 IGBP 1..17 (255 only after a planted defect)
     albedo_var: np.ndarray  # static surface-brightness variation, ~N(0, 1)
+    # land fraction within ~3 px (Gaussian, sigma DIURNAL_SIGMA_PX): damps the diurnal cycle near the
+    # sea. Narrow on purpose: a 9x9 patch of the land-sea mask sees all of it, so the term is observable.
+    landfrac_local: np.ndarray
 
     def take(self, rows, cols) -> StaticFields:
         """The attributes at 0-based window indices (arrays of any shape)."""
@@ -248,6 +252,7 @@ def static_fields(window: Window, seed: int) -> StaticFields:
     for x0, y0, ax, ay in ISLANDS:
         land |= ((plon - x0) / ax) ** 2 + ((plat - y0) / ay) ** 2 <= 1.0
     landfrac_padded = _blur(land.astype(np.float64), SMOOTH_SIGMA_PX, pad)
+    landfrac_local = np.clip(_blur(land.astype(np.float64), DIURNAL_SIGMA_PX, pad), 0.0, 1.0)
 
     def crop(a):
         return a[pad:-pad, pad:-pad]
@@ -285,6 +290,7 @@ def static_fields(window: Window, seed: int) -> StaticFields:
         dem,
         landcover,
         albedo_var,
+        landfrac_local.astype(np.float32),
     )
 
 

@@ -9,6 +9,12 @@ over water, reduced under cloud) - 6.5 K/km * DEM + urban +1.2 K + a drifting sy
 Skin temperature = TA + (+2..+10 K by day ~ cos SZA over land, -2..-4 K at night), water damped.
 Clear-sky BTs follow shared/notes/gk2a_data.md section 2.1; clouds (thresholded, advected smooth
 noise, ~cloud_fraction of the area) replace the surface by a cold, bright cloud top.
+
+Every term of TA leaves a trace in the inputs, so the demo's floor is the station noise (docs/demo.md):
+the airmass (seasonal climatology at the pixel's latitude + the synoptic anomaly) sets the temperature
+of the free troposphere, which the upper (WV063) and mid-level (WV069) water-vapour channels sense above
+the demo's clouds, and which also shifts cloud tops; the diurnal cycle's coastal damping uses a land
+fraction narrow enough for a 9x9 patch of the land-sea mask to see it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from ta2d.solar import J2000_UNIX, solar_zenith_deg
 LAPSE_K_PER_M = -0.0065
 DAY_S = 86400.0
 SCAN_DELAY_S = 120.0  # Korea is scanned ~2 min after the nominal slot (notes 1.5)
+MID_TROP_GAIN = 0.8  # K of free-troposphere anomaly per K of surface airmass anomaly
 
 # Sensor noise (1 sigma) added to the 2 km fields: K for BT channels, albedo units for reflective ones.
 SENSOR_NOISE = {
@@ -95,7 +102,7 @@ class TruthModel:
     def sza(t_unix: float, pts: StaticFields) -> np.ndarray:
         return solar_zenith_deg(t_unix + SCAN_DELAY_S, pts.lat, pts.lon)
 
-    def clouds(self, t_unix: float, pts: StaticFields) -> Clouds:
+    def clouds(self, t_unix: float, pts: StaticFields, airmass: np.ndarray | float = 0.0) -> Clouds:
         hours = (t_unix - J2000_UNIX) / 3600.0
         rows, cols = _axes(pts)
         # Advection: ~12 px/h eastward (~7 m/s), 1.5 px/h southward; the two mixtures of each scale
@@ -117,7 +124,20 @@ class TruthModel:
         thr = np.float32(NormalDist().inv_cdf(1.0 - frac))
         cover = np.clip((field - thr) / np.float32(0.35), 0.0, 1.0)
         tau = np.clip((field - thr) / np.float32(1.3), 0.0, 1.0)
-        return Clouds(cover, tau, 268.0 - 55.0 * tau)
+        return Clouds(cover, tau, 268.0 - 55.0 * tau + airmass)
+
+    @staticmethod
+    def land_climatology(t_unix: float, pts: StaticFields) -> np.ndarray:
+        doy = (t_unix - J2000_UNIX) / DAY_S % 365.2425
+        return 13.5 - 13.5 * np.cos(2 * np.pi * (doy - 18.0) / 365.2425) - 0.9 * (pts.lat - 36.5)
+
+    def airmass_anomaly(self, t_unix: float, pts: StaticFields) -> np.ndarray:
+        """Free-troposphere temperature anomaly (K): MID_TROP_GAIN x (land climatology - 13.5 + synoptic).
+
+        The synoptic anomaly is a travelling airmass, and the seasonal cycle warms the whole column:
+        the water-vapour channels and the cloud tops carry both, under cloud as well as in clear sky.
+        """
+        return MID_TROP_GAIN * (self.land_climatology(t_unix, pts) - 13.5 + self.synoptic_anomaly(t_unix, pts))
 
     def synoptic_anomaly(self, t_unix: float, pts: StaticFields) -> np.ndarray:
         out = np.zeros(np.shape(pts.line))
@@ -132,14 +152,14 @@ class TruthModel:
         clouds = self.clouds(t_unix, pts) if clouds is None else clouds
         doy = (t_unix - J2000_UNIX) / DAY_S % 365.2425
         water = pts.landcover == WATER
-        land_clim = 13.5 - 13.5 * np.cos(2 * np.pi * (doy - 18.0) / 365.2425) - 0.9 * (pts.lat - 36.5)
+        land_clim = self.land_climatology(t_unix, pts)
         sea_clim = 15.0 - 8.0 * np.cos(2 * np.pi * (doy - 63.0) / 365.2425) - 0.6 * (pts.lat - 36.5)
         base = np.where(water, sea_clim, land_clim)
 
         solar_hour = ((t_unix % DAY_S) / 3600.0 + pts.lon / 15.0) % 24.0
         phase = 2 * np.pi * (solar_hour - 15.0) / 24.0
         shape = np.cos(phase) + 0.2 * np.cos(2 * phase - 0.5)
-        amp = 5.0 * (0.35 + 0.65 * pts.landfrac)
+        amp = 5.0 * (0.35 + 0.65 * pts.landfrac_local)
         amp = np.where(water, 0.7, amp * np.where(pts.landcover == URBAN, 0.8, 1.0))
         # Cloud cuts daytime heating and night-time cooling.
         damp = np.where(shape > 0, 1.0 - 0.5 * clouds.cover, 1.0 - 0.4 * clouds.cover)
@@ -167,7 +187,8 @@ class TruthModel:
     # -- channel fields ------------------------------------------------------------------------------
     def fields(self, t_unix: float, pts: StaticFields) -> dict[str, np.ndarray]:
         """All noise-free physical fields: ta (deg C), ts/BT (K), albedo (0..1), sza (deg), cloud cover."""
-        clouds = self.clouds(t_unix, pts)
+        airmass = self.airmass_anomaly(t_unix, pts)
+        clouds = self.clouds(t_unix, pts, airmass)
         sza = self.sza(t_unix, pts)
         cz = np.clip(np.cos(np.radians(sza)), 0.0, 1.0)
         ta = self.air_temperature(t_unix, pts, clouds)
@@ -193,9 +214,11 @@ class TruthModel:
         clear["ir087"] = clear["ir105"] - 1.0 - 2.0 * bare  # emissivity: larger deficit over bare soil
         clear["ir096"] = clear["ir105"] - 12.0 - 14.0 * ozone
         clear["ir133"] = 228.0 + 0.4 * (clear["ir105"] - 250.0)
-        clear["wv073"] = 240.0 + 0.35 * (clear["ir105"] - 260.0) + 8.0 * (1.0 - uhum)
-        clear["wv069"] = clear["wv073"] - 9.0 - 3.0 * uhum
-        clear["wv063"] = clear["wv073"] - 19.0 - 4.0 * uhum
+        # WV073 peaks low enough to see the surface; WV069 and WV063 sense the mid and upper
+        # troposphere (airmass temperature, upper humidity), above the demo's cloud tops.
+        clear["wv073"] = 240.0 + 0.35 * (clear["ir105"] - 260.0) + 8.0 * (1.0 - uhum) + 0.5 * airmass
+        clear["wv069"] = 236.0 + airmass - 3.0 * uhum
+        clear["wv063"] = 226.0 + airmass - 6.0 * uhum
         clear["sw038"] = clear["ir105"] - 1.0 - 1.5 * bare + 60.0 * alb["nr016"] * cz  # + reflected sunlight
 
         top = clouds.top_k
@@ -207,8 +230,8 @@ class TruthModel:
             "ir096": top - 4.0,
             "ir133": np.minimum(top, clear["ir133"]) - 1.0,
             "wv073": np.minimum(top + 2.0, clear["wv073"]),
-            "wv069": np.minimum(top + 1.0, clear["wv069"]),
-            "wv063": np.minimum(top + 0.5, clear["wv063"]),
+            "wv069": clear["wv069"],
+            "wv063": clear["wv063"],
             "sw038": top - 0.5 + 10.0 * cz * (1.0 - clouds.tau),
         }
         bright = 0.3 + 0.6 * clouds.tau**0.7

@@ -1,4 +1,5 @@
-"""TA models: Clay v1.5 encoder (clay.py), clay_transfer and CNN (ta_model.py), ridge baseline (ridge.py).
+"""TA models: Clay v1.5 encoder (clay.py), clay_transfer and CNN (ta_model.py), ridge baseline (ridge.py),
+gradient-boosted trees on hand features (gbt.py, hand_features.py).
 
 ``build_model(cfg, stats)`` makes the model a resolved run config asks for (see ta2d.train.RUN_DEFAULTS);
 ``load_model(path)`` rebuilds it from a best.pt / current.pt alone.
@@ -13,23 +14,28 @@ import torch
 from torch import nn
 
 from .clay import PRESETS, ClayCheckpointError, ClayEncoder, load_clay_checkpoint
+from .gbt import GBTModel
+from .hand_features import hand_features
 from .ridge import RidgeModel
-from .ta_model import PATCH_MODES, ClayTransfer, Normalizer, PatchCNN, default_waves
+from .ta_model import FEATURE_GROUPS, PATCH_MODES, ClayTransfer, Normalizer, PatchCNN, default_waves
 
-MODEL_KINDS = ("clay_transfer", "cnn", "ridge")
+MODEL_KINDS = ("clay_transfer", "cnn", "gbt", "ridge")
 
 __all__ = [
+    "FEATURE_GROUPS",
     "MODEL_KINDS",
     "PATCH_MODES",
     "PRESETS",
     "ClayCheckpointError",
     "ClayEncoder",
     "ClayTransfer",
+    "GBTModel",
     "Normalizer",
     "PatchCNN",
     "RidgeModel",
     "build_model",
     "default_waves",
+    "hand_features",
     "load_clay_checkpoint",
     "load_model",
 ]
@@ -41,12 +47,21 @@ def build_model(cfg: Mapping, stats: Mapping, load_weights: bool = True) -> nn.M
     For clay_transfer with ``clay_ckpt_path`` the encoder is built on the meta device and the
     checkpoint's ``model.encoder.`` slice is loaded strictly into it (no 1.2 GB random init first);
     ``load_weights=False`` leaves that to the caller (e.g. load_model, which restores all weights).
+    The model leaves out the input groups of ``cfg["drop_features"]`` (FEATURE_GROUPS).
     """
+    model = _build(cfg, stats, load_weights)
+    model.drop_features = tuple(cfg.get("drop_features") or ())
+    return model
+
+
+def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
     kind = cfg["model"]
     torch.manual_seed(int(cfg["seed"]))
     norm = Normalizer.from_stats(stats)
     if kind == "ridge":
         return RidgeModel(norm, alpha=cfg["ridge_alpha"])
+    if kind == "gbt":
+        return GBTModel(norm, seed=cfg["seed"], **{k[4:]: v for k, v in cfg.items() if k.startswith("gbt_")})
     if kind == "cnn":
         return PatchCNN(norm, channels=cfg["cnn_channels"], head_hidden=cfg["head_hidden"])
     if kind != "clay_transfer":

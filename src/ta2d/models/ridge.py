@@ -9,15 +9,15 @@ from torch import nn
 
 from ta2d.channels import X_CHANNELS
 
-from .ta_model import Normalizer, center_pixels
+from .ta_model import Normalizer, center_pixels, drop_inputs, station_height
 
-N_FEATURES = len(X_CHANNELS) + 7 + 2 + 17  # centre x, time7, lat/lon, land cover
+N_FEATURES = len(X_CHANNELS) + 7 + 2 + 17 + 1  # centre x, time7, lat/lon, land cover, station height
 
 
 def ridge_features(batch: Mapping[str, torch.Tensor], norm: Normalizer) -> torch.Tensor:
-    """(B, 45) normalised centre-pixel planes, time7, lat/lon and land-cover one-hot."""
+    """(B, 46) normalised centre-pixel planes, time7, lat/lon, land-cover one-hot, station height."""
     return torch.cat([norm.norm_x(center_pixels(batch)), norm.norm_time7(batch["time7"]),
-                      norm.norm_loc(batch["loc"]), batch["landcover_onehot"]], dim=1)
+                      norm.norm_loc(batch["loc"]), batch["landcover_onehot"], station_height(batch)], dim=1)
 
 
 def solve_ridge(xtx: torch.Tensor, xty: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -33,6 +33,8 @@ def solve_ridge(xtx: torch.Tensor, xty: torch.Tensor, alpha: float) -> torch.Ten
 class RidgeModel(nn.Module):
     """y_norm = features @ weight + bias; fitted by ``fit``; has no gradient parameters."""
 
+    drop_features: tuple[str, ...] = ()
+
     def __init__(self, normalizer: Normalizer, alpha: float = 1.0):
         super().__init__()
         self.normalizer, self.alpha = normalizer, float(alpha)
@@ -40,6 +42,7 @@ class RidgeModel(nn.Module):
         self.register_buffer("bias", torch.zeros(()))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        batch = drop_inputs(batch, self.drop_features, self.normalizer)
         return ridge_features(batch, self.normalizer) @ self.weight + self.bias
 
     @torch.no_grad()
@@ -49,7 +52,8 @@ class RidgeModel(nn.Module):
         xtx = torch.zeros(n, n, dtype=torch.float64)
         xty = torch.zeros(n, dtype=torch.float64)
         for batch in batches:
-            batch = {k: v.to(self.weight.device) for k, v in batch.items()}
+            batch = drop_inputs({k: v.to(self.weight.device) for k, v in batch.items()}, self.drop_features,
+                                self.normalizer)
             f = ridge_features(batch, self.normalizer).double()
             f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype, device=f.device)], 1).cpu()
             y = self.normalizer.norm_y(batch["y"]).double().cpu()

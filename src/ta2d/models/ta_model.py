@@ -22,7 +22,8 @@ N_SPECTRAL = len(ALL_CHANNELS)  # x[:, 0:16] go to the encoder
 I_SZA, I_DEM, I_LSM = (X_CHANNELS.index(c) for c in ("sza", "dem", "land_sea_mask"))
 PATCH = 9
 CENTER = PATCH // 2
-N_SIDE = 7 + 2 + 17 + 3  # time7, lat/lon, land cover, centre SZA/DEM/land-sea mask
+N_SIDE = 7 + 2 + 17 + 3 + 1  # time7, lat/lon, land cover, centre SZA/DEM/land-sea mask, station height
+ELEV_SCALE_M = 100.0  # station height above its pixel, in units of 100 m (0.65 K of lapse rate)
 PATCH_MODES = {"area8": (8, 9 / 8), "crop8": (8, 1.0), "bilinear16": (16, 9 / 16)}  # side, gsd factor
 
 
@@ -80,16 +81,64 @@ class Normalizer(nn.Module):
         return z * self.y_std + self.y_mean
 
 
+# Input groups a run may leave out (run config drop_features): each is replaced by a constant, so the
+# model gets no information from it, in training, evaluation and maps alike.
+FEATURE_GROUPS = {
+    "doy": "day-of-year cos/sin (time7[0:2]); on a short period it can act as a day identifier",
+    "hour": "UTC hour cos/sin (time7[2:4])",
+    "month": "month cos/sin (time7[4:6])",
+    "latlon": "station latitude/longitude (loc[:, 0:2])",
+    "landcover": "land-cover one-hot of the station pixel",
+    "station_height": "station elevation (elev), i.e. its height above the pixel DEM",
+}
+_TIME7_COLUMNS = {"doy": (0, 2), "hour": (2, 4), "month": (4, 6)}
+
+
+def drop_inputs(batch: Mapping[str, torch.Tensor], groups, norm: Normalizer) -> Mapping[str, torch.Tensor]:
+    """The batch with the inputs of ``groups`` (FEATURE_GROUPS) replaced by constants; unchanged when empty."""
+    if not groups:
+        return batch
+    out = dict(batch)
+    if any(g in _TIME7_COLUMNS for g in groups) and "time7" in out:
+        t7 = out["time7"].clone()
+        for g in groups:
+            if g in _TIME7_COLUMNS:
+                lo, hi = _TIME7_COLUMNS[g]
+                t7[:, lo:hi] = 0.0
+        out["time7"] = t7
+    if "latlon" in groups and "loc" in out:
+        loc = out["loc"].clone()
+        loc[:, :2] = norm.loc_mean.to(loc.dtype)
+        out["loc"] = loc
+    if "landcover" in groups and "landcover_onehot" in out:
+        out["landcover_onehot"] = torch.zeros_like(out["landcover_onehot"])
+    if "station_height" in groups:
+        out.pop("elev", None)
+    return out
+
+
 def center_pixels(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The 19 planes at the station pixel, (B, 19), from x or from the cache's x_center."""
     return batch["x_center"] if "x_center" in batch else batch["x"][:, :, CENTER, CENTER]
 
 
+def station_height(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """(B, 1) station elevation minus its pixel's DEM, /100 m: the lapse-rate offset a station's label
+    carries that no pixel shows (0 where the chunk has no `elev`)."""
+    centre = center_pixels(batch)
+    if "elev" not in batch:
+        return torch.zeros(len(centre), 1, dtype=centre.dtype, device=centre.device)
+    return ((batch["elev"] - centre[:, I_DEM]) / ELEV_SCALE_M)[:, None]
+
+
 def side_features(batch: Mapping[str, torch.Tensor], norm: Normalizer) -> torch.Tensor:
-    """Normalised covariates the heads see: time7, lat/lon, land cover, centre SZA/DEM/mask (B, 29)."""
+    """Normalised covariates the heads see: time7, lat/lon, land cover, centre SZA/DEM/mask and the
+    station height above its pixel (B, 30)."""
     c = norm.norm_x(center_pixels(batch))[:, [I_SZA, I_DEM, I_LSM]]
     return torch.cat(
-        [norm.norm_time7(batch["time7"]), norm.norm_loc(batch["loc"]), batch["landcover_onehot"], c], dim=1
+        [norm.norm_time7(batch["time7"]), norm.norm_loc(batch["loc"]), batch["landcover_onehot"], c,
+         station_height(batch)],
+        dim=1,
     )
 
 
@@ -129,6 +178,8 @@ def mlp(n_in: int, hidden: int, n_hidden: int = 2) -> nn.Sequential:
 
 class ClayTransfer(nn.Module):
     """Normaliser -> 9x9 adapter -> Clay encoder -> [cls, mean patch token] + side features -> MLP head."""
+
+    drop_features: tuple[str, ...] = ()  # FEATURE_GROUPS this model does not see (set by build_model)
 
     def __init__(
         self,
@@ -171,6 +222,7 @@ class ClayTransfer(nn.Module):
     def embed(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Encoder features (B, embed_dim) of a batch: what the embedding cache stores."""
         norm = self.normalizer
+        batch = drop_inputs(batch, self.drop_features, norm)
         pixels = to_clay_grid(norm.norm_x(batch["x"])[:, :N_SPECTRAL], self.patch_mode)
         time, latlon = clay_time_latlon(batch["time7"], batch["loc"])
         gsd = batch["loc"][:, 2].mean() * PATCH_MODES[self.patch_mode][1]
@@ -181,6 +233,7 @@ class ClayTransfer(nn.Module):
         return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        batch = drop_inputs(batch, self.drop_features, self.normalizer)
         emb = batch["emb"] if "emb" in batch else self.embed(batch)
         feats = torch.cat([self.emb_norm(emb.float()), side_features(batch, self.normalizer)], dim=1)
         return self.head(feats).squeeze(1)
@@ -188,6 +241,8 @@ class ClayTransfer(nn.Module):
 
 class PatchCNN(nn.Module):
     """Small CNN from scratch on all 19 normalised planes, plus the side features."""
+
+    drop_features: tuple[str, ...] = ()
 
     def __init__(self, normalizer: Normalizer, channels: Sequence[int] = (32, 64), head_hidden: int = 128):
         super().__init__()
@@ -200,6 +255,7 @@ class PatchCNN(nn.Module):
         self.head = mlp(2 * c_in + N_SIDE, head_hidden)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        batch = drop_inputs(batch, self.drop_features, self.normalizer)
         f = self.convs(self.normalizer.norm_x(batch["x"]))
         feats = torch.cat(
             [f.mean(dim=(2, 3)), f[:, :, CENTER, CENTER], side_features(batch, self.normalizer)], 1
