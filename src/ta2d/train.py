@@ -57,14 +57,14 @@ RUN_DEFAULTS: dict = {
     "gbt_num_threads": 2,  # as the train rule's threads; results are reproducible for a given value
     "freeze_encoder": True,
     "embed_cache": True,  # frozen encoder: embed each chunk once, train the head on the embeddings
-    "epochs": 40,  # at most: early stopping ends a run when val RMSE stops improving
+    "epochs": 20,  # the schedule's length; early stopping may end a run sooner (README: how chosen)
     "batch_size": 256,
     "lr": 2e-3,  # peak learning rate (after warm-up)
     "encoder_lr": 1e-5,  # used when freeze_encoder is false
     "weight_decay": 0.01,  # AdamW, decoupled
     "scheduler": "warmup_cosine",  # warmup_cosine | onecycle | cosine | none; stepped per batch
     "warmup_epochs": 1.0,  # linear warm-up (warmup_cosine; onecycle warms up over 30 % of the steps)
-    "patience": 8,  # epochs without a better val RMSE before stopping; 0 = run all epochs
+    "patience": 10,  # epochs without a better val RMSE before stopping; 0 = run all epochs
     "grad_clip": 1.0,  # max global gradient norm; 0 = off
     "drop_features": [],  # input groups this run does not see (ta2d.models.FEATURE_GROUPS), e.g. [doy]
     "amp": True,  # autocast on CUDA only
