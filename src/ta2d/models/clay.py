@@ -30,15 +30,17 @@ WAVE_DIM = 128
 CKPT_PREFIX = "model.encoder."
 
 
-def posemb_sincos_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+def posemb_sincos_1d(pos: torch.Tensor, dim: int, temperature: int = 10000) -> torch.Tensor:
     """[sin(p w_i)..., cos(p w_i)...] with w_i = temperature^(-i/(dim/2-1)), i < dim/2 -> (len(pos), dim)."""
     half = dim // 2
-    omega = temperature ** -(torch.arange(half, dtype=torch.float32, device=pos.device) / (half - 1))
+    # upstream Clay's operation order (1 / T**e, not T**-e), so a checkpoint's tokens match to fp32 rounding
+    omega = torch.arange(half, device=pos.device) / (half - 1)
+    omega = 1.0 / (temperature**omega)
     arg = pos.float()[:, None] * omega[None, :]
     return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
-def posemb_sincos_2d_with_gsd(h: int, w: int, dim: int, gsd, temperature: float = 10000.0) -> torch.Tensor:
+def posemb_sincos_2d_with_gsd(h: int, w: int, dim: int, gsd, temperature: int = 10000) -> torch.Tensor:
     """Clay's GSD-scaled 2-D code (L=h*w, dim): [sin(x w), cos(x w), sin(y w), cos(y w)], x = column.
 
     w_i = gsd * temperature^(-(2/dim) * i/(dim/4-1)): the extra 2/dim is Clay's and is kept.
@@ -47,7 +49,8 @@ def posemb_sincos_2d_with_gsd(h: int, w: int, dim: int, gsd, temperature: float 
     dev = gsd.device
     y, x = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
     q = dim // 4
-    omega = gsd / temperature ** (2 * (torch.arange(q, dtype=torch.float32, device=dev) / (q - 1)) / dim)
+    omega = torch.arange(q, device=dev) / (q - 1)
+    omega = 1.0 / (temperature ** (2 * omega / dim)) * (gsd / 1.0)  # upstream's order, see posemb_sincos_1d
     xa = x.flatten().float()[:, None] * omega[None, :]
     ya = y.flatten().float()[:, None] * omega[None, :]
     return torch.cat([xa.sin(), xa.cos(), ya.sin(), ya.cos()], dim=1)
