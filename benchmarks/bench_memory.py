@@ -18,7 +18,7 @@ Cases, for each --stations S (N = S x 24 hourly samples: 40 is the demo's size, 
 * build: ta2d.patches.build_patch_chunk on one day's scene (24 slots on the demo domain, random
   values; benchmarks/bench_chunk_build.make_inputs) and a manifest of every station at every slot,
   with the calls scripts/build_patch_chunk.py makes;
-* cnn / clay_frozen: ta2d.train.train_run with epochs=1 on CPU over --train-chunks training chunks
+* cnn / clay_frozen: ta2d.training.train_run with epochs=1 on CPU over --train-chunks training chunks
   and one validation chunk of N samples each (tests/chunk_factory.py); clay_frozen (tiny preset,
   frozen encoder, embed_cache) first embeds every chunk, as rule embed_chunk would.
 """
@@ -99,7 +99,7 @@ def child_build(d: Path) -> dict:
 def child_train(d: Path, run: str) -> dict:
     import torch
 
-    from ta2d.train import train_run
+    from ta2d.training import train_run
 
     cfg = RUNS[run]
     train = sorted(str(p) for p in (d / "patch_pt").glob("train_chunk_*.pt"))
@@ -119,7 +119,7 @@ def run_child(case: str, d: Path) -> dict:
 
 def model_bytes(run: str, stats_path: Path, train: list) -> int:
     from ta2d.models import build_model
-    from ta2d.train import load_stats, resolve_run_config
+    from ta2d.training import load_stats, resolve_run_config
 
     model = build_model(resolve_run_config(RUNS[run]), load_stats(stats_path, train))
     return sum(p.numel() * p.element_size() for p in model.parameters())

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ta2d.models import load_model  # noqa: E402
 from ta2d.schemes import HEADLINE_SCHEMES, scheme_of  # noqa: E402
-from ta2d.train import predict_chunks, train_run  # noqa: E402
+from ta2d.training import predict_chunks, train_run  # noqa: E402
 
-# Each recipe overrides the run defaults (ta2d.train.RUN_DEFAULTS); "seed" is the old system's loop.
+# Each recipe overrides the run defaults (ta2d.training.RUN_DEFAULTS); "seed" is the old system's loop.
 RECIPES = {
     "seed": {"mix_files": 1, "batch_size": 512, "lr": 1e-3, "scheduler": "cosine", "epochs": 20,
              "patience": 0, "grad_clip": 0, "warmup_epochs": 0},

@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         p.patch_size,
         snakemake.output.chunk,
         snakemake.output.rejects,
+        x_dtype=p.x_dtype,
     )

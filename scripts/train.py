@@ -1,9 +1,9 @@
-"""Rule train: one configured run -> results/runs/{run}/best.pt, current.pt, metrics.csv (ta2d.train)."""
+"""Rule train: one configured run -> results/runs/{run}/best.pt, current.pt, metrics.csv (ta2d.training)."""
 
 from pathlib import Path
 
 from ta2d.logsetup import log_to
-from ta2d.train import train_run
+from ta2d.training import train_run
 
 with log_to(snakemake.log[0]) as log:
     train_run(

@@ -50,7 +50,7 @@ from ta2d.patches import build_patch_chunk
 from ta2d.static import read_static
 from ta2d.stats import write_stats
 from ta2d.summary import summarize
-from ta2d.train import train_run
+from ta2d.training import train_run
 
 PERIOD = {"start": "2024-04-01", "end": "2024-04-02"}
 DAYS = ("20240401", "20240402")
@@ -710,7 +710,7 @@ TRAIN_CHILD = """
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from ta2d.train import train_run
+    from ta2d.training import train_run
     cfg, train, val, stats, out, kill_after, marker = sys.argv[1:]
 
     def hang(epoch, row):  # stands for "still training epoch 3" when the kill comes

@@ -38,7 +38,7 @@ from ta2d.predict import (
 from ta2d.scene import SlotData, read_scene, write_scene
 from ta2d.schemes import assign_split_by_day
 from ta2d.static import read_static
-from ta2d.train import predict_chunks, train_run
+from ta2d.training import predict_chunks, train_run
 
 RUNS = {
     "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},

@@ -21,7 +21,7 @@ from ta2d.periods import period_slots
 from ta2d.predict import predict_map
 from ta2d.scene import SlotData, read_scene, write_scene
 from ta2d.static import read_static
-from ta2d.train import predict_chunks, resolve_run_config, train_run
+from ta2d.training import predict_chunks, resolve_run_config, train_run
 
 IX = {c: i for i, c in enumerate(X_CHANNELS)}
 FAST = {"gbt_num_leaves": 15, "gbt_learning_rate": 0.1, "gbt_max_rounds": 300, "gbt_early_stopping": 30,
@@ -224,7 +224,7 @@ def test_schema_defaults_equal_run_defaults():
 
     import yaml
 
-    from ta2d.train import RUN_DEFAULTS
+    from ta2d.training import RUN_DEFAULTS
 
     schema = yaml.safe_load(importlib.resources.files("ta2d").joinpath("schemas/config.schema.yaml").read_text())
     props = schema["properties"]["train"]["properties"]["runs"]["additionalProperties"]["properties"]

@@ -11,7 +11,7 @@ from ta2d.data import ChunkBatches, make_loader, open_chunk
 from ta2d.embed import EMB_FIELDS, embed_chunk, embed_chunks, embedding_fingerprint
 from ta2d.models import ClayTransfer, Normalizer, build_model
 from ta2d.models.ridge import RidgeModel, ridge_features, solve_ridge
-from ta2d.train import load_stats, resolve_run_config
+from ta2d.training import load_stats, resolve_run_config
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +191,47 @@ def test_load_model_from_checkpoint_alone(chunks, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(b), again(b))
     assert isinstance(build_model(resolve_run_config({}), chunks[1]), ClayTransfer)
+
+
+@pytest.mark.parametrize(("size", "tokens"), [(9, 1), (17, 4), (33, 16)])
+def test_any_odd_patch_size_reaches_every_model(size, tokens):
+    """patch.size end to end in the models: Clay's `area` mode gives (size // 8)^2 patch tokens, the CNN
+    and ridge take the station pixel at the centre of any size."""
+    from ta2d.models.ta_model import clay_grid_side, to_clay_grid
+
+    rng = np.random.default_rng(size)
+    base = make_chunk(6, seed=size)
+    x = torch.from_numpy(rng.normal(280.0, 5.0, (6, 19, size, size)).astype(np.float32))
+    c = size // 2
+    x[:, :, c, c] = base["x"][:, :, 4, 4]  # the station pixel, as in the 9x9 chunk
+    batch = {**{k: base[k] for k in ("time7", "loc", "landcover_onehot", "elev", "y")}, "x": x}
+    stats = {"x_mean": [280.0] * 19, "x_std": [5.0] * 19, "y_mean": 10.0, "y_std": 5.0}
+    assert clay_grid_side(size, "area") ** 2 // 64 == tokens
+    assert to_clay_grid(x, "area").shape[-1] == 8 * int(tokens**0.5)
+    clay = build_model(resolve_run_config({"model": "clay_transfer", "patch_mode": "area"}), stats).eval()
+    seen = {}
+    clay.encoder.register_forward_hook(lambda m, i, o: seen.update(n=o.shape[1]))
+    for kind in ("cnn", "ridge"):
+        model = build_model(resolve_run_config({"model": kind}), stats).eval()
+        with torch.no_grad():
+            assert model(batch).shape == (6,)
+    with torch.no_grad():
+        assert clay(batch).shape == (6,)
+    assert seen["n"] == tokens + 1  # + the cls token
+    # the centre pixel the heads see is the station's, whatever the size
+    from ta2d.models.ta_model import center_pixels
+
+    assert torch.equal(center_pixels(batch), base["x"][:, :, 4, 4])
+
+
+def test_float16_chunks_predict_as_their_float32_values(tmp_path):
+    """patch.x_dtype float16: the models compute in float32 on the stored (rounded) values."""
+    d = make_chunk(32, seed=3)
+    half = {**d, "x": d["x"].half()}
+    rounded = {**d, "x": d["x"].half().float()}
+    stats = compute_stats(write_chunks(tmp_path, "train", 2, 40))
+    for kind in ("cnn", "ridge", "clay_transfer"):
+        model = build_model(resolve_run_config({"model": kind}), stats).eval()
+        with torch.no_grad():
+            assert torch.equal(model(half), model(rounded)), kind
+    assert float((d["x"][:, :10] - rounded["x"][:, :10]).abs().max()) <= 0.125  # BT rounding (K), < 512 K

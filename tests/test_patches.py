@@ -112,3 +112,20 @@ def test_stats_match_numpy(scene_and_static, tmp_path):
     np.testing.assert_allclose(stats["x_std"], allx.std(axis=(0, 2, 3)), rtol=1e-6)
     assert stats["y_std"] == pytest.approx(np.concatenate(ys).astype(np.float64).std(), rel=1e-6)
     assert stats["n_samples"] == sum(len(y) for y in ys)
+
+
+def test_float16_chunk_holds_the_rounded_float32_patches(scene_and_static, tmp_path):
+    scene_path, static_path, _, _ = scene_and_static
+    t0 = int(pd.Timestamp("2024-04-01", tz="UTC").timestamp())
+    pd.DataFrame({"row": [1, 2], "stn": [108, 119], "time": [t0, t0 + 3600], "ta_c": [1.0, 2.0],
+                  "lat": [37.5, 37.2], "lon": [127.0, 127.1], "elev_m": [10.0, 20.0],
+                  "line": [915, 904], "column": [2710, 2704]}).to_csv(tmp_path / "m.csv", index=False)
+    static = read_static(static_path, DOMAIN)
+    for dtype in ("float32", "float16"):
+        build_patch_chunk(tmp_path / "m.csv", scene_path, static, 9, tmp_path / f"{dtype}.pt",
+                          tmp_path / f"{dtype}.rejects.csv", x_dtype=dtype)
+    full = torch.load(tmp_path / "float32.pt", weights_only=True)
+    half = torch.load(tmp_path / "float16.pt", weights_only=True)
+    assert half["x"].dtype == torch.float16 and contract_problems(half) == []
+    assert torch.equal(half["x"], full["x"].half())
+    assert half["x"].element_size() * half["x"].nelement() * 2 == full["x"].element_size() * full["x"].nelement()

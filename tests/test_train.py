@@ -9,7 +9,7 @@ import torch
 from chunk_factory import compute_stats, write_chunks
 
 from ta2d.models import load_model
-from ta2d.train import METRIC_COLUMNS, predict_chunks, train_run
+from ta2d.training import METRIC_COLUMNS, predict_chunks, train_run
 
 FAST = {"preset": "tiny", "batch_size": 64, "lr": 3e-3, "head_hidden": 64, "seed": 7}
 
@@ -113,6 +113,89 @@ def test_resume_equals_uninterrupted_run(data, tmp_path):
     assert any("already done" in s for s in logs)
 
 
+def _weights_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_frozen_encoder_current_pt_holds_the_head_only_and_resumes(data, tmp_path):
+    """current.pt of a frozen-encoder run leaves the encoder out (rebuilt from the run config on resume,
+    checked by its fingerprint); best.pt stays self-contained; kill + resume equals an uninterrupted run."""
+    train, val, stats = data
+    cfg = {**FAST, "epochs": 3, "patience": 0}
+    train_run(cfg, train, val, stats, tmp_path / "a", progress=False, log=lambda s: None)
+
+    def kill_after_1(epoch, row):
+        if epoch == 1:
+            raise Killed
+
+    b = tmp_path / "b"
+    with pytest.raises(Killed):
+        train_run(cfg, train, val, stats, b, progress=False, log=lambda s: None, on_epoch_end=kill_after_1)
+    cur, best = torch.load(b / "current.pt", weights_only=True), torch.load(b / "best.pt", weights_only=True)
+    assert not [k for k in cur["model"] if k.startswith("encoder.")]
+    assert [k for k in best["model"] if k.startswith("encoder.")]
+    assert set(best["model"]) - set(cur["model"]) == {k for k in best["model"] if k.startswith("encoder.")}
+    assert cur["encoder_fingerprint"] == best["encoder_fingerprint"]
+    assert (b / "current.pt").stat().st_size < 0.1 * (b / "best.pt").stat().st_size
+    load_model(b / "best.pt")  # alone predicts
+    with pytest.raises(ValueError, match="no encoder weights.*best.pt"):
+        load_model(b / "current.pt")
+
+    (b / "best.pt").unlink()  # Snakemake removes a job's declared outputs before a rerun
+    (b / "metrics.csv").unlink()
+    logs = []
+    res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
+    assert res["resumed_from"] == 1 and any("resuming" in s and "epoch 2" in s for s in logs)
+    strip = [
+        [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(d / "metrics.csv")]
+        for d in (tmp_path / "a", b)
+    ]
+    assert strip[0] == strip[1]
+    for name in ("current.pt", "best.pt"):
+        wa = torch.load(tmp_path / "a" / name, weights_only=True)["model"]
+        wb = torch.load(b / name, weights_only=True)["model"]
+        assert _weights_equal(wa, wb), name
+    pred_a, pred_b = (predict_chunks(load_model(d / "best.pt"), val, device="cpu") for d in (tmp_path / "a", b))
+    assert torch.equal(pred_a["y_pred"], pred_b["y_pred"])
+
+    # a current.pt whose encoder fingerprint is not the rebuilt encoder's: start over, saying why
+    ck = torch.load(b / "current.pt", weights_only=True)
+    ck["encoder_fingerprint"] = "0" * 40
+    torch.save(ck, b / "current.pt")
+    logs.clear()
+    res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
+    assert res["resumed_from"] is None and res["epochs"] == 3
+    assert any("frozen encoder" in s and "differs" in s and "from scratch" in s for s in logs)
+
+
+def test_frozen_run_restarts_when_the_encoder_checkpoint_changes(data, tmp_path):
+    """clay_ckpt_path is part of the run config, its content is not: the encoder fingerprint catches it."""
+    from ta2d.models import ClayEncoder
+
+    train, val, stats = data
+    enc = tmp_path / "enc.pt"
+    torch.manual_seed(1)
+    torch.save(ClayEncoder.from_preset("tiny").state_dict(), enc)
+    cfg = {**FAST, "epochs": 2, "clay_ckpt_path": str(enc)}
+
+    def kill_after_1(epoch, row):
+        if epoch == 1:
+            raise Killed
+
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_run(cfg, train[:1], val[:1], stats, out, progress=False, log=lambda s: None, on_epoch_end=kill_after_1)
+    torch.manual_seed(2)
+    torch.save(ClayEncoder.from_preset("tiny").state_dict(), enc)  # same path, other weights
+    logs = []
+    res = train_run(cfg, train[:1], val[:1], stats, out, progress=False, log=logs.append)
+    assert res["resumed_from"] is None
+    assert any("frozen encoder" in s and "from scratch" in s for s in logs)
+    best = torch.load(out / "best.pt", weights_only=True)["model"]
+    assert _weights_equal({k: v for k, v in best.items() if k.startswith("encoder.")},
+                          {f"encoder.{k}": v for k, v in torch.load(enc, weights_only=True).items()})
+
+
 def test_changed_data_restarts_from_scratch(data, tmp_path):
     train, val, stats = data
     cfg = {**FAST, "epochs": 1, "model": "cnn", "cnn_channels": [8]}
@@ -159,20 +242,36 @@ def test_ridge_baseline_through_the_same_code(data, tmp_path):
 
 
 def test_run_defaults_equal_the_schema_defaults():
-    """The config schema fills every run key before Snakemake passes it on: both must agree."""
-    from ta2d.config import load_schema
-    from ta2d.train import RUN_DEFAULTS
+    """The schema is the one copy of the run defaults: every run key has one there, resolve_run_config({})
+    returns them (waves_um: null made explicit), and the code's allowed values are the schema's."""
+    from ta2d.config import load_schema, validate_config
+    from ta2d.models import MODEL_KINDS, PATCH_MODES, PRESETS, default_waves
+    from ta2d.training import RUN_DEFAULTS, SCHEDULERS, resolve_run_config
 
     schema = load_schema()
     props = schema["properties"]["train"]["properties"]["runs"]["additionalProperties"]["properties"]
     assert sorted(props) == sorted(RUN_DEFAULTS)
-    for key, default in RUN_DEFAULTS.items():
-        assert props[key]["default"] == default, key
+    assert not [k for k, p in props.items() if "default" not in p]
+    resolved = resolve_run_config({})
+    assert sorted(resolved) == sorted(props)
+    for key, p in props.items():
+        want = default_waves() if key == "waves_um" and p["default"] is None else p["default"]
+        assert resolved[key] == want, key
+    for key, allowed in (("model", MODEL_KINDS), ("preset", PRESETS), ("patch_mode", PATCH_MODES),
+                         ("scheduler", SCHEDULERS)):
+        assert sorted(props[key]["enum"]) == sorted(allowed), key
+    # what Snakemake's config validation fills in for a run that names no key is what train_run uses
+    config = {"period": {"start": "2024-01-01", "end": "2024-01-02"},
+              "domain": {"first_line": 1, "last_line": 9, "first_column": 1, "last_column": 9},
+              "inputs": {k: {"path": "x"} for k in ("labels", "stations", "static")},
+              "train": {"runs": {"r": {}}}}
+    filled = validate_config(config, check_files=False)["train"]["runs"]["r"]
+    assert resolve_run_config(filled) == resolved
 
 
 @pytest.mark.parametrize("kind", ["warmup_cosine", "onecycle", "cosine", "none"])
 def test_schedules_warm_up_and_decay_per_batch(kind):
-    from ta2d.train import make_scheduler
+    from ta2d.training import make_scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=1e-2)
@@ -245,7 +344,7 @@ def test_gradient_clipping_bounds_the_update(data, tmp_path):
 def test_dropped_feature_groups_carry_no_information(data):
     """A run that drops a group gives the same prediction whatever that group's values are."""
     from ta2d.models import build_model
-    from ta2d.train import load_stats, resolve_run_config
+    from ta2d.training import load_stats, resolve_run_config
 
     train, _, stats = data
     d = torch.load(train[0], weights_only=True)
@@ -266,3 +365,17 @@ def test_dropped_feature_groups_carry_no_information(data):
             assert not torch.allclose(keep(batch), keep(changed)), kind
     with pytest.raises(ValueError, match="unknown groups"):
         resolve_run_config({"drop_features": ["weekday"]})
+
+
+def test_inference_side_never_imports_the_training_loop():
+    """ta2d.embed, evaluation and maps use run_config/inference only; the loop imports ta2d.embed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ta2d.embed, ta2d.evaluate, ta2d.predict, ta2d.training.inference;"
+        "from ta2d.training import predict_chunks, resolve_device, load_stats, RUN_DEFAULTS;"
+        "assert 'ta2d.training.loop' not in sys.modules, 'loop imported';"
+        "from ta2d.training import train_run, METRIC_COLUMNS, FITTED_KINDS, make_scheduler, data_fingerprint"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -50,14 +50,17 @@ def test_demo_end_to_end_then_nothing_to_do(tmp_path):
     want = pd.read_csv(work / "resources/demo/truth/expected_rejects.csv")
     assert sorted(zip(got["row"] + 1, got["reason"], strict=True)) == \
         sorted(zip(want["csv_line"], want["reason"], strict=True))
-    for run in ("clay_frozen", "cnn", "ridge"):
+    runs = sorted(yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["train"]["runs"])
+    for run in runs:
         assert (work / f"results/runs/{run}/best.pt").is_file()
         assert (work / f"results/runs/{run}/metrics.csv").is_file()
     evaluation = pd.read_csv(work / "results/eval/metrics.csv")
-    assert sorted(evaluation["run"]) == ["clay_frozen", "cnn", "ridge"] and (evaluation["n"] > 0).all()
+    overall = evaluation[evaluation["scheme"] == "all"]  # one row per run and validation scheme
+    assert sorted(overall["run"]) == runs and (overall["n"] > 0).all()
+    assert (evaluation.groupby("scheme")["n"].nunique() == 1).all()  # the same samples for every run
     for time in yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["maps"]["times"]:
         stamp = pd.Timestamp(time).strftime("%Y%m%dT%H%M")
-        for run in ("clay_frozen", "cnn", "ridge"):
+        for run in runs:
             assert (work / f"results/maps/{run}/ta_{stamp}.nc").is_file()
             assert (work / f"results/maps/{run}/ta_{stamp}.png").is_file()
     if CHECK_CHUNKS.is_file():

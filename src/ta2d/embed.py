@@ -20,7 +20,9 @@ import torch
 from ta2d.atomic import atomic_torch_save
 from ta2d.data import open_chunk
 from ta2d.models import ClayTransfer, build_model
-from ta2d.models.ta_model import CENTER, N_SPECTRAL
+from ta2d.models.ta_model import N_SPECTRAL, center_pixels
+from ta2d.training.inference import load_stats, resolve_device
+from ta2d.training.run_config import resolve_run_config
 
 EMB_FIELDS = ("emb", "x_center", "y", "time7", "loc", "landcover_onehot", "elev")
 _COPY_FIELDS = ("y", "time7", "loc", "landcover_onehot", "elev", "stn", "time")
@@ -88,8 +90,6 @@ def embed_chunk(
     on CUDA only and is part of the fingerprint.
     """
     if model is None:
-        from ta2d.train import load_stats, resolve_device, resolve_run_config  # train imports this module
-
         cfg = resolve_run_config(run_cfg or {})
         model = build_model(cfg, load_stats(stats, []))
         device = resolve_device(cfg["device"] if device is None else device)
@@ -112,7 +112,7 @@ def embed_chunk(
             embs.append(model.embed(batch).float().cpu())
     out = {
         "emb": torch.cat(embs) if embs else torch.zeros(0, model.embed_dim),
-        "x_center": chunk["x"][:, :, CENTER, CENTER].clone(),
+        "x_center": center_pixels(chunk).clone(),
     }
     out.update({k: chunk[k].clone() for k in _COPY_FIELDS if k in chunk})
     out.update(fingerprint=fp, chunk_digest=digest)

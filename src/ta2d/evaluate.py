@@ -1,7 +1,7 @@
 """Test-split evaluation of trained runs, side by side on the same samples.
 
 ``predict_runs`` rebuilds every run's model from its best.pt alone (:func:`ta2d.models.load_model`) and
-predicts every sample of the test chunks (:func:`ta2d.train.predict_chunks`); ``evaluate_runs`` keeps
+predicts every sample of the test chunks (:func:`ta2d.training.predict_chunks`); ``evaluate_runs`` keeps
 the samples every run predicted (finite), computes RMSE, MAE, bias (predicted - observed), R² and n
 overall, per validation scheme (:mod:`ta2d.schemes`: held_out_days, held_out_stations, time_block,
 held_out_both, from the split config) and by station, hour of day (KST = UTC+9), month (KST) and IGBP
@@ -143,7 +143,7 @@ def predict_runs(checkpoints: Mapping[str, str | Path], chunk_paths: Sequence[st
                  batch_size: int = 4096, device: str | None = None) -> pd.DataFrame:
     """sample_table plus one pred_{run} column (°C) per run, each model rebuilt from its checkpoint alone."""
     from .models import load_model
-    from .train import predict_chunks
+    from .training.inference import predict_chunks
 
     df = sample_table(chunk_paths)
     for run, ckpt in checkpoints.items():

@@ -76,9 +76,14 @@ def model_inputs(x: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndar
     }
 
 
+X_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static: StaticFields,
-                      patch_size: int, out_path: str | Path, rejects_path: str | Path) -> dict:
-    """Write the chunk .pt (tensors only) and its .rejects.csv; returns counts."""
+                      patch_size: int, out_path: str | Path, rejects_path: str | Path,
+                      x_dtype: str = "float32") -> dict:
+    """Write the chunk .pt (tensors only) and its .rejects.csv; returns counts. `x_dtype` float16 stores
+    x at half the bytes (the models compute in float32)."""
     manifest = read_manifest(manifest_path)
     with xr.open_dataset(scene_path, engine="h5netcdf") as scene:
         _check_scene_covers(scene, static.domain, scene_path)
@@ -108,6 +113,7 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
         "pixel": torch.from_numpy(np.stack([keep["line"].to_numpy(), keep["column"].to_numpy()],
                                            axis=1).astype(np.int32)),
     }
+    tensors["x"] = tensors["x"].to(X_DTYPES[x_dtype])
     atomic_torch_save(tensors, out_path)
     with atomic_path(rejects_path) as tmp:
         rejects.reindex(columns=REJECT_COLUMNS).to_csv(tmp, index=False, lineterminator="\n")

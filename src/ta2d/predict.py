@@ -124,7 +124,7 @@ def predict_map(model, scene: xr.Dataset, static: StaticFields, time, patch_size
     import torch  # here, not at the top: the workflow imports this module's config helpers at parse time
 
     from .patches import extract_patches, model_inputs
-    from .train import resolve_device
+    from .training.inference import resolve_device
 
     ts = parse_time(time)
     domain = scene_domain(scene)

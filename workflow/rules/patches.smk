@@ -16,6 +16,7 @@ rule build_patch_chunk:
         static=config["inputs"]["static"],
         domain=config["domain"],
         patch_size=config["patch"]["size"],
+        x_dtype=config["patch"]["x_dtype"],
     log:
         "logs/build_patch_chunk/{split}_{key}.log",
     benchmark:

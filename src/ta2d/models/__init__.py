@@ -1,8 +1,9 @@
 """TA models: Clay v1.5 encoder (clay.py), clay_transfer and CNN (ta_model.py), ridge baseline (ridge.py),
 gradient-boosted trees on hand features (gbt.py, hand_features.py).
 
-``build_model(cfg, stats)`` makes the model a resolved run config asks for (see ta2d.train.RUN_DEFAULTS);
-``load_model(path)`` rebuilds it from a best.pt / current.pt alone.
+``build_model(cfg, stats)`` makes the model a resolved run config asks for (see ta2d.training.RUN_DEFAULTS);
+``load_model(path)`` rebuilds it from a best.pt alone (or a current.pt, except a frozen-encoder run's,
+which leaves the encoder out).
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
 def load_model(path: str | Path, map_location="cpu") -> nn.Module:
     """Rebuild a trained model (eval mode) from a ta2d checkpoint: its run config, stats and weights."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    if ckpt.get("model_kind") == "clay_transfer" and not any(k.startswith("encoder.") for k in ckpt["model"]):
+        raise ValueError(
+            f"{path} holds no encoder weights (the current.pt of a frozen-encoder run keeps only the trainable "
+            "part, for resuming); load the run's best.pt"
+        )
     model = build_model(ckpt["run_config"], ckpt["stats"], load_weights=False)
     model.load_state_dict(ckpt["model"], strict=True)
     return model.eval()

@@ -20,11 +20,27 @@ from .clay import ClayEncoder, clay_time_latlon
 
 N_SPECTRAL = len(ALL_CHANNELS)  # x[:, 0:16] go to the encoder
 I_SZA, I_DEM, I_LSM = (X_CHANNELS.index(c) for c in ("sza", "dem", "land_sea_mask"))
-PATCH = 9
-CENTER = PATCH // 2
 N_SIDE = 7 + 2 + 17 + 3 + 1  # time7, lat/lon, land cover, centre SZA/DEM/land-sea mask, station height
 ELEV_SCALE_M = 100.0  # station height above its pixel, in units of 100 m (0.65 K of lapse rate)
-PATCH_MODES = {"area8": (8, 9 / 8), "crop8": (8, 1.0), "bilinear16": (16, 9 / 16)}  # side, gsd factor
+# How a P x P patch meets Clay's patch size 8: the side of the grid the encoder gets (as a function of P).
+PATCH_MODES = {
+    "area8": lambda p: 8,  # exact area resample to 8x8: one token
+    "crop8": lambda p: 8,  # the central 8x8 (P = 9: drop the last row and column): one token
+    "bilinear16": lambda p: 16,  # bilinear upsample to 16x16: 4 tokens
+    "area": lambda p: 8 * max(p // 8, 1),  # exact area resample to 8 * (P // 8): 9 -> 8, 17 -> 16, 33 -> 32
+}
+
+
+def clay_grid_side(patch_size: int, mode: str) -> int:
+    """Side of the grid a patch of `patch_size` becomes for the encoder; (side / 8)^2 patch tokens."""
+    if mode not in PATCH_MODES:
+        raise ValueError(f"unknown patch_mode {mode!r}; choose one of {sorted(PATCH_MODES)}")
+    return PATCH_MODES[mode](patch_size)
+
+
+def centre_index(x: torch.Tensor) -> int:
+    """Index of the station pixel in a (..., P, P) patch (P odd)."""
+    return x.shape[-1] // 2
 
 
 def default_waves() -> list[float]:
@@ -63,9 +79,9 @@ class Normalizer(nn.Module):
             for k in ("x_mean", "x_std", "y_mean", "y_std", "loc_mean", "loc_std")
         }
 
-    def norm_x(self, x):  # (B, 19, H, W) or (B, 19)
+    def norm_x(self, x):  # (B, 19, H, W) or (B, 19); chunks may store x as float16
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - self.x_mean.view(shape)) / self.x_std.view(shape)
+        return (x.float() - self.x_mean.view(shape)) / self.x_std.view(shape)
 
     def norm_time7(self, t7):
         sza = (t7[:, 6:7] - self.x_mean[I_SZA]) / self.x_std[I_SZA]
@@ -119,7 +135,10 @@ def drop_inputs(batch: Mapping[str, torch.Tensor], groups, norm: Normalizer) -> 
 
 def center_pixels(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The 19 planes at the station pixel, (B, 19), from x or from the cache's x_center."""
-    return batch["x_center"] if "x_center" in batch else batch["x"][:, :, CENTER, CENTER]
+    if "x_center" in batch:
+        return batch["x_center"].float()
+    c = centre_index(batch["x"])
+    return batch["x"][:, :, c, c].float()
 
 
 def station_height(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -152,20 +171,24 @@ def area_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 
 def to_clay_grid(pixels: torch.Tensor, mode: str) -> torch.Tensor:
-    """Map a 9x9 patch onto a grid the patch-8 encoder takes (see PATCH_MODES and the report).
+    """Map a P x P patch onto a grid the patch-8 encoder takes (see PATCH_MODES).
 
-    area8: exact area resample to 8x8 (1 token, every pixel contributes, station stays at the centre);
-    crop8: drop the last row and column (1 token, the station pixel at index 4 of 0..7);
-    bilinear16: bilinear upsample to 16x16 (4 tokens, ~2.5x the encoder cost).
+    area8 / area: exact area resample to 8x8 / 8*(P//8) (every pixel contributes, the station stays at
+    the centre; area gives a 17x17 patch 4 tokens, 33x33 16); crop8: the central 8x8 (for P = 9 the
+    last row and column dropped, the station pixel at index 4 of 0..7); bilinear16: bilinear upsample
+    to 16x16 (4 tokens, ~2.5x the encoder cost of area8).
     """
-    if mode == "area8":
-        a = area_matrix(pixels.shape[-1], 8).to(pixels.device, pixels.dtype)
+    p = pixels.shape[-1]
+    side = clay_grid_side(p, mode)
+    if mode in ("area8", "area"):
+        if side == p:
+            return pixels
+        a = area_matrix(p, side).to(pixels.device, pixels.dtype)
         return torch.einsum("jh,bchw,kw->bcjk", a, pixels, a)
     if mode == "crop8":
-        return pixels[..., :8, :8]
-    if mode == "bilinear16":
-        return F.interpolate(pixels, size=(16, 16), mode="bilinear", align_corners=False)
-    raise ValueError(f"unknown patch_mode {mode!r}; choose one of {sorted(PATCH_MODES)}")
+        lo = (p - 8) // 2
+        return pixels[..., lo : lo + 8, lo : lo + 8]
+    return F.interpolate(pixels, size=(side, side), mode="bilinear", align_corners=False)
 
 
 def mlp(n_in: int, hidden: int, n_hidden: int = 2) -> nn.Sequential:
@@ -225,7 +248,10 @@ class ClayTransfer(nn.Module):
         batch = drop_inputs(batch, self.drop_features, norm)
         pixels = to_clay_grid(norm.norm_x(batch["x"])[:, :N_SPECTRAL], self.patch_mode)
         time, latlon = clay_time_latlon(batch["time7"], batch["loc"])
-        gsd = batch["loc"][:, 2].mean() * PATCH_MODES[self.patch_mode][1]
+        # the grid's pixels cover the patch: gsd grows by P / side (crop8 keeps the native pixels)
+        p = batch["x"].shape[-1]
+        side = clay_grid_side(p, self.patch_mode)
+        gsd = batch["loc"][:, 2].mean() * (1.0 if self.patch_mode == "crop8" else p / side)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             tokens = self.encoder(pixels, time, latlon, gsd, self.waves)
         if self.pool == "cls":
@@ -257,7 +283,6 @@ class PatchCNN(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         batch = drop_inputs(batch, self.drop_features, self.normalizer)
         f = self.convs(self.normalizer.norm_x(batch["x"]))
-        feats = torch.cat(
-            [f.mean(dim=(2, 3)), f[:, :, CENTER, CENTER], side_features(batch, self.normalizer)], 1
-        )
+        c = centre_index(f)
+        feats = torch.cat([f.mean(dim=(2, 3)), f[:, :, c, c], side_features(batch, self.normalizer)], 1)
         return self.head(feats).squeeze(1)

@@ -1,0 +1,62 @@
+"""Training and using TA models, one module per job, in the order the data flows:
+
+  run_config   a run's settings: RUN_DEFAULTS (from the config schema), resolve_run_config, identity keys
+  inference    resolve_device, batches on the device, load_stats, predict_chunks (never imports the loop)
+  checkpoints  metrics.csv, best.pt / current.pt (atomic, hard-linked keep), data_fingerprint, resume check
+  loop         train_run: gradient models (clay_transfer, cnn) and fitted ones (ridge, gbt), schedules,
+               early stopping, seeding
+
+Names are loaded from their module on first use, so importing ``ta2d.training.inference`` (evaluation,
+maps, the embedding cache) or ``ta2d.training.run_config`` never imports the loop: ta2d.embed imports
+those two, and the loop imports ta2d.embed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_WHERE = {
+    "RUN_DEFAULTS": "run_config",
+    "SCHEDULERS": "run_config",
+    "resolve_run_config": "run_config",
+    "load_stats": "inference",
+    "predict_chunks": "inference",
+    "resolve_device": "inference",
+    "METRIC_COLUMNS": "checkpoints",
+    "data_fingerprint": "checkpoints",
+    "FITTED_KINDS": "loop",
+    "make_scheduler": "loop",
+    "train_run": "loop",
+}
+__all__ = [
+    "FITTED_KINDS",
+    "METRIC_COLUMNS",
+    "RUN_DEFAULTS",
+    "SCHEDULERS",
+    "data_fingerprint",
+    "load_stats",
+    "make_scheduler",
+    "predict_chunks",
+    "resolve_device",
+    "resolve_run_config",
+    "train_run",
+]
+
+if TYPE_CHECKING:
+    from .checkpoints import METRIC_COLUMNS, data_fingerprint
+    from .inference import load_stats, predict_chunks, resolve_device
+    from .loop import FITTED_KINDS, make_scheduler, train_run
+    from .run_config import RUN_DEFAULTS, SCHEDULERS, resolve_run_config
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,140 @@
+"""What a run leaves on disk, and whether a rerun may continue from it.
+
+  metrics.csv  one row per epoch (METRIC_COLUMNS), rewritten atomically after every epoch.
+  best.pt      self-contained (ta2d.models.load_model(best.pt) alone predicts); written when the score
+               improves, with a hidden hard link .best.pt.keep so a resumed run can restore it.
+  current.pt   after every epoch, for resuming. For a frozen-encoder clay_transfer run it holds only the
+               trainable part (no ``encoder.*`` weights: the encoder is rebuilt from the run config, a
+               seeded random init or clay_ckpt_path) plus ``encoder_fingerprint``, so a rerun can check
+               that the rebuilt encoder is the one the run trained with.
+
+A rerun continues from current.pt only when the data fingerprint, the run config (all keys but
+_NOT_IDENTITY), the normalisation stats and the encoder fingerprint match (``resume_mismatch``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ta2d.atomic import atomic_path
+from ta2d.atomic import atomic_torch_save as atomic_save
+from ta2d.embed import file_digest, tensor_digest
+from ta2d.training.run_config import run_identity
+
+METRIC_COLUMNS = (
+    "epoch",
+    "train_mse",
+    "val_mse",
+    "train_rmse_norm",
+    "val_rmse_norm",
+    "train_rmse_k",
+    "val_rmse_k",
+    "lr",
+    "seconds",
+)
+ENCODER_PREFIX = "encoder."
+
+def data_fingerprint(train_chunks: Sequence[str | Path], val_chunks: Sequence[str | Path] = ()) -> str:
+    """Hash of the names and contents of the training (and validation) chunks."""
+    h = hashlib.blake2b(digest_size=20)
+    for split, paths in (("train", train_chunks), ("val", val_chunks)):
+        for p in sorted(paths, key=lambda q: Path(q).name):
+            h.update(f"{split}/{Path(p).name}/{file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """Hash of an encoder's weights (names, shapes, dtypes, bytes); the device does not enter it."""
+    h = hashlib.blake2b(digest_size=20)
+    for k, v in sorted(encoder.state_dict().items()):
+        h.update(k.encode())
+        tensor_digest(h, v)
+    return h.hexdigest()
+
+
+def trainable_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model state dict without the frozen encoder's weights (what current.pt keeps of a frozen run)."""
+    return {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], head_only: bool) -> None:
+    """Load a checkpoint's weights; ``head_only``: all but the encoder's, which the model already has."""
+    if not head_only:
+        model.load_state_dict(state)
+        return
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if not k.startswith(ENCODER_PREFIX)]
+    if bad or unexpected:
+        raise RuntimeError(f"checkpoint does not fit the model: missing {bad}, unexpected {list(unexpected)}")
+
+
+def write_metrics(path: Path, rows: Sequence[Mapping]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in METRIC_COLUMNS})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _keep_path(best_path: Path) -> Path:
+    return best_path.with_name(f".{best_path.name}.keep")
+
+
+def save_best(state: dict, best_path: Path) -> None:
+    """Write best.pt and a hidden hard link to it (.best.pt.keep, no extra disk).
+
+    Snakemake deletes a job's declared outputs before rerunning it; the link lets a resumed run
+    restore best.pt even when no later epoch beats it.
+    """
+    atomic_save(state, best_path)
+    with atomic_path(_keep_path(best_path)) as tmp:
+        tmp.unlink()
+        os.link(best_path, tmp)
+
+
+def restore_best(best_path: Path) -> None:
+    keep = _keep_path(best_path)
+    if not best_path.exists() and keep.exists():
+        with atomic_path(best_path) as tmp:
+            tmp.unlink()
+            os.link(keep, tmp)
+
+
+def read_checkpoint(path: Path) -> tuple[dict | None, str | None]:
+    """(checkpoint, None), or (None, why it cannot be read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"it cannot be read ({e})"
+
+
+def resume_mismatch(ck: Mapping, base: Mapping, encoder_fp: str | None = None) -> str | None:
+    """Why checkpoint ``ck`` does not belong to the run described by ``base`` (None: it does).
+
+    ``base`` holds the run's data_fingerprint, (resolved) run_config and stats; ``encoder_fp`` the
+    fingerprint of the rebuilt frozen encoder, checked when the checkpoint left the encoder out.
+    """
+    cfg = base["run_config"]
+    if ck.get("data_fingerprint") != base["data_fingerprint"]:
+        return "the training/validation chunks changed"
+    if run_identity(ck.get("run_config", {})) != run_identity(cfg):
+        diff = sorted(k for k in run_identity(cfg) if ck.get("run_config", {}).get(k) != cfg[k])
+        return f"the run config changed ({', '.join(diff) or 'keys'})"
+    if ck.get("stats") != base["stats"]:
+        return "the normalisation stats changed"
+    if "encoder_fingerprint" in ck and ck["encoder_fingerprint"] != encoder_fp:
+        return (
+            "the frozen encoder rebuilt from the run config (seeded init or clay_ckpt_path) differs from the "
+            f"one it trained with (fingerprint {encoder_fp} vs {ck['encoder_fingerprint']})"
+        )
+    return None

@@ -1,0 +1,67 @@
+"""A run's settings: defaults (from the config schema), allowed values, and which keys make "the same run".
+
+The defaults live in one place, the config schema (``train.runs.<run>`` in
+src/ta2d/schemas/config.schema.yaml): Snakemake's config validation fills them in, and
+``resolve_run_config`` fills in the same values for callers that pass a run config directly (tests,
+benchmarks, notebooks). ``resolve_run_config`` also makes the checks the schema does not (the allowed
+values as the code knows them, feature groups) and makes ``waves_um`` explicit.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from ta2d.config import load_schema
+from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, PRESETS, default_waves
+
+
+def schema_run_properties() -> dict:
+    """The config schema's properties of one entry of ``train.runs``."""
+    return load_schema()["properties"]["train"]["properties"]["runs"]["additionalProperties"]["properties"]
+
+
+def _defaults_from_schema() -> dict:
+    props = schema_run_properties()
+    missing = sorted(k for k, p in props.items() if "default" not in p)
+    if missing:
+        raise RuntimeError(f"config schema: train.runs keys without a default: {missing}")
+    return {k: p["default"] for k, p in props.items()}
+
+
+RUN_DEFAULTS: dict = _defaults_from_schema()
+SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
+# Keys that may differ between a killed run and its restart without breaking "the same run".
+_NOT_IDENTITY = ("num_workers", "device")
+
+
+def resolve_run_config(cfg: Mapping) -> dict:
+    """Defaults filled in, unknown keys and bad values refused; waves_um made explicit."""
+    unknown = sorted(set(cfg) - set(RUN_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown run config keys {unknown}; known: {sorted(RUN_DEFAULTS)}")
+    out = {**copy.deepcopy(RUN_DEFAULTS), **cfg}
+    for key, allowed in (
+        ("model", MODEL_KINDS),
+        ("preset", tuple(PRESETS)),
+        ("patch_mode", tuple(PATCH_MODES)),
+        ("pool", ("cls", "cls_mean")),
+        ("scheduler", SCHEDULERS),
+        ("amp_dtype", ("bfloat16", "float16")),
+    ):
+        if out[key] not in allowed:
+            raise ValueError(f"run config {key}={out[key]!r}; choose one of {list(allowed)}")
+    out["waves_um"] = [float(w) for w in (out["waves_um"] or default_waves())]
+    out["cnn_channels"] = [int(c) for c in out["cnn_channels"]]
+    unknown_groups = sorted(set(out["drop_features"]) - set(FEATURE_GROUPS))
+    if unknown_groups:
+        raise ValueError(f"run config drop_features: unknown groups {unknown_groups}; known: {list(FEATURE_GROUPS)}")
+    out["drop_features"] = sorted(set(out["drop_features"]))
+    if out["clay_ckpt_path"] is not None:
+        out["clay_ckpt_path"] = str(out["clay_ckpt_path"])
+    return out
+
+
+def run_identity(cfg: Mapping) -> dict:
+    """The keys of a resolved run config that must match for a restart to continue a killed run."""
+    return {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
