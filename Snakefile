@@ -26,6 +26,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/patches.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 
@@ -38,6 +39,7 @@ rule all:
         # every chunk is a target itself: a missing or failed chunk must be rebuilt even when the
         # files downstream of it (summary, stats, runs) look up to date
         chunk_files(),
+        expand("results/pretrain/{name}/encoder.ckpt", name=PRETRAIN_RUNS),
         expand("results/runs/{run}/best.pt", run=RUNS),
         "results/eval/metrics.csv",
         expand("results/maps/{run}/ta_{stamp}.{ext}", run=MAP_RUNS, stamp=MAPS, ext=("nc", "png")),

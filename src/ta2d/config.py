@@ -14,6 +14,18 @@ import pandas as pd
 import yaml
 
 SCHEMA_RESOURCE = ("ta2d.schemas", "config.schema.yaml")
+PRETRAIN_DIR = "results/pretrain"  # rule pretrain writes {PRETRAIN_DIR}/{name}/encoder.ckpt
+
+
+def is_path_like(value: str) -> bool:
+    """Whether a train run's ``encoder_from`` names a file (a '/' or a .ckpt/.pt suffix) rather than a pretrain run."""
+    return "/" in value or value.endswith((".ckpt", ".pt"))
+
+
+def encoder_from_path(value: str) -> str:
+    """The checkpoint a train run's ``encoder_from`` points at: results/pretrain/{name}/encoder.ckpt, or the path
+    itself (relative paths against the working directory, the workflow's)."""
+    return value if is_path_like(value) else f"{PRETRAIN_DIR}/{value}/encoder.ckpt"
 
 
 class ConfigError(ValueError):
@@ -88,6 +100,7 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
     fractions = config["split"]["fractions"]
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
         problems.append(f"key split.fractions: must sum to 1, got {sum(fractions.values()):g}")
+    problems += _check_pretrain(config)
     demo_makes_inputs = config.get("demo", {}).get("enabled", False)
     if check_files and not demo_makes_inputs:
         for key in ("labels", "stations", "static"):
@@ -99,3 +112,31 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
             problems.append(f"key inputs.l1b.dir: folder {config['inputs']['l1b']['dir']} does not exist")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _check_pretrain(config: dict) -> list[str]:
+    """encoder_from names a pretrain run of the same preset (or a file); at most one encoder source per run."""
+    problems = []
+    pretrain_runs = config.get("pretrain", {}).get("runs", {})
+    for name, run in config.get("train", {}).get("runs", {}).items():
+        source = run.get("encoder_from")
+        if source is None:
+            continue
+        key = f"key train.runs.{name}.encoder_from"
+        if run.get("model") != "clay_transfer":
+            problems.append(f"{key}: only a clay_transfer run has an encoder (model is {run.get('model')})")
+        if run.get("clay_ckpt_path") is not None:
+            problems.append(f"{key}: set encoder_from or clay_ckpt_path, not both")
+        if is_path_like(source):
+            continue
+        if source not in pretrain_runs:
+            have = ", ".join(pretrain_runs) or "none"
+            problems.append(f"{key}: {source!r} is not a run of pretrain.runs (has: {have})")
+        elif pretrain_runs[source].get("preset") != run.get("preset"):
+            problems.append(f"{key}: pretrain run {source!r} has preset {pretrain_runs[source].get('preset')}, "
+                            f"this run {run.get('preset')}")
+    for name, run in pretrain_runs.items():
+        if run.get("teacher") == "clay" and not run.get("clay_ckpt_path"):
+            problems.append(f"key pretrain.runs.{name}.teacher: clay needs clay_ckpt_path (the DINOv2 teacher is "
+                            "inside clay-v1.5.ckpt); use teacher ema without it")
+    return problems

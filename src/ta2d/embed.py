@@ -21,7 +21,7 @@ from ta2d.atomic import atomic_torch_save
 from ta2d.data import open_chunk
 from ta2d.models import ClayTransfer, build_model
 from ta2d.models.ta_model import N_SPECTRAL, center_pixels
-from ta2d.training.inference import load_stats, resolve_device
+from ta2d.training.inference import autocast_dtype, load_stats, resolve_device
 from ta2d.training.run_config import resolve_run_config
 
 EMB_FIELDS = ("emb", "x_center", "y", "time7", "loc", "landcover_onehot", "elev")
@@ -97,7 +97,7 @@ def embed_chunk(
             amp_dtype = cfg["amp_dtype"]
     device = torch.device("cpu" if device is None else device)
     model = model.to(device).eval()
-    amp = amp_dtype if device.type == "cuda" else None
+    amp = autocast_dtype(amp_dtype, device)  # bfloat16 only where the GPU has it natively
     fp = fingerprint or embedding_fingerprint(model, amp)
     digest = file_digest(chunk_path)
     if Path(out_path).exists() and read_tags(out_path) == (fp, digest):
@@ -133,7 +133,7 @@ def embed_chunks(
     """embed_chunk for many chunks into out_dir/<chunk file name>; returns (paths, number recomputed)."""
     device = torch.device(device)
     model = model.to(device).eval()
-    amp = amp_dtype if device.type == "cuda" else None
+    amp = autocast_dtype(amp_dtype, device)  # bfloat16 only where the GPU has it natively
     fp = embedding_fingerprint(model, amp)
     outs, n_new = [], 0
     it = chunk_paths

@@ -64,7 +64,8 @@ def chunk_rejects(wildcards):
 # --- training runs -----------------------------------------------------------------------------
 RUNS = config["train"]["runs"]
 ENCODER_KEYS = (
-    "model", "preset", "clay_ckpt_path", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype", "drop_features",
+    "model", "preset", "clay_ckpt_path", "encoder_from", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype",
+    "drop_features",
 )
 
 
@@ -78,9 +79,23 @@ def uses_embedding_cache(run):
 
 
 def run_gpus(wildcards):
-    """One GPU for every run that trains a network; ridge is closed form."""
+    """One GPU for every run that trains a network (embed_chunk); ridge and gbt are fitted on the CPU."""
     cfg = RUNS[wildcards.run]
     return 0 if cfg["model"] in ("ridge", "gbt") or cfg["device"] == "cpu" else 1
+
+
+def train_gpus(wildcards):
+    """GPUs of a run's train job: its `gpus` (data-parallel processes, one torchrun) for a network on a GPU."""
+    cfg = RUNS[wildcards.run]
+    if cfg["gpus"] > 1 and cfg["model"] in ("ridge", "gbt"):
+        raise ValueError(f"train.runs.{wildcards.run}: gpus {cfg['gpus']} with model {cfg['model']}: ridge and "
+                         "gbt are fitted in one process; set gpus: 1")
+    return run_gpus(wildcards) * cfg["gpus"]
+
+
+def train_threads(wildcards):
+    """2 CPU threads per training process (the model's and, on CUDA, one loader worker: num_workers auto)."""
+    return 2 * RUNS[wildcards.run]["gpus"]
 
 
 def embedding_files(wildcards):
@@ -88,3 +103,16 @@ def embedding_files(wildcards):
         return []
     chunks = chunk_files(("train", "val"))(wildcards)
     return [f"results/embed/{wildcards.run}/{os.path.basename(c)}" for c in chunks]
+
+
+# --- self-supervised pretraining (pretrain.smk) ------------------------------------------------
+PRETRAIN = config["pretrain"]
+PRETRAIN_RUNS = PRETRAIN["runs"]
+
+
+def pretrained_encoder(wildcards):
+    """The encoder.ckpt a run starts from (encoder_from: a pretrain run's, or a file), else nothing."""
+    from ta2d.config import encoder_from_path
+
+    source = RUNS[wildcards.run].get("encoder_from")
+    return [encoder_from_path(source)] if source else []

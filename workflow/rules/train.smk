@@ -7,6 +7,7 @@ rule embed_chunk:
     input:
         chunk="results/patch_pt/{split}_chunk_{key}.pt",
         stats="results/stats.json",
+        encoder=pretrained_encoder,
     output:
         "results/embed/{run}/{split}_chunk_{key}.pt",
     params:
@@ -34,6 +35,7 @@ rule train:
         val=chunk_files(("val",)),
         stats="results/stats.json",
         embeddings=embedding_files,
+        encoder=pretrained_encoder,
     output:
         best="results/runs/{run}/best.pt",
         metrics="results/runs/{run}/metrics.csv",
@@ -44,10 +46,11 @@ rule train:
         "logs/train/{run}.log",
     benchmark:
         "results/benchmarks/train/{run}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
-        gpu=run_gpus,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
+        # gpus: N -> N GPUs for ONE task: scripts/train.py starts torchrun with N processes itself
+        gpu=train_gpus,
+        mem_mb=lambda wc, attempt: 8000 * RUNS[wc.run]["gpus"] * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
     conda:
         "../../envs/ta2d.yaml"

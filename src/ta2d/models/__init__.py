@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ta2d.config import encoder_from_path
+
 from .clay import PRESETS, ClayCheckpointError, ClayEncoder, load_clay_checkpoint
 from .gbt import GBTModel
 from .hand_features import hand_features
@@ -45,8 +47,9 @@ __all__ = [
 def build_model(cfg: Mapping, stats: Mapping, load_weights: bool = True) -> nn.Module:
     """The model of a resolved run config, on the CPU, initialised from ``torch.manual_seed(cfg['seed'])``.
 
-    For clay_transfer with ``clay_ckpt_path`` the encoder is built on the meta device and the
-    checkpoint's ``model.encoder.`` slice is loaded strictly into it (no 1.2 GB random init first);
+    For clay_transfer with ``clay_ckpt_path`` (or ``encoder_from``: a pretrain run's
+    results/pretrain/{name}/encoder.ckpt, see ta2d.config.encoder_from_path) the encoder is built on the
+    meta device and the checkpoint's ``model.encoder.`` slice is loaded strictly into it (no 1.2 GB random init first);
     ``load_weights=False`` leaves that to the caller (e.g. load_model, which restores all weights).
     The model leaves out the input groups of ``cfg["drop_features"]`` (FEATURE_GROUPS).
     """
@@ -68,6 +71,10 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
     if kind != "clay_transfer":
         raise ValueError(f"unknown model {kind!r}; choose one of {MODEL_KINDS}")
     ckpt = cfg.get("clay_ckpt_path")
+    if cfg.get("encoder_from"):
+        if ckpt:
+            raise ValueError("run config: set encoder_from or clay_ckpt_path, not both")
+        ckpt = encoder_from_path(cfg["encoder_from"])
     if ckpt or not load_weights:
         with torch.device("meta"):
             encoder = ClayEncoder.from_preset(cfg["preset"])

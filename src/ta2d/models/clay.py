@@ -2,7 +2,8 @@
 
 The module tree mirrors Clay's ``Encoder`` so that the ``model.encoder.`` slice of the real
 ``clay-v1.5.ckpt`` loads with ``strict=True`` (265 tensors for the ``large`` preset). Masking is
-left out: this encoder always sees every patch (the notes' ``mask_ratio=0``). Quirks kept on
+not built in: by default the encoder sees every patch (the notes' ``mask_ratio=0``); masked
+pretraining (ta2d.models.mae) passes ``keep``, the indices of the patch tokens to encode. Quirks kept on
 purpose: wavelengths in µm, unscaled; the 0.02 kernel scale; the extra ``2/dim`` in the GSD
 position code; the cls token gets no encoding; one band set and one GSD per batch.
 """
@@ -72,7 +73,7 @@ class WavesTransformer(nn.Module):
     """Generates a conv kernel per band (and one bias) from the bands' wavelength codes."""
 
     def __init__(self, wave_dim: int, output_dim: int, num_latent_tokens: int, embed_dim: int,
-                 num_heads: int = 4, num_layers: int = 1):
+                 num_heads: int = 4, num_layers: int = 1, bias: bool = True):
         super().__init__()
         self.num_latent_tokens = num_latent_tokens
         self.weight_tokens = nn.Parameter(torch.randn(num_latent_tokens, wave_dim) * 0.02)
@@ -81,13 +82,14 @@ class WavesTransformer(nn.Module):
                                            norm_first=False, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.fc_weight = nn.Linear(wave_dim, output_dim)
-        self.fc_bias = nn.Linear(wave_dim, embed_dim)
+        # Clay's decoder generates no bias (no fc_bias tensors in its state dict)
+        self.fc_bias = nn.Linear(wave_dim, embed_dim) if bias else None
 
     def forward(self, codes: torch.Tensor):  # codes (C, wave_dim), unbatched
         seq = torch.cat([self.weight_tokens, codes, self.bias_token], dim=0)
         out = self.encoder(seq)
         bands = out[self.num_latent_tokens:-1] + codes  # residual from the layer's input
-        return self.fc_weight(bands), self.fc_bias(out[-1])
+        return self.fc_weight(bands), None if self.fc_bias is None else self.fc_bias(out[-1])
 
 
 class DynamicEmbedding(nn.Module):
@@ -173,8 +175,8 @@ class ClayEncoder(nn.Module):
             raise ValueError(f"unknown Clay preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**PRESETS[name])
 
-    def forward(self, pixels, time, latlon, gsd, waves) -> torch.Tensor:
-        """pixels (B,C,H,W) normalised, H=W a multiple of 8; time, latlon (B,4); gsd (m); waves (C,) µm."""
+    def patch_tokens(self, pixels, time, latlon, gsd, waves) -> torch.Tensor:
+        """The patch tokens with their position, time and lat/lon encodings, before the transformer (B, L, dim)."""
         b, _, h, w = pixels.shape
         if h != w or h % self.patch_size:
             raise ValueError(
@@ -185,7 +187,20 @@ class ClayEncoder(nn.Module):
         pos = posemb_sincos_2d_with_gsd(g, g, self.dim - 8, torch.as_tensor(gsd, device=pixels.device))
         meta = torch.cat([time, latlon], dim=1).to(tokens.dtype)  # (B, 8): channels dim-8..dim-1
         enc = torch.cat([pos.to(tokens.dtype).expand(b, -1, -1), meta[:, None, :].expand(-1, g * g, -1)], -1)
-        tokens = torch.cat([self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens + enc], dim=1)
+        return tokens + enc
+
+    def forward(self, pixels, time, latlon, gsd, waves, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels (B,C,H,W) normalised, H=W a multiple of 8; time, latlon (B,4); gsd (m); waves (C,) µm.
+
+        ``keep`` (B, K) int64, optional: encode only these patch tokens (row-major indices), as Clay's
+        masked Encoder does; the output is then (B, 1+K, dim) and the other patches never reach the
+        transformer.
+        """
+        tokens = self.patch_tokens(pixels, time, latlon, gsd, waves)
+        if keep is not None:
+            tokens = tokens.gather(1, keep[:, :, None].expand(-1, -1, tokens.shape[-1]))
+        b = tokens.shape[0]
+        tokens = torch.cat([self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
         return self.transformer(tokens)
 
 
@@ -204,7 +219,8 @@ def extract_encoder_state(ckpt: Mapping, prefix: str = CKPT_PREFIX) -> dict[str,
 
 
 def check_encoder_state(
-    encoder: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint", show: int = 5
+    encoder: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint", show: int = 5,
+    what: str = "the Clay encoder",
 ) -> None:
     """Raise ClayCheckpointError naming the first few missing, unexpected or wrongly shaped keys."""
     own = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
@@ -217,7 +233,7 @@ def check_encoder_state(
     ]
     if not (missing or unexpected or shapes):
         return
-    parts = [f"{source} does not match the Clay encoder ({len(own)} tensors)"]
+    parts = [f"{source} does not match {what} ({len(own)} tensors)"]
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
         if items:
             more = f" (+{len(items) - show} more)" if len(items) > show else ""

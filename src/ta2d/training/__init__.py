@@ -5,6 +5,10 @@
   checkpoints  metrics.csv, best.pt / current.pt (atomic, hard-linked keep), data_fingerprint, resume check
   loop         train_run: gradient models (clay_transfer, cnn) and fitted ones (ridge, gbt), schedules,
                early stopping, seeding
+  pretrain     pretrain_run: self-supervised pretraining of the Clay encoder (ta2d.models.mae) on unlabelled
+               tiles -> a Lightning-shaped encoder.ckpt that train runs load with encoder_from
+  distributed  launch: a run in this process (gpus: 1) or data-parallel under torchrun (gpus: N); a rank's
+               share of every batch (RankBatches), sums across ranks
 
 Names are loaded from their module on first use, so importing ``ta2d.training.inference`` (evaluation,
 maps, the embedding cache) or ``ta2d.training.run_config`` never imports the loop: ta2d.embed imports
@@ -25,19 +29,25 @@ _WHERE = {
     "resolve_device": "inference",
     "METRIC_COLUMNS": "checkpoints",
     "data_fingerprint": "checkpoints",
-    "FITTED_KINDS": "loop",
+    "FITTED_KINDS": "run_config",
     "make_scheduler": "loop",
     "train_run": "loop",
+    "launch": "distributed",
+    "PRETRAIN_DEFAULTS": "pretrain",
+    "pretrain_run": "pretrain",
 }
 __all__ = [
     "FITTED_KINDS",
     "METRIC_COLUMNS",
+    "PRETRAIN_DEFAULTS",
     "RUN_DEFAULTS",
     "SCHEDULERS",
     "data_fingerprint",
+    "launch",
     "load_stats",
     "make_scheduler",
     "predict_chunks",
+    "pretrain_run",
     "resolve_device",
     "resolve_run_config",
     "train_run",
@@ -45,9 +55,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .checkpoints import METRIC_COLUMNS, data_fingerprint
+    from .distributed import launch
     from .inference import load_stats, predict_chunks, resolve_device
-    from .loop import FITTED_KINDS, make_scheduler, train_run
-    from .run_config import RUN_DEFAULTS, SCHEDULERS, resolve_run_config
+    from .loop import make_scheduler, train_run
+    from .pretrain import PRETRAIN_DEFAULTS, pretrain_run
+    from .run_config import FITTED_KINDS, RUN_DEFAULTS, SCHEDULERS, resolve_run_config
 
 
 def __getattr__(name: str):

@@ -26,6 +26,16 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def autocast_dtype(requested: str | None, device: torch.device) -> str | None:
+    """The autocast dtype a run uses on ``device``: None off CUDA; bfloat16 only where the GPU has it natively
+    (Ampere and later; older GPUs would emulate it slowly), else float16 (with a GradScaler in training)."""
+    if requested is None or device.type != "cuda":
+        return None
+    if requested == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return "float16"
+    return requested
+
+
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """A batch's tensors on ``device`` (non-blocking to CUDA: the loader pins memory there)."""
     nb = device.type == "cuda"

@@ -11,6 +11,13 @@ A rerun resumes from current.pt when its run config, stats, data fingerprint (an
 match, else starts over; a resumed run restores best.pt (from the hidden hard link .best.pt.keep) and
 metrics.csv if they were deleted, as Snakemake does with a job's declared outputs before rerunning it.
 Declare best.pt and metrics.csv as outputs, never current.pt.
+
+Under torchrun (ta2d.training.distributed, run key gpus > 1) the same function runs on every rank: each
+reads its share of every batch, the model is wrapped in DistributedDataParallel, sums are reduced across
+ranks and rank 0 alone writes. On CUDA: batches in pinned memory copied non-blocking, loss sums kept on
+the GPU (one sync per epoch, or every 25 steps for the progress bar), cuDNN autotuning, TF32 (run key
+tf32), autocast (amp: bfloat16 where the GPU has it, else float16 with a GradScaler), torch.compile
+(compile, opt-in).
 """
 
 from __future__ import annotations
@@ -43,10 +50,17 @@ from ta2d.training.checkpoints import (
     trainable_state,
     write_metrics,
 )
-from ta2d.training.inference import load_stats, resolve_device, to_device
-from ta2d.training.run_config import resolve_run_config
-
-FITTED_KINDS = ("ridge", "gbt")  # fitted in one call (closed form / boosting), not by gradient steps
+from ta2d.training.distributed import (
+    RankBatches,
+    all_sum,
+    barrier,
+    context,
+    from_main,
+    global_batch_size,
+    share,
+)
+from ta2d.training.inference import autocast_dtype, load_stats, resolve_device, to_device
+from ta2d.training.run_config import FITTED_KINDS, resolve_run_config
 
 
 def seed_everything(seed: int) -> None:
@@ -57,16 +71,62 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def evaluate(model, batches, device: torch.device, autocast=nullcontext) -> float:
-    """Sample-weighted MSE of the normalised TA over all batches (nan when there are none)."""
+    """Sample-weighted MSE of the normalised TA over all batches (nan when there are none); under DDP over
+    all ranks' batches (sums and counts all-reduced, so every rank must call it)."""
     model.eval()
-    se, n = 0.0, 0
+    se, n = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in batches:
+        if len(batch["y"]) == 0:  # a rank's empty share of a short last batch
+            continue
         batch = to_device(batch, device)
         with autocast():
             pred = model(batch).float()
-        se += float(((pred - model.normalizer.norm_y(batch["y"])) ** 2).sum())
+        se += ((pred - model.normalizer.norm_y(batch["y"])) ** 2).sum()
         n += len(pred)
+    se, n = all_sum([se, n], device)
     return se / n if n else float("nan")
+
+
+def train_step(net, batch, normalizer, weight: float, opt, sched, scaler, autocast, grad_clip: float, params):
+    """One optimizer step on (this process's share of) a batch; returns its sum of squared errors (detached,
+    on the device: no sync).
+
+    loss = SSE * weight. One process: weight = 1 / batch size (the mean). Under DDP, which averages the ranks'
+    gradients: weight = world size / global batch size, so the average is the gradient of the mean over the
+    global batch, also for a short last batch; 0 for a stand-in sample (ta2d.training.distributed).
+    """
+    with autocast():
+        pred = net(batch).float()
+    sse = ((pred - normalizer.norm_y(batch["y"])) ** 2).sum()
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(sse * weight).backward()
+    if grad_clip > 0:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    if sched is not None:
+        sched.step()
+    return sse.detach()
+
+
+def loader_workers(setting: int | str, device: torch.device, threads: int | None) -> int:
+    """num_workers of a run: an integer as given; auto: 0 on the CPU (the chunk loader is fast in-process and
+    workers would take cores from the model), on CUDA the process's threads minus the main one, at most 8."""
+    if setting != "auto":
+        return int(setting)
+    if device.type != "cuda":
+        return 0
+    return max(0, min(8, (threads or torch.get_num_threads()) - 1))
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 matmuls and convolutions on CUDA (the fp32_precision API where torch has it)."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = conv.fp32_precision = "tf32" if on else "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
 
 
 def make_scheduler(opt, cfg: Mapping, steps_per_epoch: int):
@@ -119,26 +179,36 @@ def train_run(
     *,
     embed_dir: str | Path | None = None,
     device: str | torch.device | None = None,
+    threads: int | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train (or resume) one run; returns {"best_val", "epochs", "resumed_from", "out_dir", "device"}.
 
-    ``device`` overrides run_cfg["device"]. ``on_epoch_end(epoch, row)`` is called after the epoch's
-    checkpoints are written (tests use it to simulate a kill).
+    ``device`` overrides run_cfg["device"]. ``threads``: this process's CPU threads (num_workers: auto; None:
+    torch's). ``on_epoch_end(epoch, row)`` is called after the epoch's checkpoints are written (tests use it
+    to simulate a kill). Run it through ta2d.training.distributed.launch for gpus > 1.
     """
     cfg = resolve_run_config(run_cfg)
+    ctx = context()
+    if cfg["gpus"] > 1 and not ctx.active:
+        log(f"gpus: {cfg['gpus']} needs ta2d.training.distributed.launch (torchrun); training in this one process")
+    if not ctx.main:
+        progress = False
     out = ensure_dir(out_dir)
     dev = resolve_device(device if device is not None else cfg["device"])
     train_chunks, val_chunks = [str(p) for p in train_chunks], [str(p) for p in val_chunks]
     if not train_chunks:
         raise ValueError("train_run needs at least one training chunk")
     stats = load_stats(stats, train_chunks)
-    fingerprint = data_fingerprint(train_chunks, val_chunks)
+    fingerprint = from_main(lambda: data_fingerprint(train_chunks, val_chunks))  # reads every chunk: once
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg["tf32"])
-    amp_dtype = cfg["amp_dtype"] if cfg["amp"] and dev.type == "cuda" else None
+        set_tf32(bool(cfg["tf32"]))
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels once
+    amp_dtype = autocast_dtype(cfg["amp_dtype"] if cfg["amp"] else None, dev)
+    if amp_dtype is not None and amp_dtype != cfg["amp_dtype"]:
+        log(f"AMP: this GPU has no native {cfg['amp_dtype']}; using {amp_dtype} (with a GradScaler)")
     autocast = (lambda: torch.autocast("cuda", dtype=getattr(torch, amp_dtype))) if amp_dtype else nullcontext
 
     seed_everything(cfg["seed"])
@@ -156,8 +226,12 @@ def train_run(
         t0 = time.perf_counter()
         embed = functools.partial(embed_chunks, out_dir=edir, model=model, batch_size=max(cfg["batch_size"], 256),
                                   device=dev, amp_dtype=amp_dtype, progress=progress)
+        if not ctx.main:
+            barrier()  # rank 0 embeds what is missing; the others then find every file valid
         train_files, n1 = embed(train_chunks)
         val_files, n2 = embed(val_chunks)
+        if ctx.main:
+            barrier()
         log(
             f"embedding cache {edir}: {n1 + n2} of {len(train_files) + len(val_files)} chunks computed "
             f"in {time.perf_counter() - t0:.1f} s, the rest reused"
@@ -173,8 +247,13 @@ def train_run(
         cfg["seed"],
     )
     val_b = ChunkBatches(val_files, cfg["batch_size"], fields)
-    loader = make_loader(train_b, cfg["num_workers"], pin_memory=dev.type == "cuda")
-    val_loader = make_loader(val_b, cfg["num_workers"], pin_memory=dev.type == "cuda")
+    train_src, val_src = train_b, val_b
+    if ctx.active:  # this rank's share of every batch (a stand-in sample where a short last batch leaves none)
+        train_src = RankBatches(train_b, ctx.rank, ctx.world, pad_empty=True)
+        val_src = RankBatches(val_b, ctx.rank, ctx.world)
+    workers = loader_workers(cfg["num_workers"], dev, threads)
+    loader = make_loader(train_src, workers, pin_memory=dev.type == "cuda")
+    val_loader = make_loader(val_src, workers, pin_memory=dev.type == "cuda")
 
     base = {
         "stats": model.normalizer.stats(),
@@ -188,6 +267,8 @@ def train_run(
     cur_path, best_path = out / "current.pt", out / "best.pt"
 
     if cfg["model"] in FITTED_KINDS:
+        if ctx.active:
+            raise ValueError(f"{cfg['model']} is fitted in one process; run it with gpus: 1")
         return _fitted_run(model, train_b, val_loader, dev, base, out, y_std, log)
 
     groups = [
@@ -214,13 +295,26 @@ def train_run(
             torch.set_rng_state(ck["rng_state"])
             start, best_val, history = ck["epoch"] + 1, ck["best_val"], list(ck["history"])
             resumed_from = ck["epoch"]
-            restore_best(best_path)
-            write_metrics(out / "metrics.csv", history)
+            if ctx.main:
+                restore_best(best_path)
+                write_metrics(out / "metrics.csv", history)
             log(f"resuming {out} from current.pt at epoch {start} (best val MSE {best_val:.5f})")
         else:
             log(f"current.pt in {out} does not belong to this run: {why}; starting from scratch")
     if start > cfg["epochs"]:
         log(f"{out}: all {cfg['epochs']} epochs already done")
+
+    # what the steps run: DDP on the ranks (frozen encoder weights need no gradient sync), compiled if asked
+    net = model
+    if ctx.active:
+        net = torch.nn.parallel.DistributedDataParallel(  # buffers (normaliser stats) are constants: no re-sync
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, forward_sync_buffers=False,
+            gradient_as_bucket_view=True,
+        )
+    if cfg["compile"]:
+        net = torch.compile(net)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    bs, n_total = cfg["batch_size"], train_b.n_samples
 
     for epoch in range(start, cfg["epochs"] + 1):
         if stale_epochs(history) >= cfg["patience"] > 0:
@@ -231,7 +325,7 @@ def train_run(
         lr = opt.param_groups[0]["lr"]
         train_b.set_epoch(epoch)
         model.train()
-        se, n = 0.0, 0
+        n = 0
         bar = tqdm(
             loader,
             total=len(train_b),
@@ -239,28 +333,22 @@ def train_run(
             disable=not progress,
             leave=False,
         )
-        for batch in bar:
+        se = torch.zeros((), dtype=torch.float64, device=dev)
+        for k, batch in enumerate(bar):
+            n_glob = global_batch_size(k, bs, n_total)
+            lo, hi = share(n_glob, ctx.rank, ctx.world)
             batch = to_device(batch, dev)
-            with autocast():
-                pred = model(batch).float()
-            loss = torch.nn.functional.mse_loss(pred, model.normalizer.norm_y(batch["y"]))
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg["grad_clip"] > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            se += float(loss.detach()) * len(pred)
-            n += len(pred)
-            mse = se / n
-            bar.set_postfix(
-                loss=f"{mse:.4f}",
-                rmse=f"{math.sqrt(mse):.4f}",
-                rmse_K=f"{math.sqrt(mse) * y_std:.3f}",
-                refresh=False,
-            )
+            weight = ctx.world / n_glob if hi > lo else 0.0
+            sse = train_step(net, batch, model.normalizer, weight, opt, sched, scaler, autocast, cfg["grad_clip"],
+                             trainable)
+            if hi > lo:
+                se += sse
+                n += hi - lo
+            if progress and (k % 25 == 0 or k == len(train_b) - 1):  # a GPU sync: not every step
+                mse = float(se) / max(n, 1)
+                bar.set_postfix(loss=f"{mse:.4f}", rmse=f"{math.sqrt(mse):.4f}",
+                                rmse_K=f"{math.sqrt(mse) * y_std:.3f}", refresh=False)
+        se, n = all_sum([se, n], dev)
         val_mse = evaluate(
             model,
             tqdm(val_loader, total=len(val_b), desc="val", disable=not progress, leave=False),
@@ -283,10 +371,12 @@ def train_run(
         }
         if score < best_val:  # best.pt before current.pt: a kill in between redoes this epoch
             best_val = score
-            save_best({**state, "best_val": best_val}, best_path)  # self-contained: the encoder too
-        write_metrics(out / "metrics.csv", history)
-        current = trainable_state(weights) if enc_fp is not None else weights
-        atomic_save({**state, "model": current, "best_val": best_val}, cur_path)
+            if ctx.main:
+                save_best({**state, "best_val": best_val}, best_path)  # self-contained: the encoder too
+        if ctx.main:
+            write_metrics(out / "metrics.csv", history)
+            current = trainable_state(weights) if enc_fp is not None else weights
+            atomic_save({**state, "model": current, "best_val": best_val}, cur_path)
         log(
             f"epoch {epoch}: train rmse_K {row['train_rmse_k']:.3f}  val rmse_K {row['val_rmse_k']:.3f}  "
             f"({row['seconds']:.1f} s)"

@@ -31,8 +31,11 @@ def _defaults_from_schema() -> dict:
 
 RUN_DEFAULTS: dict = _defaults_from_schema()
 SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
-# Keys that may differ between a killed run and its restart without breaking "the same run".
-_NOT_IDENTITY = ("num_workers", "device")
+# Keys that may differ between a killed run and its restart without breaking "the same run": how and where
+# it computes, not what. gpus: a data-parallel run has the loss trajectory of one process on the same global
+# batch (to floating-point tolerance, as a change of device), tests/test_distributed.py checks it.
+_NOT_IDENTITY = ("num_workers", "device", "gpus", "compile")
+FITTED_KINDS = ("ridge", "gbt")  # fitted in one call (closed form / boosting), not by gradient steps
 
 
 def resolve_run_config(cfg: Mapping) -> dict:
@@ -51,6 +54,16 @@ def resolve_run_config(cfg: Mapping) -> dict:
     ):
         if out[key] not in allowed:
             raise ValueError(f"run config {key}={out[key]!r}; choose one of {list(allowed)}")
+    if out["num_workers"] != "auto" and (isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int)
+                                          or out["num_workers"] < 0):
+        raise ValueError(f"run config num_workers={out['num_workers']!r}; an integer >= 0 or 'auto'")
+    if isinstance(out["gpus"], bool) or not isinstance(out["gpus"], int) or out["gpus"] < 1:
+        raise ValueError(f"run config gpus={out['gpus']!r}; an integer >= 1")
+    if out["gpus"] > 1 and out["model"] in FITTED_KINDS:
+        raise ValueError(
+            f"run config gpus={out['gpus']} with model {out['model']}: ridge and gbt are fitted in one process "
+            "(no data parallelism); set gpus: 1"
+        )
     out["waves_um"] = [float(w) for w in (out["waves_um"] or default_waves())]
     out["cnn_channels"] = [int(c) for c in out["cnn_channels"]]
     unknown_groups = sorted(set(out["drop_features"]) - set(FEATURE_GROUPS))
@@ -59,6 +72,10 @@ def resolve_run_config(cfg: Mapping) -> dict:
     out["drop_features"] = sorted(set(out["drop_features"]))
     if out["clay_ckpt_path"] is not None:
         out["clay_ckpt_path"] = str(out["clay_ckpt_path"])
+    if out["encoder_from"] is not None:
+        out["encoder_from"] = str(out["encoder_from"])
+        if out["clay_ckpt_path"] is not None:
+            raise ValueError("run config: set encoder_from or clay_ckpt_path, not both")
     return out
 
 

@@ -1,0 +1,329 @@
+"""Data-parallel training of one run on one node: torchrun + DistributedDataParallel (run key ``gpus``).
+
+``launch`` is what rule train calls. With ``gpus: 1`` it runs ``train_run`` in this process. With
+``gpus: N`` it re-executes as
+
+    python -m torch.distributed.run --standalone --nproc_per_node=N -m ta2d.training.distributed ARGS.json
+
+waits, forwards every line the ranks print (rank 0's progress, any rank's warnings and tracebacks) to its
+own log, and returns rank 0's result; Snakemake's benchmark sees the whole process tree. Each rank
+(``main``) joins the process group (nccl on CUDA, one GPU per rank: cuda:LOCAL_RANK; gloo on the CPU) and
+calls the same ``train_run``, which then
+
+* reads only its share of every batch: ``RankBatches`` takes the plan of each global batch
+  (``ChunkBatches.plan()``, the same on every rank since it depends only on seed and epoch) and keeps the
+  rank's contiguous slice (``share``) before gathering it from the memory-mapped chunks;
+* wraps the model in DistributedDataParallel and scales the loss so that the averaged gradients are those
+  of one process on the global batch, also for a short last batch: loss = SSE of the share * world size /
+  global batch size (a rank whose share is empty, a last batch smaller than the world, trains on a
+  stand-in sample with weight 0 so that every rank joins the gradient all-reduce);
+* sums the training and validation squared errors and counts across ranks (``all_sum``);
+* writes checkpoints, metrics.csv and the log from rank 0 only; every rank resumes from current.pt.
+
+``batch_size`` stays the global batch, so a run's loss trajectory does not depend on ``gpus``
+(tests/test_distributed.py: 2 CPU processes equal 1 to floating-point tolerance), and ``gpus`` is not part
+of the run identity. Ridge and gbt are fitted in one process (resolve_run_config refuses gpus > 1).
+
+Tests only: the environment variable TA2D_KILL_AFTER_EPOCH=N makes every rank exit hard (os._exit) after
+epoch N's checkpoints are written, as a killed job would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+import ta2d
+from ta2d.atomic import atomic_path, ensure_dir
+from ta2d.data import ChunkBatches, open_chunk
+from ta2d.training.inference import resolve_device
+from ta2d.training.run_config import resolve_run_config
+
+KILL_ENV = "TA2D_KILL_AFTER_EPOCH"
+_ARGS, _RESULT = ".ddp_args.json", ".ddp_result.json"
+
+
+# ---- the process group ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the data-parallel run (rank 0 of 1 when there is none)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes checkpoints, metrics and the log."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def context() -> Context:
+    if dist.is_available() and dist.is_initialized():
+        return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return Context()
+
+
+def all_sum(values: Sequence[float | torch.Tensor], device: torch.device) -> list[float]:
+    """The sums of ``values`` over all ranks (float64, one all-reduce); the values themselves without DDP."""
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in values])
+    if context().active:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def from_main(compute: Callable[[], object]) -> object:
+    """``compute()`` on rank 0 only, its result broadcast to every rank (e.g. the data fingerprint, which
+    reads every chunk: once per run, not once per rank)."""
+    if not context().active:
+        return compute()
+    box = [compute() if context().main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if context().active:
+        dist.barrier()
+
+
+def share(n: int, rank: int, world: int) -> tuple[int, int]:
+    """[lo, hi) of rank's contiguous share of a batch of n samples (sizes differ by at most one)."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def global_batch_size(k: int, batch_size: int, n_samples: int) -> int:
+    """Samples in batch k of an epoch (ChunkBatches: every batch is full but the last)."""
+    return min(batch_size, n_samples - k * batch_size)
+
+
+# ---- a rank's share of every batch ------------------------------------------------------------------
+class RankBatches(IterableDataset):
+    """Rank ``rank`` of ``world``'s share of every batch of ``batches`` (a ChunkBatches), batch for batch.
+
+    Every rank computes the same plan (file ids, sample indices) per batch and keeps its contiguous slice,
+    so the ranks' shares partition each global batch and a rank reads only its own samples: one slice or
+    gather per field and file from the memory-mapped chunks. ``pad_empty``: a rank whose share is empty
+    gets the batch's first sample instead (training: the loop weights it 0); otherwise an empty batch.
+    With loader workers, worker w of n serves batches w, w + n, ... like ChunkBatches.
+    """
+
+    def __init__(self, batches: ChunkBatches, rank: int, world: int, pad_empty: bool = False, open_files: int = 8):
+        self.batches, self.rank, self.world, self.pad_empty = batches, int(rank), int(world), pad_empty
+        self.open_files = max(int(open_files), 1)
+        self.spec: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        if batches.paths:
+            d = open_chunk(batches.paths[0], batches.fields)  # memory-mapped: shapes only
+            self.spec = {k: (tuple(v.shape[1:]), v.dtype) for k, v in d.items()}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    @property
+    def n_samples(self) -> int:
+        """Samples of the whole epoch (all ranks)."""
+        return self.batches.n_samples
+
+    @property
+    def batch_size(self) -> int:
+        return self.batches.batch_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def plan(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(file ids, sample indices) of this rank's share of each batch."""
+        for k, (f, i) in enumerate(self.batches.plan()):
+            if len(f) != global_batch_size(k, self.batch_size, self.n_samples):  # the loop's loss weights assume it
+                raise RuntimeError(f"batch {k} holds {len(f)} samples: only the last batch of an epoch may be short")
+            lo, hi = share(len(f), self.rank, self.world)
+            if lo == hi and self.pad_empty:
+                lo, hi = 0, 1
+            yield f[lo:hi], i[lo:hi]
+
+    def _gather(self, f: torch.Tensor, i: torch.Tensor, cache: OrderedDict) -> dict[str, torch.Tensor]:
+        if len(f) == 0:
+            return {k: torch.empty((0, *shape), dtype=dtype) for k, (shape, dtype) in self.spec.items()}
+        order = torch.argsort(f * (int(i.max()) + 1) + i)  # by file, then index: contiguous runs become slices
+        f, i = f[order], i[order]
+        files, counts = torch.unique_consecutive(f, return_counts=True)
+        parts: dict[str, list[torch.Tensor]] = {}
+        start = 0
+        for fi, c in zip(files.tolist(), counts.tolist(), strict=True):
+            idx = i[start : start + c]
+            start += c
+            if fi not in cache:
+                cache[fi] = open_chunk(self.batches.paths[fi], self.batches.fields)
+                while len(cache) > self.open_files:
+                    cache.popitem(last=False)
+            cache.move_to_end(fi)
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            for k, t in cache[fi].items():
+                parts.setdefault(k, []).append(t[lo:hi] if hi - lo == c else torch.index_select(t, 0, idx))
+        return {k: v[0] if len(v) == 1 else torch.cat(v) for k, v in parts.items()}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        cache: OrderedDict = OrderedDict()
+        for k, (f, i) in enumerate(self.plan()):
+            if k % nw == wid:
+                yield self._gather(f, i, cache)
+
+
+# ---- launching ----------------------------------------------------------------------------------------
+def launch(
+    run_cfg: Mapping,
+    train_chunks: Sequence[str | Path],
+    val_chunks: Sequence[str | Path],
+    stats: Mapping | str | Path,
+    out_dir: str | Path,
+    *,
+    embed_dir: str | Path | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train (or resume) one run with ``gpus`` processes; returns train_run's result (rank 0's).
+
+    ``threads``: the CPU threads of the job (the rule's), split evenly over the processes (torch threads
+    and OMP_NUM_THREADS of each); ``num_workers: auto`` sizes the loader workers from them.
+    """
+    from ta2d.training.loop import train_run
+
+    cfg = resolve_run_config(run_cfg)
+    n = cfg["gpus"]
+    if n == 1:
+        return train_run(
+            cfg, train_chunks, val_chunks, stats, out_dir, embed_dir=embed_dir, threads=threads, progress=progress,
+            log=log,
+        )
+    out = ensure_dir(out_dir)
+    per_rank = max(1, (threads or os.cpu_count() or 1) // n)
+    args = {
+        "run_cfg": dict(run_cfg),
+        "train": [str(p) for p in train_chunks],
+        "val": [str(p) for p in val_chunks],
+        "stats": str(stats) if isinstance(stats, str | Path) else dict(stats),
+        "out_dir": str(out),
+        "embed_dir": None if embed_dir is None else str(embed_dir),
+        "threads": per_rank,
+        "result": str(out / _RESULT),
+    }
+    args_path = out / _ARGS
+    with atomic_path(args_path) as tmp:
+        tmp.write_text(json.dumps(args))
+    (out / _RESULT).unlink(missing_ok=True)
+    src = str(Path(ta2d.__file__).resolve().parents[1])  # ranks import ta2d as this process does
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(per_rank),
+        "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+        "-m", "ta2d.training.distributed", str(args_path),
+    ]
+    log(f"data-parallel run: {n} processes (torchrun --standalone), {per_rank} CPU threads each")
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        try:
+            for line in proc.stdout:
+                log(line.rstrip("\n"))
+            rc = proc.wait()
+        except BaseException:  # this job is being stopped: stop the ranks too (torchrun forwards SIGTERM)
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    result = out / _RESULT
+    if rc != 0 or not result.exists():
+        raise RuntimeError(
+            f"data-parallel training ({n} processes) failed (torchrun exit status {rc}); the ranks' output is "
+            "above in this log"
+        )
+    res = json.loads(result.read_text())
+    result.unlink()
+    args_path.unlink(missing_ok=True)
+    return res
+
+
+def _rank_device(spec: str, ctx: Context, world: int) -> torch.device:
+    dev = resolve_device(spec)
+    if dev.type == "cuda":
+        if torch.cuda.device_count() < world:
+            raise RuntimeError(
+                f"gpus: {world}, but this process sees {torch.cuda.device_count()} CUDA device(s) "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); ask the scheduler for "
+                f"{world} GPUs or lower gpus"
+            )
+        dev = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(dev)
+        return dev
+    if dev.type != "cpu":
+        raise RuntimeError(f"gpus > 1 runs on CUDA (nccl) or the CPU (gloo), not on {dev}")
+    return dev
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """One rank, started by torchrun: join the group, train_run, barrier, leave."""
+    from ta2d.training.loop import train_run
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = json.loads(Path(argv[0]).read_text())
+    cfg = resolve_run_config(args["run_cfg"])
+    world = int(os.environ["WORLD_SIZE"])
+    ctx = Context(int(os.environ["RANK"]), world, int(os.environ["LOCAL_RANK"]))
+    dev = _rank_device(cfg["device"], ctx, world)
+    torch.set_num_threads(int(args["threads"]))
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda" else None)
+    try:
+        kill_after = int(os.environ.get(KILL_ENV, 0))
+
+        def on_epoch_end(epoch: int, row: dict) -> None:
+            if epoch == kill_after:
+                dist.barrier()  # rank 0 has written the epoch's checkpoints
+                os._exit(75)
+
+        def say(msg: str) -> None:
+            print(msg, flush=True)
+
+        res = train_run(
+            cfg,
+            args["train"],
+            args["val"],
+            args["stats"],
+            args["out_dir"],
+            embed_dir=args["embed_dir"],
+            device=dev,
+            threads=int(args["threads"]),
+            progress=False,
+            log=say if ctx.main else (lambda msg: None),
+            on_epoch_end=on_epoch_end if kill_after else None,
+        )
+        dist.barrier()
+        if ctx.main:
+            with atomic_path(Path(args["result"])) as tmp:
+                tmp.write_text(json.dumps({**res, "gpus": world}))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
