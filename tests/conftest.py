@@ -1,5 +1,14 @@
-"""Shared fixtures: tiny demo data made by the demo generator itself, so tests and the demo exercise
-the same file formats; and a scratch copy of the workflow for Snakemake runs."""
+"""Shared fixtures and helpers.
+
+* Demo data made by the demo generator itself, once per session, so tests and the demo exercise the same
+  file formats: `tiny_demo` (config/test/tiny.yaml on config/config.yaml) and the clean run that the
+  bad-input battery starts from (`base`, `case`, `train_inputs`; tests/bad_inputs.py).
+* A scratch copy of the workflow (`make_workdir`), real Snakemake runs (`run_snakemake`) and dry runs
+  (`dry_run`: the jobs a run would start, by rule).
+* The real-SLURM scenario (tests/slurm_scenario.py) starts in the background with the session when a
+  `slurm` test is selected; those tests run last.
+* Other fake inputs (chunks, L1B files) come from tests/fakes.py.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +62,31 @@ def tiny_demo(tmp_path_factory):
     return {"root": root, "config": config, "summary": summary}
 
 
+@pytest.fixture(scope="session")
+def base(tmp_path_factory):
+    """Bad-input battery (tests/bad_inputs.py): clean tiny demo data (2 days, no planted defects) and its
+    clean run through the library, shared by every test_bad_*.py module. Treat as read-only."""
+    from bad_inputs import make_base
+
+    return make_base(tmp_path_factory.mktemp("bad_inputs"))
+
+
+@pytest.fixture
+def case(base, tmp_path):
+    """Bad-input battery: this test's own copy of the clean data (raw files linked), to plant one fault in."""
+    from bad_inputs import make_case
+
+    return make_case(base, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def train_inputs(base, tmp_path_factory):
+    """Bad-input battery: (train chunk, val chunk, stats.json) of the clean run."""
+    from bad_inputs import make_train_inputs
+
+    return make_train_inputs(base, tmp_path_factory.mktemp("train_inputs"))
+
+
 def make_workdir(dest: Path) -> Path:
     """A scratch copy of the workflow (results/ and resources/ start empty)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -75,3 +109,43 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = T
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def dry_run(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
+    """`snakemake -n`: the jobs a run would do now, counted by rule from its job stats ({} when nothing
+    is to be done), and its output (each job's message, e.g. "Training run cnn", names its wildcards)."""
+    proc = run_snakemake(workdir, "--dry-run", *args)
+    out = proc.stdout + proc.stderr
+    if "Nothing to be done" in out:
+        return {}, out
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    counts = {}
+    for line in table.splitlines()[3:]:  # after the blank, "job count" and dashes lines
+        rule, n = line.split()
+        if rule != "total":
+            counts[rule] = int(n)
+    return counts, out
+
+
+# --- the SLURM scenario in the background --------------------------------------------------------------
+
+def pytest_collection_modifyitems(config, items):
+    """The SLURM tests last: their scenario runs in the background meanwhile (slurm_scenario fixture)."""
+    slurm = [item for item in items if item.get_closest_marker("slurm")]
+    if slurm:
+        items[:] = [item for item in items if not item.get_closest_marker("slurm")] + slurm
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_scenario(request, tmp_path_factory):
+    """tests/slurm_scenario.py, started with the first test when a `slurm` test is selected (else None);
+    stopped with the session (its Snakemake killed, the cluster stopped) if it is still running then."""
+    if not any(item.get_closest_marker("slurm") for item in request.session.items):
+        yield None
+        return
+    from slurm_scenario import SlurmScenario
+
+    scenario = SlurmScenario(tmp_path_factory.mktemp("slurm_wf"))
+    scenario.start()
+    yield scenario
+    scenario.stop()

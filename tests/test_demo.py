@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import tiny_config
 
 from ta2d.channels import ALL_CHANNELS, CHANNELS
 from ta2d.demo import generate_demo
@@ -38,40 +39,17 @@ WAVENUMBER = {
     "ir133": 753.591,
 }
 VALID_BITS = {"vi004": 11, "vi005": 11, "nr016": 11, "vi006": 12, "nr013": 12, "wv063": 12, "sw038": 14}
-DOMAIN = {"first_line": 882, "last_line": 914, "first_column": 2684, "last_column": 2726}  # around Seoul
-
-
-def tiny_config(base: Path, **demo) -> dict:
-    return {
-        "period": {"start": "2024-04-01", "end": "2024-04-02"},
-        "domain": dict(DOMAIN),
-        "patch": {"size": 9},
-        "inputs": {
-            "l1b": {"dir": str(base / "raw"), "subdir": "%Y%m/%d/%H", "area": "fd", "slot_minutes": [0]},
-            "labels": {"path": str(base / "labels" / "obs.csv")},
-            "stations": {"path": str(base / "labels" / "meta.csv")},
-            "static": {"path": str(base / "static" / "static.nc")},
-        },
-        "demo": {
-            "enabled": True,
-            "out_dir": str(base / "demo"),
-            "seed": 11,
-            "n_stations": 6,
-            "noise_sigma_k": 0.8,
-            "compression_level": 1,
-            "workers": 2,
-            **demo,
-        },
-    }
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    base = tmp_path_factory.mktemp("demo")
-    config = tiny_config(base)
-    summary = generate_demo(config, progress=False)
-    defects = json.loads((base / "demo" / "defects.json").read_text())["records"]
-    return {"base": base, "config": config, "summary": summary, "defects": defects}
+def demo(tiny_demo):
+    """The session's tiny demo (conftest.py: config/test/tiny.yaml, 3 days, 6 stations) and its defects."""
+    defects = json.loads((Path(tiny_demo["config"]["demo"]["out_dir"]) / "defects.json").read_text())["records"]
+    return {**tiny_demo, "defects": defects}
+
+
+def _window(config) -> Window:
+    return Window.around(Domain.from_config(config["domain"]), config["demo"]["margin_px"])
 
 
 def _num(v) -> float:
@@ -79,7 +57,8 @@ def _num(v) -> float:
 
 
 def _slots(config):
-    return pd.date_range("2024-04-01 00:00", "2024-04-02 23:00", freq="h", tz="UTC")
+    period = config["period"]
+    return pd.date_range(f"{period['start']} 00:00", f"{period['end']} 23:00", freq="h", tz="UTC")
 
 
 def _path(config, slot, channel) -> Path:
@@ -144,7 +123,7 @@ def test_every_file_exists_with_the_real_name(demo):
 
 def test_attributes_have_the_real_messy_types(demo):
     slot = _slots(demo["config"])[5]
-    window = Window.around(Domain.from_config(DOMAIN), 8)
+    window = _window(demo["config"])
     with h5py.File(_path(demo["config"], slot, "ir105"), "r") as f:
         a = f.attrs
         assert a["channel_center_wavelength"] == b"10.5"  # rounded nominal name: a trap for readers
@@ -183,9 +162,9 @@ def test_attributes_have_the_real_messy_types(demo):
 def test_reference_decoding_recovers_the_truth(demo, hour):
     config = demo["config"]
     slot = _slots(config)[24 + hour]
-    window = Window.around(Domain.from_config(DOMAIN), 8)
-    static = static_fields(window, 11)
-    truth = TruthModel(11, 0.3).observed(slot.timestamp(), static)
+    window = _window(config)
+    static = static_fields(window, config["demo"]["seed"])
+    truth = TruthModel(config["demo"]["seed"], config["demo"]["cloud_fraction"]).observed(slot.timestamp(), static)
     for ch in ALL_CHANNELS:
         path = _path(config, slot, ch)
         if not path.exists():
@@ -226,7 +205,7 @@ def test_fine_channels_need_block_means(demo):
 
 def test_static_file(demo):
     ds = xr.open_dataset(demo["config"]["inputs"]["static"]["path"], engine="h5netcdf")
-    window = Window.around(Domain.from_config(DOMAIN), 8)
+    window = _window(demo["config"])
     assert ds["line"].dtype == np.int32 and ds["line"].values[0] == window.first_line
     assert ds["column"].values[-1] == window.first_column + window.n_columns - 1
     assert ds["dem"].dtype == np.float32 and float(ds["dem"].min()) >= 0
@@ -255,7 +234,7 @@ def test_station_table_is_cp949_and_consistent(demo):
         "노장해발고도(m)",
         "기온계(관측장비지상높이(m))",
     ]
-    domain = Domain.from_config(DOMAIN)
+    domain = Domain.from_config(demo["config"]["domain"])
     line, col = lonlat_to_linecol(meta["경도"].to_numpy(), meta["위도"].to_numpy())
     line, col = np.rint(line).astype(int), np.rint(col).astype(int)
     inside = domain.contains(line, col, margin=4)
@@ -284,7 +263,8 @@ def test_labels_are_kst_and_match_the_truth(demo):
     rejects = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "expected_rejects.csv")
     good = labels.drop(index=rejects["csv_line"] - 2)
     kst = pd.to_datetime(good["일시"], format="%Y-%m-%d %H:%M")
-    assert kst.min() == pd.Timestamp("2024-04-01 09:00") and kst.max() == pd.Timestamp("2024-04-03 08:00")
+    first, last = (pd.Timestamp(config["period"][k]) for k in ("start", "end"))
+    assert kst.min() == first + pd.Timedelta(hours=9) and kst.max() == last + pd.Timedelta(hours=24 + 8)
     time_utc = (kst - pd.Timestamp("1970-01-01 09:00")) // pd.Timedelta(seconds=1)  # KST = UTC + 9 h
     observed = pd.DataFrame(
         {
@@ -309,7 +289,7 @@ def test_every_planted_defect_is_present(demo):
         config["inputs"]["labels"]["path"], encoding="cp949", dtype=str, keep_default_na=False
     )
     static = xr.open_dataset(config["inputs"]["static"]["path"], engine="h5netcdf")
-    domain = Domain.from_config(DOMAIN)
+    domain = Domain.from_config(demo["config"]["domain"])
     kinds = {r["kind"] for r in demo["defects"]}
     assert {
         "missing_file",
@@ -333,7 +313,7 @@ def test_every_planted_defect_is_present(demo):
             with pytest.raises(OSError):
                 h5py.File(r["file"], "r")
         elif kind in ("error_pixel_in_patch", "off_disk_pixel_in_patch"):
-            window = Window.around(domain, 8)
+            window = _window(config)
             with h5py.File(r["file"], "r") as f:
                 raw = int(
                     f["image_pixel_values"][
@@ -360,7 +340,7 @@ def test_every_planted_defect_is_present(demo):
 
 
 def test_generation_is_deterministic(demo, tmp_path):
-    config = tiny_config(tmp_path, workers=1)
+    config = tiny_config(tmp_path, demo={"workers": 1})  # the session's demo was written by several
     generate_demo(config, progress=False)
     for key in ("labels", "stations"):
         assert (

@@ -8,7 +8,7 @@ import h5netcdf
 import numpy as np
 import pandas as pd
 import pytest
-from test_l1b import DOMAIN, write_l1b
+from fakes import L1B_DOMAIN, write_l1b
 
 from ta2d.atomic import write_text_if_changed
 from ta2d.channels import ALL_CHANNELS, BT_CHANNELS, RF_CHANNELS, l1b_filename
@@ -27,6 +27,7 @@ from ta2d.solar import solar_zenith_deg
 
 KEY, FREQ, MINUTES = "20240401", "D", [0]
 SUBDIR = "%Y%m/%d/%H"
+DOMAIN = L1B_DOMAIN
 MISSING = ("vi004", "ir105")  # absent at 01:00
 CORRUPT = "ir105"  # truncated at 02:00
 

@@ -6,134 +6,48 @@ stopped again at the end. Snakemake submits through snakemake-executor-plugin-sl
 profile as written; only what is specific to this cluster is overridden on the command line:
 its partition, `squeue` as status command (no slurmdbd here) and a 2 s first status check.
 
-Every claim is checked against SLURM itself (`scontrol show job`), not only against Snakemake's
-own messages. Needs root and apt-get (start.sh installs SLURM); skipped elsewhere. CI runs it.
+The runs themselves (tests/slurm_scenario.py) start in the background with the test session, since
+they are mostly waiting for SLURM; these tests come last and check what was recorded. Every claim is
+checked against SLURM itself (`scontrol show job`), not only against Snakemake's own messages.
+Needs root and apt-get (start.sh installs SLURM); skipped elsewhere. CI runs it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import REPO, SNAKEMAKE, make_workdir
+from slurm_scenario import SLURM_RUNS, Skip, rule_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
-LOCAL_SLURM = REPO.parent / "shared" / "tools" / "local-slurm"
-PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
-SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 GROUPED = ("calibrate", "build_patch_chunk", "embed_chunk")  # the rules profiles/slurm batches into group jobs
 
 
 @pytest.fixture(scope="module")
-def slurm_partition():
-    """Start the local SLURM cluster for this module; yields its partition name; always stops it."""
-    # CI sets TA2D_REQUIRE_SLURM=1 (.ci/run): there a missing prerequisite is a failure, not a skip
-    skip = pytest.fail if os.environ.get("TA2D_REQUIRE_SLURM") == "1" else pytest.skip
-    if os.geteuid() != 0:
-        skip("the local SLURM cluster needs root (start.sh installs and runs slurmctld/slurmd)")
-    if not shutil.which("apt-get"):
-        skip("the local SLURM cluster needs apt-get (Debian/Ubuntu) to install SLURM")
-    if not (LOCAL_SLURM / "start.sh").is_file():
-        skip(f"{LOCAL_SLURM} not found (the project's shared/ folder sits beside the repository)")
-    # not under pytest's basetemp: munged wants every folder above its socket world-executable (0700 there)
-    sandbox = Path(tempfile.mkdtemp(prefix="ta2d-slurm-", dir="/tmp"))
-    sandbox.chmod(0o755)
-    env = {
-        **os.environ,
-        # one fake GPU (gres/gpu): jobs asking for --gpus=1 are scheduled and see CUDA_VISIBLE_DEVICES
-        "LOCAL_SLURM_FAKE_GPUS": "1",
-        # advertise more than a 2-core CI machine has (bookkeeping only, no cgroups), so that jobs
-        # run side by side as on a real cluster; the tiny jobs use far less than they ask for
-        "LOCAL_SLURM_CPUS": "8",
-        "LOCAL_SLURM_MEM_MB": "65536",
-    }
-    started = subprocess.run([str(LOCAL_SLURM / "start.sh"), str(sandbox)], capture_output=True, text=True,
-                             env=env, stdin=subprocess.DEVNULL, timeout=600)
+def scenario(slurm_scenario):
+    """What the background SLURM scenario recorded (conftest.py started it with the session)."""
     try:
-        assert started.returncode == 0, f"local SLURM did not start:\n{started.stderr[-4000:]}"
-        yield started.stdout.strip()
-    finally:
-        subprocess.run([str(LOCAL_SLURM / "stop.sh"), str(sandbox), "--purge"], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL, timeout=120)
-
-
-def local_cluster_args(partition: str) -> list[str]:
-    """CLI overrides for the local cluster. A CLI option replaces the profile's value for that key whole,
-    so --default-resources / --set-resources repeat the profile's entries with the partition replaced."""
-    profile = yaml.safe_load(PROFILE.read_text())
-    default = {**profile.get("default-resources", {}), "slurm_partition": partition}
-    args = ["--default-resources", *(f"{k}={v}" for k, v in default.items())]
-    set_resources = profile.get("set-resources", {})
-    if any("slurm_partition" in res for res in set_resources.values()):
-        args += ["--set-resources", *(f"{rule}:{k}={partition if k == 'slurm_partition' else v}"
-                                      for rule, res in set_resources.items() for k, v in res.items())]
-    return args + [
-        "--slurm-status-command", "squeue",  # no slurmdbd on the local cluster, so no sacct
-        "--slurm-init-seconds-before-status-checks", "2",  # the profile's 40 s suits a real cluster
-        "--slurm-keep-successful-logs",  # so that every job's SLURM log can be checked below
-    ]
-
-
-def run_on_slurm(work: Path, partition: str, *args: str, timeout: int = 480) -> dict:
-    cmd = [SNAKEMAKE, "--workflow-profile", "profiles/slurm", "--configfile", "config/test/tiny.yaml",
-           *local_cluster_args(partition), *args]
-    t0 = time.monotonic()
-    # stdin closed, own session (a signal to the test's terminal must not reach it), hard timeout:
-    # on SIGTERM Snakemake only "exits after running jobs finish", which can take forever
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, start_new_session=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    out = proc.stdout + proc.stderr
-    jobs = [{"snakemake_job": m[1], "slurm_id": m[2], "log": Path(m[3]), **scontrol(m[2])}
-            for m in SUBMITTED.finditer(out)]
-    return {"rc": proc.returncode, "out": out, "jobs": jobs, "wall_s": time.monotonic() - t0}
-
-
-def scontrol(job_id: str) -> dict[str, str]:
-    """SLURM's own record of a job (kept by slurmctld for MinJobAge = 300 s after it ended)."""
-    text = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
-                          check=True).stdout
-    return dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
-
-
-def rule_of(job: dict) -> str:
-    """The plugin's --comment: rule_<rule>[_wildcards_...] or rule_<group>_<rule> for a group job."""
-    return job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
-
-
-def mtimes(paths) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in paths}
-
-
-def changed(before: dict, after: dict) -> set[str]:
-    return {Path(k).name for k in after.keys() | before.keys() if before.get(k) != after.get(k)}
-
-
-def check_summary(work: Path) -> dict:
-    summary = json.loads((work / "results/summary.json").read_text())
-    assert summary["invariant_holds"]
-    assert summary["n_label_rows"] == summary["n_samples"] + summary["n_rejected"] > 0
-    chunks = sorted((work / "results/patch_pt").glob("*.pt"))
-    assert chunks and summary["n_chunks"] == len(chunks)
-    return summary
+        return slurm_scenario.wait()
+    except Skip as e:
+        # CI sets TA2D_REQUIRE_SLURM=1 (.ci/run): there a missing prerequisite is a failure, not a skip
+        (pytest.fail if os.environ.get("TA2D_REQUIRE_SLURM") == "1" else pytest.skip)(str(e))
 
 
 @pytest.fixture(scope="module")
-def first_run(slurm_partition, tmp_path_factory):
-    """The tiny demo workflow from scratch on SLURM (shared by the tests below)."""
-    work = make_workdir(tmp_path_factory.mktemp("slurm_wf") / "wf")
-    run = run_on_slurm(work, slurm_partition)
+def first_run(scenario):
+    run = scenario["first_run"]
     assert run["rc"] == 0, run["out"][-8000:]
-    return {"work": work, "partition": slurm_partition, **run}
+    return {"work": scenario["work"], "partition": scenario["partition"], **run}
+
+
+def check_summary(summary: dict, chunks: list[str]) -> dict:
+    assert summary["invariant_holds"]
+    assert summary["n_label_rows"] == summary["n_samples"] + summary["n_rejected"] > 0
+    assert chunks and summary["n_chunks"] == len(chunks)
+    return summary
 
 
 def test_workflow_runs_as_slurm_jobs(first_run):
@@ -164,51 +78,23 @@ def test_workflow_runs_as_slurm_jobs(first_run):
     assert gpu_jobs and all(rule_of(j).endswith(("train", "embed_chunk")) for j in gpu_jobs), jobs
     assert any(rule_of(j) == "train" and "gpu" not in j.get("TresPerJob", "") for j in jobs)  # ridge: no GPU
 
-    # the outputs are those of a local run
-    check_summary(work)
-    assert (work / "results/stats.json").is_file()
-    assert {p.parent.name for p in (work / "results/runs").glob("*/best.pt")} == set(
-        re.findall(r"Training run (\S+)", first_run["out"]))
+    # the outputs are those of a local run (as the run left them, before the failure scenario)
+    outputs = first_run["outputs"]
+    check_summary(outputs["summary"], outputs["chunks"])
+    assert outputs["stats_exists"]
+    assert set(outputs["runs_with_best"]) == set(re.findall(r"Training run (\S+)", first_run["out"]))
+    assert set(outputs["runs_with_best"]) == set(SLURM_RUNS)
 
 
-def _label_row_of(work: Path, chunk_csv: Path) -> int:
-    """The label-file data row (1-based, as in the manifest) of the chunk's first sample."""
-    with chunk_csv.open() as f:
-        f.readline()
-        return int(f.readline().split(",")[0])
-
-
-def test_failed_chunk_reruns_alone_after_fix(first_run):
+def test_failed_chunk_reruns_alone_after_fix(first_run, scenario):
     """One chunk job fails (bad scene), the run fails; after the fix only that job and its downstream run.
 
     Needs the chunk files among rule all's inputs: otherwise a missing chunk whose consumers' outputs are
     up to date (summary.json: its index input changed with the same checksum) is never rebuilt."""
-    work, partition = first_run["work"], first_run["partition"]
-    chunk_dir = work / "results/index/chunks"
-    # the test split's chunk: only the (local) summary and evaluate read it, so the rerun is small
-    manifest = sorted(chunk_dir.glob("test_chunk_*.csv"))[0]
-    key = manifest.stem.split("_chunk_")[1]
-    chunk = work / f"results/patch_pt/test_chunk_{key}.pt"
-    scene = work / f"results/scenes/{key}.nc"
-    watched = lambda: mtimes([*(work / "results").rglob("*.pt"), *(work / "results/scenes").glob("*"),  # noqa: E731
-                              work / "results/stats.json", work / "results/summary.json"])
-    before = watched()
+    key, chunk = scenario["key"], scenario["chunk"]
 
-    # 1. new data: one label row of that day changes (so its chunk must be rebuilt) ...
-    labels = work / "resources/demo/labels/OBS_ASOS_TIM_demo.csv"
-    lines = labels.read_bytes().decode("cp949").splitlines(keepends=True)
-    row = _label_row_of(work, manifest)
-    fields = lines[row].split(",")
-    fields[3] = f"{float(fields[3]) + 1.5:.1f}"
-    lines[row] = ",".join(fields)
-    labels.write_bytes("".join(lines).encode("cp949"))
-    # ... and the fault: the day's scene is unreadable, with its old mtime, so calibrate does not rerun
-    good = scene.read_bytes()
-    stat = scene.stat()
-    scene.write_bytes(b"injected fault: not a NetCDF file\n")
-    os.utime(scene, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-
-    failed = run_on_slurm(work, partition)
+    # 1. new data (one label row of the test day) and a fault (that day's scene unreadable): the run fails
+    failed = scenario["failed"]
     print(f"\n[slurm] failing run: {len(failed['jobs'])} SLURM jobs, {failed['wall_s']:.0f} s: "
           + ", ".join(f"{j['slurm_id']}={rule_of(j)}:{j['JobState']}" for j in failed["jobs"]))
     assert failed["rc"] != 0, failed["out"][-4000:]
@@ -219,13 +105,10 @@ def test_failed_chunk_reruns_alone_after_fix(first_run):
     assert "file signature not found" in failed["out"] or "NetCDF" in failed["out"]
     # what else failed read the same broken scene (e.g. a TA map of that day)
     assert all(j in chunk_jobs or key in j["Comment"] for j in failed["jobs"] if j["JobState"] != "COMPLETED")
-    assert not chunk.exists()  # a failed job's outputs are removed
+    assert not failed["chunk_exists"]  # a failed job's outputs are removed
 
     # 2. the fault is fixed (same bytes, same mtime): the rerun does the failed chunk and the summary only
-    scene.write_bytes(good)
-    os.utime(scene, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    after_fail = watched()
-    rerun = run_on_slurm(work, partition)
+    rerun = scenario["rerun"]
     assert rerun["rc"] == 0, rerun["out"][-8000:]
     print(f"[slurm] rerun after the fix: {len(rerun['jobs'])} SLURM job(s), {rerun['wall_s']:.0f} s: "
           + ", ".join(f"{j['slurm_id']}={rule_of(j)}:{j['JobState']}" for j in rerun["jobs"]))
@@ -236,8 +119,8 @@ def test_failed_chunk_reruns_alone_after_fix(first_run):
     assert all(j["JobState"] == "COMPLETED" for j in rerun["jobs"]), rerun["jobs"]
     batch = next(j for j in rerun["jobs"] if j["Comment"] == chunk_jobs[0]["Comment"])
     assert f"Building chunk test/{key}" in batch["log"].read_text()
-    assert changed(after_fail, watched()) == {chunk.name, "summary.json"}
-    assert changed(before, watched()) == {chunk.name, "summary.json"}  # scenes, other chunks, runs untouched
-    check_summary(work)
-    out = run_on_slurm(work, partition, "--dry-run")
+    assert rerun["changed_since_fail"] == {chunk.name, "summary.json"}
+    assert rerun["changed_since_start"] == {chunk.name, "summary.json"}  # scenes, other chunks, runs untouched
+    check_summary(rerun["summary"], rerun["chunks"])
+    out = scenario["dry_run"]
     assert "Nothing to be done" in out["out"] and not out["jobs"]

@@ -1,0 +1,236 @@
+"""Fake data for tests (and benchmarks): one place for every synthetic input that is not the demo itself.
+
+* Chunks following the chunk contract (docs/architecture.md) with a learnable target:
+  TA (°C) = 0.8 * (centre BT of ir105 - 273.15) - 0.006 * DEM(centre, m) + 3 * sin(hour angle) + noise.
+  `make_chunk`, `write_chunks`, `compute_stats` (tests/chunk_factory.py re-exports them).
+* L1B NetCDF files in the real GK-2A layout (sector windows, messy attribute types) with a known smooth
+  field: `write_l1b` and the independent reference calibration around it (`phys_to_count`,
+  `count_to_phys`, `expected_on_domain`, `truth_field`, `native_window`, `l1b_path`).
+
+The tiny demo made by the demo generator (tests/conftest.py: `tiny_demo`, `clean_demo`) is the other
+source of test data; use it where a test needs the real file set of an archive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5netcdf
+import numpy as np
+import torch
+
+from ta2d.channels import BT_CHANNELS, CHANNELS, l1b_filename
+from ta2d.grid import FD_GRIDS, Domain
+
+# --- chunks ----------------------------------------------------------------------------------------------
+
+I_IR105 = BT_CHANNELS.index("ir105")
+
+
+def make_chunk(n: int, seed: int = 0, noise: float = 0.3) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(255.0, 305.0, n)
+    x = np.empty((n, 19, 9, 9), np.float32)
+    x[:, :10] = (
+        base[:, None, None, None] + rng.normal(0, 2.0, (n, 10, 9, 9)) - np.arange(10)[None, :, None, None]
+    )
+    x[:, 10:16] = rng.uniform(0.0, 0.8, (n, 6, 9, 9))
+    t = rng.integers(1_704_067_200, 1_735_689_600, n)  # 2024, Unix seconds UTC
+    hour = (t % 86400) / 3600.0
+    doy = (t // 86400) % 366
+    month = (doy // 31).astype(float)
+    sza = rng.uniform(10.0, 170.0, n)
+    x[:, 16] = sza[:, None, None] + rng.normal(0, 0.2, (n, 9, 9))
+    dem = rng.uniform(0.0, 1500.0, n)
+    x[:, 17] = dem[:, None, None] + rng.normal(0, 20.0, (n, 9, 9))
+    x[:, 18] = (rng.uniform(size=(n, 9, 9)) < 0.9).astype(np.float32)
+    x[:, 18, 4, 4] = 1.0
+    ha, da, ma = 2 * math.pi * hour / 24, 2 * math.pi * doy / 365.25, 2 * math.pi * month / 12
+    time7 = np.stack([np.cos(da), np.sin(da), np.cos(ha), np.sin(ha), np.cos(ma), np.sin(ma), sza], 1)
+    y = 0.8 * (x[:, I_IR105, 4, 4] - 273.15) - 0.006 * x[:, 17, 4, 4]
+    y = y + 3.0 * np.sin(ha) + rng.normal(0, noise, n)
+    lc = np.zeros((n, 17), np.float32)
+    lc[np.arange(n), rng.integers(0, 17, n)] = 1.0
+    loc = np.stack([rng.uniform(33, 38.5, n), rng.uniform(125, 129.5, n), np.full(n, 2000.0)], 1)
+    return {
+        "x": torch.from_numpy(x),
+        "y": torch.from_numpy(y.astype(np.float32)),
+        "time7": torch.from_numpy(time7.astype(np.float32)),
+        "loc": torch.from_numpy(loc.astype(np.float32)),
+        "landcover_onehot": torch.from_numpy(lc),
+        "elev": torch.from_numpy((x[:, 17, 4, 4] + rng.normal(0, 15.0, n)).astype(np.float32)),
+        "stn": torch.from_numpy(rng.integers(90, 300, n).astype(np.int32)),
+        "time": torch.from_numpy(t.astype(np.int64)),
+        "pixel": torch.from_numpy(rng.integers(1, 5500, (n, 2)).astype(np.int32)),
+    }
+
+
+def write_chunks(out_dir: str | Path, split: str, n_files: int, n_per_file: int, seed: int = 0) -> list[Path]:
+    """Write {split}_chunk_{key}.pt files (keys are dates) and return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_files):
+        p = out / f"{split}_chunk_2024-04-{i + 1:02d}.pt"
+        torch.save(make_chunk(n_per_file + (i % 3), seed=seed * 1000 + i), p)
+        paths.append(p)
+    return paths
+
+
+def compute_stats(paths, out: str | Path | None = None) -> dict:
+    """Per-plane mean/std of x over all pixels and TA mean/std, as the stats rule writes them."""
+    xs = [torch.load(p, weights_only=True, mmap=True) for p in paths]
+    x = torch.cat([d["x"] for d in xs]).double()
+    y = torch.cat([d["y"] for d in xs]).double()
+    stats = {
+        "x_mean": x.mean(dim=(0, 2, 3)).tolist(),
+        "x_std": x.std(dim=(0, 2, 3)).tolist(),
+        "y_mean": float(y.mean()),
+        "y_std": float(y.std()),
+        "n_samples": len(y),
+    }
+    if out is not None:
+        Path(out).write_text(json.dumps(stats))
+    return stats
+
+
+# --- L1B files -------------------------------------------------------------------------------------------
+
+# Real coefficients (shared/notes/gk2a_data.md 1.3): IR105's for every emissive channel, VI005's for
+# every reflective one. Fixture bit widths are fixed per kind so the same counts fit every channel.
+IR_COEFFS = {"DN_to_Radiance_Gain": -0.0198196955025196, "DN_to_Radiance_Offset": 161.580139160156,
+             "Teff_to_Tbb_c0": -0.142866448475177, "Teff_to_Tbb_c1": 1.00064069572049,
+             "Teff_to_Tbb_c2": -5.50443294960498e-7}
+VIS_COEFFS = {"DN_to_Radiance_Gain": 0.343625485897064, "DN_to_Radiance_Offset": -6.87249755859375,
+              "Radiance_to_Albedo_c": 0.0016595767}
+BITS = {"emissive": 13, "reflective": 11}
+H, C, K = 6.62606957e-34, 299792458.0, 1.3806488e-23
+
+L1B_DOMAIN = Domain(895, 898, 2698, 2702)  # around Seoul, 4 x 5 pixels
+L1B_STAMP = "202404010000"
+
+
+def truth_field(channel: str, lines, cols):
+    """Smooth physical field on FD native coordinates (1-based): BT in K or albedo fraction."""
+    lines, cols = np.asarray(lines, float), np.asarray(cols, float)
+    wave = np.sin(lines * 0.37) + np.cos(cols * 0.23)
+    if CHANNELS[channel].kind == "emissive":
+        return 270.0 + 15.0 * wave
+    return 0.3 + 0.12 * wave
+
+
+def phys_to_count(channel: str, values):
+    """Invert the calibration (notes 1.3) to integer counts, as KMA's quantisation would give."""
+    values = np.asarray(values, float)
+    if CHANNELS[channel].kind == "reflective":
+        rad = values / VIS_COEFFS["Radiance_to_Albedo_c"]
+        count = (rad - VIS_COEFFS["DN_to_Radiance_Offset"]) / VIS_COEFFS["DN_to_Radiance_Gain"]
+    else:
+        c0, c1, c2 = (IR_COEFFS[f"Teff_to_Tbb_c{i}"] for i in range(3))
+        t_eff = (-c1 + np.sqrt(c1 * c1 - 4 * c2 * (c0 - values))) / (2 * c2)
+        nu = CHANNELS[channel].wavenumber_cm * 100.0
+        rad = 2 * H * C**2 * nu**3 / (np.exp(H * C * nu / (K * t_eff)) - 1) / 1e-5
+        count = (rad - IR_COEFFS["DN_to_Radiance_Offset"]) / IR_COEFFS["DN_to_Radiance_Gain"]
+    bits = BITS[CHANNELS[channel].kind]
+    return np.clip(np.rint(count), 0, 2**bits - 1).astype(np.uint16)
+
+
+def count_to_phys(channel: str, count):
+    """Straight-line forward calibration, element by element (independent of ta2d.calibration)."""
+    out = np.empty(np.shape(count))
+    for idx, n in np.ndenumerate(np.asarray(count, float)):
+        if CHANNELS[channel].kind == "reflective":
+            rad = VIS_COEFFS["DN_to_Radiance_Gain"] * n + VIS_COEFFS["DN_to_Radiance_Offset"]
+            out[idx] = max(rad * VIS_COEFFS["Radiance_to_Albedo_c"], 0.0)
+            continue
+        rad = IR_COEFFS["DN_to_Radiance_Gain"] * n + IR_COEFFS["DN_to_Radiance_Offset"]
+        nu = CHANNELS[channel].wavenumber_cm * 100.0
+        t_eff = H * C * nu / K / math.log(2 * H * C * C * nu**3 / (rad * 1e-5) + 1)
+        out[idx] = IR_COEFFS["Teff_to_Tbb_c0"] + IR_COEFFS["Teff_to_Tbb_c1"] * t_eff + \
+            IR_COEFFS["Teff_to_Tbb_c2"] * t_eff**2
+    return out
+
+
+def native_window(channel: str, domain: Domain = L1B_DOMAIN, margin: int = 3, extra: int = 2):
+    """FD native (first_line, first_column, n_lines, n_columns) of a sector covering `domain`.
+
+    An odd `margin` puts the window's first pixel off the 2 km block boundaries, as real sectors may be.
+    """
+    f = CHANNELS[channel].factor
+    nl, nc = domain.shape
+    first_line = (domain.first_line - 1) * f + 1 - margin
+    first_col = (domain.first_column - 1) * f + 1 - margin
+    return first_line, first_col, nl * f + margin + extra, nc * f + margin + extra
+
+
+def write_l1b(path, channel: str, window=None, flags=None, attrs=None, drop=(), field=truth_field,
+              stamp: str = L1B_STAMP):
+    """Write a L1B NetCDF in the real layout; returns the uint16 words written.
+
+    window: FD native (first_line, first_column, n_lines, n_columns), 1-based; default native_window().
+    flags: {(row, col): dqf} for pixels of the window; attrs: overrides; drop: attribute names to omit.
+    Attribute types are deliberately mixed (str, bytes, numpy scalars, 1-element arrays).
+    """
+    spec = CHANNELS[channel]
+    first_line, first_col, n_lines, n_cols = window or native_window(channel)
+    lines, cols = np.meshgrid(np.arange(first_line, first_line + n_lines),
+                              np.arange(first_col, first_col + n_cols), indexing="ij")
+    raw = phys_to_count(channel, field(channel, lines, cols))
+    if spec.kind == "reflective":
+        raw[0, 0] |= np.uint16(1 << 12)  # a padding bit above the 11 valid bits: must be masked off
+    for (r, c), dqf in (flags or {}).items():
+        raw[r, c] = (raw[r, c] & 0x3FFF) | (dqf << 14)
+    fd_off, fd_fac, _ = FD_GRIDS[spec.resolution_km]
+    gattrs = {
+        "satellite_name": "GK-2A", "observation_mode": "ELA", "projection_type": "GEOS",
+        "channel_spatial_resolution": f"{spec.resolution_km:.1f}",
+        "channel_center_wavelength": f"{spec.wavelength_um:.1f}",  # rounded on purpose, as in real files
+        "number_of_lines": str(n_lines), "number_of_columns": np.array([n_cols], np.int32),
+        "cfac": repr(fd_fac), "lfac": np.array([-fd_fac]), "coff": np.float64(fd_off - (first_col - 1)),
+        "loff": np.array([fd_off - (first_line - 1)], np.float32),
+        "sub_longitude": 2.2375121, "nominal_satellite_height": 42164000.0,
+        "observation_start_time": np.float64(765201632.0),
+    }
+    if spec.kind == "emissive":
+        gattrs |= {k: np.array([v]) for k, v in IR_COEFFS.items()}
+        gattrs |= {"light_speed": "299792458", "Boltzmann_constant_k": np.float64(1.3806488e-23),
+                   "Plank_constant_h": np.array([6.62606957e-34])}
+    else:
+        gattrs |= {k: np.float64(v) for k, v in VIS_COEFFS.items()}
+        gattrs["Radiance_to_Albedo_c"] = f"{VIS_COEFFS['Radiance_to_Albedo_c']!r}"
+    gattrs |= attrs or {}
+    vattrs = {"channel_name": channel.upper().encode(), "number_of_valid_bits_per_pixel":
+              np.array([BITS[spec.kind]], np.int16), "number_of_total_bits_per_pixel": 16,
+              "data_quality_flag_meaning": "0:good_pixel, 1:conditionally_usable_pixel, "
+                                           "2:out_of_scan_area_pixel, 3:error_pixel"}
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = {"dim_image_y": n_lines, "dim_image_x": n_cols}
+        var = f.create_variable("image_pixel_values", ("dim_image_y", "dim_image_x"), np.uint16, data=raw,
+                                chunks=(min(n_lines, 8), min(n_cols, 8)), compression="gzip")
+        var.attrs.update({k: v for k, v in vattrs.items() if k not in drop})
+        f.attrs.update({k: v for k, v in gattrs.items() if k not in drop})
+    return raw
+
+
+def expected_on_domain(channel: str, raw, window=None, domain: Domain = L1B_DOMAIN, allow_conditional=False):
+    """Block means of the straight-line calibrated valid native pixels, via a direct reshape."""
+    f = CHANNELS[channel].factor
+    first_line, first_col, _, _ = window or native_window(channel, domain)
+    r0 = (domain.first_line - 1) * f + 1 - first_line
+    c0 = (domain.first_column - 1) * f + 1 - first_col
+    nl, nc = domain.shape
+    block = raw[r0:r0 + nl * f, c0:c0 + nc * f]
+    dqf = block >> 14
+    phys = count_to_phys(channel, block & (2 ** BITS[CHANNELS[channel].kind] - 1))
+    ok = (dqf == 0) | (allow_conditional & (dqf == 1))
+    phys = np.where(ok, phys, np.nan).reshape(nl, f, nc, f)
+    n = np.isfinite(phys).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore"):
+        return np.where(n > 0, np.nansum(phys, axis=(1, 3)) / n, np.nan)
+
+
+def l1b_path(folder, channel, stamp=L1B_STAMP, area="ela") -> Path:
+    """The real file name of a channel's L1B file in `folder`."""
+    return Path(folder) / l1b_filename(channel, area, stamp)

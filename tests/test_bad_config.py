@@ -1,0 +1,42 @@
+"""Bad-input battery, config (tests/bad_inputs.py): a wrong key, type, value or path names the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from ta2d.config import ConfigError, validate_config
+
+# --- config ----------------------------------------------------------------------------------------------
+
+CONFIG_FAULTS = [
+    ("typo_top_level", lambda c: c.__setitem__("pach", {"size": 9}), "unknown key pach (allowed here:"),
+    ("typo_nested", lambda c: c["inputs"]["labels"].__setitem__("timezon", "UTC"),
+     "unknown key inputs.labels.timezon (allowed here: encoding, format, path, timezone)"),
+    ("typo_train_run", lambda c: c["train"]["runs"]["cnn"].__setitem__("epoch", 3), "unknown key train.runs.cnn.epoch"),
+    ("wrong_type", lambda c: c["patch"].__setitem__("size", "9"), "key patch.size: '9' is not of type 'integer'"),
+    ("wrong_type_list", lambda c: c["inputs"]["l1b"].__setitem__("slot_minutes", 0),
+     "key inputs.l1b.slot_minutes: 0 is not of type 'array'"),
+    ("wrong_enum", lambda c: c["inputs"]["labels"].__setitem__("timezone", "JST"),
+     "key inputs.labels.timezone: 'JST' is not one of ['KST', 'UTC']"),
+    ("missing_labels_file", lambda c: c["inputs"]["labels"].__setitem__("path", "/nonexistent/labels.csv"),
+     "key inputs.labels.path: file /nonexistent/labels.csv does not exist"),
+    ("static_path_is_a_folder", lambda c: c["inputs"]["static"].__setitem__("path", "/tmp"),
+     "key inputs.static.path: file /tmp is a folder, not a file"),
+    ("missing_raw_folder", lambda c: c["inputs"]["l1b"].__setitem__("dir", "/nonexistent/raw"),
+     "key inputs.l1b.dir: folder /nonexistent/raw does not exist"),
+    ("impossible_date", lambda c: c["period"].__setitem__("end", "2024-02-30"), "key period: not a date"),
+]
+
+
+@pytest.mark.parametrize("fault, message", [f[1:] for f in CONFIG_FAULTS], ids=[f[0] for f in CONFIG_FAULTS])
+def test_config_fault_names_the_key(base, fault, message):
+    config = copy.deepcopy(base.config)
+    fault(config)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(config)
+
+
