@@ -76,12 +76,13 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], head_o
         raise RuntimeError(f"checkpoint does not fit the model: missing {bad}, unexpected {list(unexpected)}")
 
 
-def write_metrics(path: Path, rows: Sequence[Mapping]) -> None:
+def write_metrics(path: Path, rows: Sequence[Mapping], columns: Sequence[str] = METRIC_COLUMNS) -> None:
+    """metrics.csv of a run (or of a pretrain run, with its own columns), written atomically."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: r[k] for k in METRIC_COLUMNS})
+        w.writerow({k: r[k] for k in columns})
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 

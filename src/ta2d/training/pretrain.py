@@ -21,8 +21,6 @@ same weights as an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ta2d.atomic import atomic_path, atomic_torch_save, ensure_dir
+from ta2d.atomic import atomic_torch_save, ensure_dir
 from ta2d.channels import ALL_CHANNELS
 from ta2d.config import load_schema
 from ta2d.data import open_chunk
@@ -40,7 +38,7 @@ from ta2d.models import PRESETS, ClayEncoder, Normalizer, default_waves, load_cl
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice
 from ta2d.models.ta_model import N_SPECTRAL, clay_grid_side, to_clay_grid
-from ta2d.training.checkpoints import data_fingerprint, read_checkpoint
+from ta2d.training.checkpoints import data_fingerprint, read_checkpoint, write_metrics
 from ta2d.training.inference import load_stats, resolve_device
 
 TILE_FIELDS = ("x", "time7", "loc")
@@ -167,16 +165,6 @@ def warmup_cosine(opt, epochs: int, warmup_epochs: float, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def write_metrics(path: Path, rows: Sequence[Mapping]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in METRIC_COLUMNS})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
 def identity(cfg: Mapping) -> dict:
     return {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
 
@@ -262,7 +250,7 @@ def pretrain_run(
             scaler.load_state_dict(ck["scaler"])
             torch.set_rng_state(ck["rng_state"])
             start, history, resumed_from = ck["epoch"] + 1, list(ck["history"]), ck["epoch"]
-            write_metrics(out / "metrics.csv", history)
+            write_metrics(out / "metrics.csv", history, METRIC_COLUMNS)
             log(f"resuming {out} from current.pt at epoch {start}")
         else:
             log(f"current.pt in {out} does not belong to this run: {why}; starting from scratch")
@@ -299,7 +287,7 @@ def pretrain_run(
         row = {"epoch": epoch, **{k: v / max(n, 1) for k, v in sums.items()}, "lr": lr,
                "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
-        write_metrics(out / "metrics.csv", history)
+        write_metrics(out / "metrics.csv", history, METRIC_COLUMNS)
         atomic_torch_save({
             **base,
             "model": mae.student_state(),
