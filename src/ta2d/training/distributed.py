@@ -12,7 +12,7 @@ calls the same ``train_run``, which then
 
 * reads only its share of every batch: ``RankBatches`` takes the plan of each global batch
   (``ChunkBatches.plan()``, the same on every rank since it depends only on seed and epoch) and keeps the
-  rank's contiguous slice (``share``) before gathering it from the memory-mapped chunks;
+  rank's contiguous slice (``share``) before gathering it (resident copy or memory-mapped chunks);
 * wraps the model in DistributedDataParallel and scales the loss so that the averaged gradients are those
   of one process on the global batch, also for a short last batch: loss = SSE of the share * world size /
   global batch size (a rank whose share is empty, a last batch smaller than the world, trains on a
@@ -45,7 +45,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import ta2d
 from ta2d.atomic import atomic_path, ensure_dir
-from ta2d.data import ChunkBatches, open_chunk
+from ta2d.data import ChunkBatches
 from ta2d.training.inference import resolve_device
 from ta2d.training.run_config import resolve_run_config
 
@@ -116,19 +116,18 @@ class RankBatches(IterableDataset):
     """Rank ``rank`` of ``world``'s share of every batch of ``batches`` (a ChunkBatches), batch for batch.
 
     Every rank computes the same plan (file ids, sample indices) per batch and keeps its contiguous slice,
-    so the ranks' shares partition each global batch and a rank reads only its own samples: one slice or
-    gather per field and file from the memory-mapped chunks. ``pad_empty``: a rank whose share is empty
-    gets the batch's first sample instead (training: the loop weights it 0); otherwise an empty batch.
+    so the ranks' shares partition each global batch and a rank reads only its own samples, through the
+    loader's own ``gather``: from its resident copy when the training set fits the memory budget, else one
+    slice or gather per field and file from the memory-mapped chunks. Every rank holds its own resident
+    copy, so the budget (``max_resident_bytes``) is divided among the ranks of the machine. ``pad_empty``:
+    a rank whose share is empty gets the batch's first sample instead (training: the loop weights it 0);
+    otherwise an empty batch.
     With loader workers, worker w of n serves batches w, w + n, ... like ChunkBatches.
     """
 
-    def __init__(self, batches: ChunkBatches, rank: int, world: int, pad_empty: bool = False, open_files: int = 8):
+    def __init__(self, batches: ChunkBatches, rank: int, world: int, pad_empty: bool = False):
         self.batches, self.rank, self.world, self.pad_empty = batches, int(rank), int(world), pad_empty
-        self.open_files = max(int(open_files), 1)
-        self.spec: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        if batches.paths:
-            d = open_chunk(batches.paths[0], batches.fields)  # memory-mapped: shapes only
-            self.spec = {k: (tuple(v.shape[1:]), v.dtype) for k, v in d.items()}
+        batches.max_resident_bytes //= max(self.world, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)
@@ -155,26 +154,8 @@ class RankBatches(IterableDataset):
                 lo, hi = 0, 1
             yield f[lo:hi], i[lo:hi]
 
-    def _gather(self, f: torch.Tensor, i: torch.Tensor, cache: OrderedDict) -> dict[str, torch.Tensor]:
-        if len(f) == 0:
-            return {k: torch.empty((0, *shape), dtype=dtype) for k, (shape, dtype) in self.spec.items()}
-        order = torch.argsort(f * (int(i.max()) + 1) + i)  # by file, then index: contiguous runs become slices
-        f, i = f[order], i[order]
-        files, counts = torch.unique_consecutive(f, return_counts=True)
-        parts: dict[str, list[torch.Tensor]] = {}
-        start = 0
-        for fi, c in zip(files.tolist(), counts.tolist(), strict=True):
-            idx = i[start : start + c]
-            start += c
-            if fi not in cache:
-                cache[fi] = open_chunk(self.batches.paths[fi], self.batches.fields)
-                while len(cache) > self.open_files:
-                    cache.popitem(last=False)
-            cache.move_to_end(fi)
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            for k, t in cache[fi].items():
-                parts.setdefault(k, []).append(t[lo:hi] if hi - lo == c else torch.index_select(t, 0, idx))
-        return {k: v[0] if len(v) == 1 else torch.cat(v) for k, v in parts.items()}
+    def prepare(self) -> None:
+        self.batches.prepare()
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -182,7 +163,7 @@ class RankBatches(IterableDataset):
         cache: OrderedDict = OrderedDict()
         for k, (f, i) in enumerate(self.plan()):
             if k % nw == wid:
-                yield self._gather(f, i, cache)
+                yield self.batches.gather(f, i, cache)
 
 
 # ---- launching ----------------------------------------------------------------------------------------
