@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/bench_memory.py [--stations 40 400] [--train-chunks 4]
 
-Design claim checked: chunk build and training hold at most one chunk's worth of samples beyond
-the model (docs/architecture.md; ChunkBatches memory-maps chunks, extract_patches reads one slot).
+Design claims checked (docs/architecture.md): a chunk build holds one chunk's worth of samples plus one
+scene slot (extract_patches reads one slot); training holds its training set in memory when it fits the
+loader's budget (``ta2d.data.memory_budget``: half of what the job's cgroup or the machine leaves; a SLURM
+job's ``mem_mb`` sets it) and otherwise two blocks of ``mix_files`` chunks, whatever the training set's size.
 
 Every case runs in a fresh child process (this script with --child) that imports, prepares what
 the rule's script prepares (the static fields; nothing for training), records its baseline, resets
@@ -20,7 +22,9 @@ Cases, for each --stations S (N = S x 24 hourly samples: 40 is the demo's size, 
   with the calls scripts/build_patch_chunk.py makes;
 * cnn / clay_frozen: ta2d.training.train_run with epochs=1 on CPU over --train-chunks training chunks
   and one validation chunk of N samples each (tests/chunk_factory.py); clay_frozen (tiny preset,
-  frozen encoder, embed_cache) first embeds every chunk, as rule embed_chunk would.
+  frozen encoder, embed_cache) first embeds every chunk, as rule embed_chunk would;
+* cnn_blocks: the cnn run with ``mix_files: 2`` and a loader budget of 2.5 chunks (beyond it, as a year
+  of chunks is for a real job): the loader reads blocks of 2 files.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-RUNS = {"cnn": {"model": "cnn"}, "clay_frozen": {"model": "clay_transfer", "preset": "tiny"}}
+RUNS = {"cnn": {"model": "cnn"}, "clay_frozen": {"model": "clay_transfer", "preset": "tiny"},
+        "cnn_blocks": {"model": "cnn", "mix_files": 2}}
+# a training job whose memory budget (ta2d.data.memory_budget: half of what its cgroup / the machine leaves)
+# holds 2.5 chunks: the training set does not fit, so the loader reads blocks of mix_files files
+BUDGET_CHUNKS = {"cnn_blocks": 2.5}
 SAMPLE_BYTES = (19 * 9 * 9 + 7 + 3 + 17 + 1) * 4 + 4 + 8 + 2 * 4  # x, y, time7, loc, onehot + stn, time, pixel
 
 
@@ -99,9 +107,14 @@ def child_build(d: Path) -> dict:
 def child_train(d: Path, run: str) -> dict:
     import torch
 
+    import ta2d.data
     from ta2d.training import train_run
 
     cfg = RUNS[run]
+    if run in BUDGET_CHUNKS:
+        n = torch.load(next((d / "patch_pt").glob("train_chunk_*.pt")), weights_only=True, mmap=True)["y"].shape[0]
+        budget = int(BUDGET_CHUNKS[run] * n * SAMPLE_BYTES)
+        ta2d.data.memory_budget = lambda: budget
     train = sorted(str(p) for p in (d / "patch_pt").glob("train_chunk_*.pt"))
     val = sorted(str(p) for p in (d / "patch_pt").glob("val_chunk_*.pt"))
     torch.set_num_threads(2)
@@ -160,7 +173,7 @@ def main() -> None:
             train = write_chunks(d / "patch_pt", "train", args.train_chunks, n, seed=1)
             write_chunks(d / "patch_pt", "val", 1, n, seed=2)
             compute_stats(train, d / "stats.json")
-            for run in ("cnn", "clay_frozen"):
+            for run in RUNS:
                 r = run_child(run, d)
                 r.update(case=f"train {run} (1 epoch)", n=n, chunk=n * SAMPLE_BYTES,
                          data=(args.train_chunks + 1) * n * SAMPLE_BYTES,
