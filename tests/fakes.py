@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ta2d.channels import BT_CHANNELS, CHANNELS, l1b_filename
+from ta2d.chunk_contract import save_tensors
 from ta2d.grid import FD_GRIDS, Domain
 
 # --- chunks ----------------------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ def write_chunks(out_dir: str | Path, split: str, n_files: int, n_per_file: int,
     paths = []
     for i in range(n_files):
         p = out / f"{split}_chunk_2024-04-{i + 1:02d}.pt"
-        torch.save(make_chunk(n_per_file + (i % 3), seed=seed * 1000 + i), p)
+        save_tensors(make_chunk(n_per_file + (i % 3), seed=seed * 1000 + i), p)
         paths.append(p)
     return paths
 
@@ -234,3 +235,19 @@ def expected_on_domain(channel: str, raw, window=None, domain: Domain = L1B_DOMA
 def l1b_path(folder, channel, stamp=L1B_STAMP, area="ela") -> Path:
     """The real file name of a channel's L1B file in `folder`."""
     return Path(folder) / l1b_filename(channel, area, stamp)
+
+
+def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
+    """Flip one byte in the middle of a saved tensor's data, as a bad disk would: the file still loads
+    (memory-mapped loading skips the zip CRC) but its bytes no longer match its recorded CRC."""
+    from ta2d.data import _field_offsets
+
+    d = {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
+    offsets = _field_offsets(str(path), d)
+    assert offsets is not None, f"{path}: cannot locate the tensors' data records"
+    at = offsets[field] + d[field].numel() * d[field].element_size() // 2
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x10]))

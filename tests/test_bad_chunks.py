@@ -23,6 +23,7 @@ from bad_inputs import (
     TRAIN_CFG,
 )
 from conftest import REPO
+from fakes import flip_byte_in_tensor
 
 from ta2d.data import ChunkError, open_chunk
 from ta2d.grid import Domain
@@ -48,6 +49,8 @@ CHUNK_FAULTS = [
     ("field_missing", _save(lambda d: {k: v for k, v in d.items() if k != "x"}), KeyError, "missing fields ['x']"),
     ("fields_disagree", _save(lambda d: {**d, "y": d["y"][:10]}), ChunkError,
      "fields disagree on the number of samples"),
+    ("flipped_byte", lambda p, good: (p.write_bytes(good.read_bytes()), flip_byte_in_tensor(p, "x")), ChunkError,
+     "field x: CRC-32"),
 ]
 
 

@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path")
     p.add_argument("--idx", type=int, default=None, help="also print sample N")
 
+    p = sub.add_parser("verify", help="read every chunk, embedding and tile file of a results tree whole and check "
+                                      "the chunk contract and the CRCs recorded when each was written")
+    p.add_argument("results", nargs="?", default="results")
+
     p = sub.add_parser("validate-config", help="validate a config file against the schema")
     p.add_argument("config")
 
@@ -54,11 +58,11 @@ def _demo(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .inspect_chunk import contract_problems, describe, load_chunk
+    from .inspect_chunk import describe, file_problems, load_chunk
 
     data = load_chunk(args.path)
     print(describe(data, args.idx))
-    problems = contract_problems(data)
+    problems = file_problems(args.path, data)
     if problems:
         print(f"\n{args.path}: fails the chunk contract:", file=sys.stderr)
         for p in problems:
@@ -66,6 +70,18 @@ def _inspect(args) -> int:
         return 1
     print("\ncontract: ok")
     return 0
+
+
+def _verify(args) -> int:
+    from .inspect_chunk import verify_tree
+
+    n, bad = verify_tree(args.results)
+    for path, problems in bad.items():
+        print(f"{path}:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+    print(f"{n} files read under {args.results}: {len(bad)} with problems")
+    return 1 if bad or n == 0 else 0
 
 
 def _validate(args) -> int:
@@ -86,7 +102,7 @@ def _predict(args) -> int:
     return 0
 
 
-_COMMANDS = {"demo": _demo, "inspect": _inspect, "validate-config": _validate, "predict": _predict}
+_COMMANDS = {"demo": _demo, "inspect": _inspect, "verify": _verify, "validate-config": _validate, "predict": _predict}
 
 if __name__ == "__main__":
     sys.exit(main())

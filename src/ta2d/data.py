@@ -46,42 +46,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-CHUNK_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")
+from .chunk_contract import MODEL_FIELDS as CHUNK_FIELDS
+from .chunk_contract import ChunkError, open_chunk, verify_fields
+
 _BIG_ROW_BYTES = 256
 _OFFSETS: dict[tuple, dict[str, int]] = {}  # (path, size, mtime, fields) -> byte offset of each field's data
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
-
-
-class ChunkError(ValueError):
-    """A chunk (or embedding) file that cannot be used; the message names the file and what is wrong."""
-
-
-def open_chunk(path: str | Path, fields: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """A chunk's tensors, memory-mapped (nothing is read until used). Raises ChunkError naming the file."""
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch reports truncation / garbage as RuntimeError, pickle errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ChunkError(f"{path}: not a readable chunk file (truncated or corrupt? rebuild it): {first}") from None
-    if not isinstance(d, dict):
-        raise ChunkError(f"{path}: holds a {type(d).__name__}, not a dict of tensors")
-    if fields is None:
-        out = {k: v for k, v in d.items() if isinstance(v, torch.Tensor)}
-    else:
-        missing = [f for f in fields if f not in d]
-        if missing:
-            raise KeyError(f"{path}: missing fields {missing} (has {sorted(d)})")
-        out = {f: d[f] for f in fields}
-    lengths = {k: (tuple(v.shape[:1]) if isinstance(v, torch.Tensor) else type(v).__name__) for k, v in out.items()}
-    if len(set(lengths.values())) > 1:  # shapes only: nothing of a memory-mapped chunk is read
-        raise ChunkError(f"{path}: fields disagree on the number of samples: {lengths}")
-    return out
-
-
-def chunk_len(path: str | Path) -> int:
-    return int(open_chunk(path, ["y"])["y"].shape[0])
 
 
 def memory_budget() -> int:
@@ -262,6 +232,7 @@ class ChunkBatches(IterableDataset):
         self._open: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()  # mapped files, kept across epochs
         self._out: _OutPool | None = None
         self._offsets: dict[int, tuple | bool] = {}  # file -> (field byte offsets, size, mtime), False: copy
+        self._verified: set[int] = set()  # files whose fields matched their CRCs
         self._bufs: list[dict[str, torch.Tensor]] = []  # the two block buffers (mode 'blocks')
         if self.shuffle_within_file and self.mode == "mapped" and len(self.paths) > 1:
             warnings.warn(
@@ -341,7 +312,8 @@ class ChunkBatches(IterableDataset):
 
         Each field's bytes are read with one pread into place (sequential reads, no page faults), at the
         offsets worked out once per file from the mapped tensors; the first sample is checked against
-        the mapped file. Otherwise (or when that check fails) the mapped tensors are copied.
+        the mapped file. Otherwise (or when that check fails) the mapped tensors are copied. The first time
+        a file is read, its fields are checked against the CRCs recorded in it (ta2d.chunk_contract).
         """
         at, where = 0, []
         for f in files:
@@ -355,6 +327,9 @@ class ChunkBatches(IterableDataset):
                     bufs[k][at : at + n].copy_(t)
             else:
                 self._read(f, bufs, at, n, offs)
+            if f not in self._verified:
+                verify_fields(self.paths[f], {k: b[at : at + n] for k, b in bufs.items()})
+                self._verified.add(f)
             at += n
         return where
 

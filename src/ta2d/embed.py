@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ta2d.atomic import atomic_torch_save
+from ta2d.chunk_contract import save_tensors, verify_fields
 from ta2d.data import open_chunk
 from ta2d.models import ClayTransfer, build_model
 from ta2d.models.ta_model import N_SPECTRAL, center_pixels
@@ -103,6 +103,7 @@ def embed_chunk(
     if Path(out_path).exists() and read_tags(out_path) == (fp, digest):
         return False
     chunk = open_chunk(chunk_path)
+    verify_fields(chunk_path, {k: chunk[k] for k in ("x", "time7", "loc")})  # read whole below anyway
     n = len(chunk["y"])
     ctx = torch.autocast("cuda", dtype=getattr(torch, amp)) if amp else nullcontext()
     embs = []
@@ -116,7 +117,7 @@ def embed_chunk(
     }
     out.update({k: chunk[k].clone() for k in _COPY_FIELDS if k in chunk})
     out.update(fingerprint=fp, chunk_digest=digest)
-    atomic_torch_save(out, out_path)
+    save_tensors(out, out_path)
     return True
 
 

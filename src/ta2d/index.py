@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, ensure_dir, write_text_if_changed
+from .chunk_contract import REJECT_COLUMNS, chunk_name, parse_chunk_name
 from .grid import Domain, lonlat_to_linecol
 from .labels import assign_station_metadata, read_labels
 from .periods import period_key
-from .rejects import REJECT_COLUMNS
 from .schemes import SCHEMES, assign_split_by_day, assign_splits  # noqa: F401  (assign_split_by_day: re-export)
 from .static import read_static
 from .stations import read_stations
@@ -165,11 +165,11 @@ def _write_outputs(labels: pd.DataFrame, rejects: pd.DataFrame, out_dir: Path) -
     chunk_dir = ensure_dir(out_dir / "chunks")
     wanted = set()
     for (split, key), rows in labels.groupby(["split", "chunk"], sort=True):
-        name = f"{split}_chunk_{key}.csv"
+        name = chunk_name(split, key, ".csv")
         wanted.add(name)
         write_text_if_changed(chunk_dir / name, _csv(rows[MANIFEST_COLUMNS]))
-    for stale in chunk_dir.glob("*_chunk_*.csv"):
-        if stale.name not in wanted:
+    for stale in chunk_dir.glob("*.csv"):
+        if parse_chunk_name(stale) and stale.name not in wanted:
             stale.unlink()
     full = labels[MANIFEST_COLUMNS + ["split", "chunk"]]
     write_text_if_changed(out_dir / "index.csv", _csv(full))

@@ -1,4 +1,5 @@
-"""`ta2d inspect FILE.pt [--idx N]`: what is in a chunk, and whether it meets the contract."""
+"""`ta2d inspect FILE.pt [--idx N]` and `ta2d verify`: what is in a chunk, and whether it meets the contract
+(ta2d.chunk_contract) and its recorded CRCs."""
 
 from __future__ import annotations
 
@@ -8,19 +9,13 @@ from pathlib import Path
 import torch
 
 from .channels import X_CHANNELS
-from .data import ChunkError, open_chunk
-
-CONTRACT = {
-    "x": ((19, 9, 9), torch.float32),
-    "y": ((), torch.float32),
-    "time7": ((7,), torch.float32),
-    "loc": ((3,), torch.float32),
-    "landcover_onehot": ((17,), torch.float32),
-    "elev": ((), torch.float32),  # station elevation, m (the pixel DEM where the station table has none)
-    "stn": ((), torch.int32),
-    "time": ((), torch.int64),
-    "pixel": ((2,), torch.int32),
-}
+from .chunk_contract import (
+    ChunkError,
+    checksum_problems,
+    contract_problems,
+    open_chunk,
+    stored_checksums,
+)
 
 
 def load_chunk(path: str | Path) -> dict:
@@ -37,31 +32,12 @@ def load_chunk(path: str | Path) -> dict:
         return {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
 
 
-def contract_problems(data: dict, patch_size: int | None = None) -> list[str]:
-    """What is wrong with a chunk's tensors against the contract; `patch_size` None = x's own odd size."""
-    problems = []
-    if patch_size is None:
-        x = data.get("x")
-        patch_size = int(x.shape[-1]) if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[-1] % 2 else 9
-    n = None
-    for key, (shape, dtype) in CONTRACT.items():
-        if key == "x":
-            shape = (19, patch_size, patch_size)
-        t = data.get(key)
-        if not isinstance(t, torch.Tensor):
-            problems.append(f"key {key}: missing or not a tensor")
-            continue
-        n = t.shape[0] if n is None else n
-        if t.dim() == 0 or tuple(t.shape[1:]) != shape or t.shape[0] != n:
-            problems.append(f"key {key}: shape {tuple(t.shape)}, want (N, {', '.join(map(str, shape))})"
-                            .replace(", )", ")"))
-        if t.dtype != dtype and not (key == "x" and t.dtype == torch.float16):  # patch.x_dtype: float16
-            problems.append(f"key {key}: dtype {t.dtype}, want {dtype}")
-        elif t.is_floating_point() and not torch.isfinite(t).all():
-            problems.append(f"key {key}: {int((~torch.isfinite(t)).sum())} non-finite values")
-    if n == 0:
-        problems.append("chunk holds no samples")
-    return problems
+def file_problems(path: str | Path, data: dict, patch_size: int | None = None) -> list[str]:
+    """Contract problems of a chunk's tensors, and fields whose bytes differ from their recorded CRCs
+    (this reads every tensor whole)."""
+    return contract_problems(data, patch_size) + [
+        p.removeprefix(f"{path}: ") for p in checksum_problems(path, data, stored_checksums(path))
+    ]
 
 
 def describe(data: dict, idx: int | None = None) -> str:
@@ -87,3 +63,28 @@ def describe(data: dict, idx: int | None = None) -> str:
             lines.append(f"  {name:14s} centre {float(plane[c, c]):9.3f}  min {float(plane.min()):9.3f}"
                          f"  max {float(plane.max()):9.3f}")
     return "\n".join(lines)
+
+
+# what `ta2d verify` reads under a results tree: labelled chunks meet the whole contract, the other
+# chunk-like files (embeddings, unlabelled tiles) their recorded CRCs
+VERIFIED = {"patch_pt/*.pt": True, "embed/*/*.pt": False, "unlabeled/*.pt": False}
+
+
+def verify_tree(results: str | Path) -> tuple[int, dict[Path, list[str]]]:
+    """Read every chunk-like file under ``results`` whole: (files read, {file: problems})."""
+    results = Path(results)
+    n, bad = 0, {}
+    for pattern, whole_contract in VERIFIED.items():
+        for path in sorted(results.glob(pattern)):
+            n += 1
+            try:
+                data = load_chunk(path)
+            except (ChunkError, OSError) as err:
+                bad[path] = [str(err).removeprefix(f"{path}: ")]
+                continue
+            problems = file_problems(path, data) if whole_contract else [
+                p.removeprefix(f"{path}: ") for p in checksum_problems(path, data, stored_checksums(path))
+            ]
+            if problems:
+                bad[path] = problems
+    return n, bad

@@ -14,16 +14,13 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from .atomic import atomic_path, atomic_torch_save
+from .atomic import atomic_path
+from .chunk_contract import REJECT_COLUMNS, X_DTYPES, save_tensors, valid_landcover
 from .features import time7_features
 from .grid import GSD_M, Domain
-from .rejects import REJECT_COLUMNS
 from .static import StaticFields
 
 log = logging.getLogger(__name__)
-
-CHUNK_KEYS = ("x", "y", "time7", "loc", "landcover_onehot", "elev", "stn", "time", "pixel")
-
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"row": "int64", "stn": "int32", "time": "int64", "ta_c": "float32",
@@ -76,14 +73,11 @@ def model_inputs(x: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndar
     }
 
 
-X_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-
-
 def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static: StaticFields,
                       patch_size: int, out_path: str | Path, rejects_path: str | Path,
                       x_dtype: str = "float32") -> dict:
-    """Write the chunk .pt (tensors only) and its .rejects.csv; returns counts. `x_dtype` float16 stores
-    x at half the bytes (the models compute in float32)."""
+    """Write the chunk .pt (ta2d.chunk_contract: tensors + their CRCs) and its .rejects.csv; returns counts.
+    `x_dtype` float16 stores x at half the bytes (the models compute in float32)."""
     manifest = read_manifest(manifest_path)
     with xr.open_dataset(scene_path, engine="h5netcdf") as scene:
         _check_scene_covers(scene, static.domain, scene_path)
@@ -92,7 +86,7 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
     finite = np.isfinite(x).reshape(len(x), x.shape[1], -1).all(axis=2)  # (N, 19)
     lc = static.landcover[manifest["line"].to_numpy() - static.domain.first_line,
                           manifest["column"].to_numpy() - static.domain.first_column]
-    valid_lc = (lc >= 1) & (lc <= 17)
+    valid_lc = valid_landcover(lc)
     nan = ~finite.all(axis=1)
     ok = ~nan & valid_lc
     rejects = pd.concat([
@@ -114,7 +108,7 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
                                            axis=1).astype(np.int32)),
     }
     tensors["x"] = tensors["x"].to(X_DTYPES[x_dtype])
-    atomic_torch_save(tensors, out_path)
+    save_tensors(tensors, out_path)
     with atomic_path(rejects_path) as tmp:
         rejects.reindex(columns=REJECT_COLUMNS).to_csv(tmp, index=False, lineterminator="\n")
     log.info("%s: %d samples, %d rejected", Path(out_path).name, int(ok.sum()), int((~ok).sum()))

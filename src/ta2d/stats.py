@@ -13,7 +13,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .channels import X_CHANNELS
-from .data import open_chunk
+from .chunk_contract import open_chunk, verify_fields
 
 
 def compute_stats(chunk_paths: list[str | Path]) -> dict:
@@ -23,6 +23,7 @@ def compute_stats(chunk_paths: list[str | Path]) -> dict:
     n_y, sy, ssy = 0, 0.0, 0.0
     for path in chunk_paths:
         d = open_chunk(path, ["x", "y"])
+        verify_fields(path, d)  # x and y are read whole here anyway
         x = d["x"].numpy().astype(np.float64)
         n_px += x.shape[0] * x.shape[2] * x.shape[3]
         s += x.sum(axis=(0, 2, 3))

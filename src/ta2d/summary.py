@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from .atomic import atomic_path
-from .data import chunk_len
+from .chunk_contract import chunk_len, parse_chunk_name
 
 
 class InvariantError(RuntimeError):
@@ -24,7 +23,7 @@ def summarize(index_summary_path: str | Path, chunk_paths: list[str | Path], out
     n_chunk_rejects = 0
     for path in chunk_paths:
         path = Path(path)
-        split = re.match(r"(train|val|test)_chunk_", path.name).group(1)
+        split = parse_chunk_name(path)[0]
         n = chunk_len(path)
         per_split[split] += n
         rejects = pd.read_csv(path.with_suffix(".rejects.csv"))

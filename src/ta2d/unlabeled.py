@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from .atomic import atomic_torch_save
-from .patches import X_DTYPES, _check_scene_covers, extract_patches, model_inputs
+from .chunk_contract import X_DTYPES, save_tensors, valid_landcover
+from .patches import _check_scene_covers, extract_patches, model_inputs
 from .schemes import assign_split_by_day, in_time_block
 from .static import StaticFields
 
@@ -82,7 +82,7 @@ def build_unlabeled_chunk(scene_path: str | Path, static: StaticFields, patch_si
         lon = scene["lon"].values[lines - l0, cols - k0].astype(np.float64)
     lc = static.landcover[lines - dom.first_line, cols - dom.first_column]
     finite = np.isfinite(x).reshape(len(x), x[0].size if len(x) else 1).all(axis=1)
-    valid_lc = (lc >= 1) & (lc <= 17)
+    valid_lc = valid_landcover(lc)
     ok = finite & valid_lc
     xk = x if ok.all() else x[ok]
     del x
@@ -92,7 +92,7 @@ def build_unlabeled_chunk(scene_path: str | Path, static: StaticFields, patch_si
         "pixel": torch.from_numpy(np.stack([lines[ok], cols[ok]], axis=1).astype(np.int32).reshape(-1, 2)),
     }
     tensors["x"] = tensors["x"].to(X_DTYPES[x_dtype])
-    atomic_torch_save(tensors, out_path)
+    save_tensors(tensors, out_path)
     counts = {
         "n_slots": len(slot_times),
         "n_good_slots": int(good.sum()),

@@ -3,6 +3,7 @@
 import os
 
 from ta2d.archive import refresh_inventories
+from ta2d.chunk_contract import CHUNK_STEM, chunk_name
 from ta2d.config import validate_config
 from ta2d.periods import period_days, period_keys
 
@@ -47,9 +48,9 @@ def chunk_files(splits=SPLITS):
 
     def files(wildcards):
         chunk_dir = checkpoints.build_index.get().output.chunks
-        found = glob_wildcards(os.path.join(chunk_dir, "{split}_chunk_{key}.csv"))
+        found = glob_wildcards(os.path.join(chunk_dir, f"{CHUNK_STEM}.csv"))
         return sorted(
-            f"results/patch_pt/{s}_chunk_{k}.pt"
+            f"results/patch_pt/{chunk_name(s, k)}"
             for s, k in zip(found.split, found.key)
             if s in splits
         )

@@ -6,12 +6,12 @@ rule build_patch_chunk:
     message:
         "Building chunk {wildcards.split}/{wildcards.key}"
     input:
-        manifest="results/index/chunks/{split}_chunk_{key}.csv",
+        manifest=f"results/index/chunks/{CHUNK_STEM}.csv",
         scene="results/scenes/{key}.nc",
         static=config["inputs"]["static"]["path"],
     output:
-        chunk="results/patch_pt/{split}_chunk_{key}.pt",
-        rejects="results/patch_pt/{split}_chunk_{key}.rejects.csv",
+        chunk=f"results/patch_pt/{CHUNK_STEM}.pt",
+        rejects=f"results/patch_pt/{CHUNK_STEM}.rejects.csv",
     params:
         static=config["inputs"]["static"],
         domain=config["domain"],

@@ -5,11 +5,11 @@ rule embed_chunk:
     message:
         "Embedding chunk {wildcards.split}/{wildcards.key} with the frozen encoder of run {wildcards.run}"
     input:
-        chunk="results/patch_pt/{split}_chunk_{key}.pt",
+        chunk=f"results/patch_pt/{CHUNK_STEM}.pt",
         stats="results/stats.json",
         encoder=pretrained_encoder,
     output:
-        "results/embed/{run}/{split}_chunk_{key}.pt",
+        f"results/embed/{{run}}/{CHUNK_STEM}.pt",
     params:
         encoder=lambda wc: {k: RUNS[wc.run][k] for k in ENCODER_KEYS},
     log:
