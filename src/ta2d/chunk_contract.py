@@ -19,11 +19,13 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_torch_save
 from .rejects import REJECT_COLUMNS
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: the Snakefile and build_index import names
+    import torch
 
 __all__ = [
     "CHECKSUM_KEY", "CHUNK_STEM", "FIELDS", "LANDCOVER_CODES", "MODEL_FIELDS", "REJECT_COLUMNS", "X_DTYPES",
@@ -31,20 +33,21 @@ __all__ = [
     "parse_chunk_name", "save_tensors", "stored_checksums", "valid_landcover", "verify_fields",
 ]
 
-# per-sample shape (x: 19 channels x patch x patch, the patch side filled in by contract_problems) and dtype
-FIELDS: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
-    "x": ((19, 9, 9), torch.float32),
-    "y": ((), torch.float32),
-    "time7": ((7,), torch.float32),
-    "loc": ((3,), torch.float32),
-    "landcover_onehot": ((17,), torch.float32),
-    "elev": ((), torch.float32),  # station elevation, m (the pixel DEM where the station table has none)
-    "stn": ((), torch.int32),
-    "time": ((), torch.int64),
-    "pixel": ((2,), torch.int32),
+# per-sample shape (x: 19 channels x patch x patch, the patch side filled in by contract_problems) and
+# torch dtype name
+FIELDS: dict[str, tuple[tuple[int, ...], str]] = {
+    "x": ((19, 9, 9), "float32"),
+    "y": ((), "float32"),
+    "time7": ((7,), "float32"),
+    "loc": ((3,), "float32"),
+    "landcover_onehot": ((17,), "float32"),
+    "elev": ((), "float32"),  # station elevation, m (the pixel DEM where the station table has none)
+    "stn": ((), "int32"),
+    "time": ((), "int64"),
+    "pixel": ((2,), "int32"),
 }
 MODEL_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")  # what training reads
-X_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+X_DTYPES = ("float32", "float16")  # patch.x_dtype: how x may be stored
 LANDCOVER_CODES = range(1, 18)  # IGBP 1..17; anything else (255 fill, 0 water in some products) is rejected
 CHECKSUM_KEY = "crc32"
 
@@ -72,6 +75,8 @@ def valid_landcover(codes):
 
 def open_chunk(path: str | Path, fields: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """A chunk's tensors, memory-mapped (nothing is read until used). Raises ChunkError naming the file."""
+    import torch
+
     try:
         d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
@@ -101,18 +106,24 @@ def chunk_len(path: str | Path) -> int:
 # --- checksums -----------------------------------------------------------------------------------------
 def field_crc(t: torch.Tensor) -> str:
     """CRC-32 (hex) of a tensor's bytes in row-major order, whatever its dtype or strides."""
+    import torch
+
     data = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
     return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
 
 
 def save_tensors(tensors: Mapping[str, object], path: str | Path) -> None:
     """Write a chunk-like file atomically, with the CRC of every tensor under ``crc32``."""
+    import torch
+
     crcs = {k: field_crc(v) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
     atomic_torch_save({**tensors, CHECKSUM_KEY: crcs}, path)
 
 
 def stored_checksums(path: str | Path) -> dict[str, str] | None:
     """The CRCs recorded in a file (None when it has none); memory-mapped, so nothing else is read."""
+    import torch
+
     d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     crcs = d.get(CHECKSUM_KEY) if isinstance(d, dict) else None
     return dict(crcs) if isinstance(crcs, Mapping) else None
@@ -141,12 +152,15 @@ def verify_fields(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None
 # --- the contract --------------------------------------------------------------------------------------
 def contract_problems(data: Mapping, patch_size: int | None = None) -> list[str]:
     """What is wrong with a chunk's tensors against the contract; ``patch_size`` None = x's own odd size."""
+    import torch
+
     problems = []
     if patch_size is None:
         x = data.get("x")
         patch_size = int(x.shape[-1]) if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[-1] % 2 else 9
     n = None
-    for key, (shape, dtype) in FIELDS.items():
+    for key, (shape, dtype_name) in FIELDS.items():
+        dtype = getattr(torch, dtype_name)
         if key == "x":
             shape = (19, patch_size, patch_size)
         t = data.get(key)
@@ -157,7 +171,7 @@ def contract_problems(data: Mapping, patch_size: int | None = None) -> list[str]
         if t.dim() == 0 or tuple(t.shape[1:]) != shape or t.shape[0] != n:
             problems.append(f"key {key}: shape {tuple(t.shape)}, want (N, {', '.join(map(str, shape))})"
                             .replace(", )", ")"))
-        if t.dtype != dtype and not (key == "x" and t.dtype in X_DTYPES.values()):
+        if t.dtype != dtype and not (key == "x" and str(t.dtype).removeprefix("torch.") in X_DTYPES):
             problems.append(f"key {key}: dtype {t.dtype}, want {dtype}")
         elif t.is_floating_point() and not torch.isfinite(t).all():
             problems.append(f"key {key}: {int((~torch.isfinite(t)).sum())} non-finite values")

@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 
 from .atomic import atomic_path
-from .chunk_contract import REJECT_COLUMNS, X_DTYPES, save_tensors, valid_landcover
+from .chunk_contract import REJECT_COLUMNS, save_tensors, valid_landcover
 from .features import time7_features
 from .grid import GSD_M, Domain
 from .static import StaticFields
@@ -107,7 +107,7 @@ def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static:
         "pixel": torch.from_numpy(np.stack([keep["line"].to_numpy(), keep["column"].to_numpy()],
                                            axis=1).astype(np.int32)),
     }
-    tensors["x"] = tensors["x"].to(X_DTYPES[x_dtype])
+    tensors["x"] = tensors["x"].to(getattr(torch, x_dtype))
     save_tensors(tensors, out_path)
     with atomic_path(rejects_path) as tmp:
         rejects.reindex(columns=REJECT_COLUMNS).to_csv(tmp, index=False, lineterminator="\n")

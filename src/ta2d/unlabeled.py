@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from .chunk_contract import X_DTYPES, save_tensors, valid_landcover
+from .chunk_contract import save_tensors, valid_landcover
 from .patches import _check_scene_covers, extract_patches, model_inputs
 from .schemes import assign_split_by_day, in_time_block
 from .static import StaticFields
@@ -91,7 +91,7 @@ def build_unlabeled_chunk(scene_path: str | Path, static: StaticFields, patch_si
         "time": torch.from_numpy(times[ok]),
         "pixel": torch.from_numpy(np.stack([lines[ok], cols[ok]], axis=1).astype(np.int32).reshape(-1, 2)),
     }
-    tensors["x"] = tensors["x"].to(X_DTYPES[x_dtype])
+    tensors["x"] = tensors["x"].to(getattr(torch, x_dtype))
     save_tensors(tensors, out_path)
     counts = {
         "n_slots": len(slot_times),
