@@ -167,3 +167,30 @@ def test_channel_name_mismatch(tmp_path):
     other = path_for(tmp_path, "ir112")
     path.rename(other)
     assert "channel_name" in _error(other)
+
+
+# --- chunking of the demo writer (benchmarks/bench_calibrate_fd.py) ---------------------------------------
+
+@pytest.mark.parametrize("channel", ["ir105", "vi006"])
+def test_demo_writer_chunks_option_reads_the_same(tmp_path, channel):
+    """write_l1b(chunks=...) tiles the image (clipped to it); None keeps one chunk; the reader's values agree."""
+    import h5py
+
+    from ta2d.demo.l1b_writer import write_l1b as demo_write_l1b
+    from ta2d.demo.static import Window
+
+    window = Window(DOMAIN.first_line - 3, DOMAIN.first_column - 2, DOMAIN.shape[0] + 5, DOMAIN.shape[1] + 7)
+    f = CHANNELS[channel].factor
+    rng = np.random.default_rng(0)
+    raw = rng.integers(100, 2000, size=(window.n_lines * f, window.n_columns * f)).astype(np.uint16)
+    slot = datetime(2024, 4, 1, 3, tzinfo=UTC)
+    values = {}
+    for chunks, expected in ((None, raw.shape), ((3, 5), (3, 5)), ((1000, 4), (raw.shape[0], 4))):
+        path = tmp_path / str(chunks) / f"gk2a_ami_le1b_{channel}_fd0{'05' if f == 4 else '20'}ge_202404010300.nc"
+        path.parent.mkdir()
+        demo_write_l1b(path, channel, slot, window, raw, 1, chunks=chunks)
+        with h5py.File(path, "r") as h5:
+            assert h5["image_pixel_values"].chunks == expected
+        values[chunks] = read_l1b(path, DOMAIN).values
+    for v in values.values():
+        np.testing.assert_array_equal(v, values[None])

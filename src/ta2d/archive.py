@@ -13,7 +13,10 @@ import pandas as pd
 from .atomic import atomic_path, write_text_if_changed
 from .grid import Domain
 from .inventory import calibrated_period_inventory, inventory_text, l1b_period_inventory_text
-from .scene import build_scene, build_scene_from_calibrated, read_scene
+
+# ta2d.scene (xarray, h5netcdf, tqdm) is imported inside calibrate_period only: the Snakefile (parsed by
+# every snakemake process, incl. each SLURM job's) and the inventory jobs import this module and need none
+# of it (~0.15 CPU-s per process; benchmarks/bench_job_cost.py).
 
 
 def slot_minutes(inputs: dict) -> list[int]:
@@ -51,6 +54,8 @@ def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, 
 def calibrate_period(inputs: dict, inventory_path, key: str, freq: str, period: dict, domain: dict,
                      scene_cfg: dict, scene_path, status_path, progress: bool = True) -> dict:
     """Build the period's scene and the small (time, status) table that build_index reads."""
+    from .scene import build_scene, build_scene_from_calibrated, read_scene
+
     common = dict(key=key, freq=freq, start=period["start"], end=period["end"], domain=Domain.from_config(domain),
                   out_path=scene_path, compression_level=scene_cfg.get("compression_level", 1), progress=progress)
     if inputs["kind"] == "calibrated":

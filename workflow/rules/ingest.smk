@@ -48,7 +48,9 @@ rule calibrate:
     threads: 1
     resources:
         mem_mb=lambda wc, attempt: 3000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        # ~7.5 CPU-s a slot for single-chunk full-disk files (benchmarks/bench_calibrate_fd.py): 10 s a slot
+        runtime=lambda wc, attempt: (10 + len(period_days(wc.key, FREQ, PERIOD["start"], PERIOD["end"]))
+                                     * 24 * len(slot_minutes(RAW_INPUTS)) * 10 // 60) * attempt,
     conda:
         "../../envs/ta2d.yaml"
     script:

@@ -291,12 +291,20 @@ def variable_attributes(channel: str, raw: np.ndarray) -> dict:
 
 
 def write_l1b(
-    path, channel: str, slot: dt.datetime, window: Window, raw: np.ndarray, compression_level: int
+    path, channel: str, slot: dt.datetime, window: Window, raw: np.ndarray, compression_level: int,
+    chunks: tuple[int, int] | None = None,
 ) -> None:
-    """Write one L1B file: image_pixel_values (dim_image_y, dim_image_x) uint16 plus attributes."""
+    """Write one L1B file: image_pixel_values (dim_image_y, dim_image_x) uint16 plus attributes.
+
+    `chunks` is the HDF5 chunk shape of image_pixel_values (clipped to the image); None (the demo)
+    stores the whole image as ONE chunk. benchmarks/bench_calibrate_fd.py writes tiled and striped
+    full-disk files with it: what a windowed read costs depends on it.
+    """
     geo = sector_geometry(window, channel)
     if raw.shape != (geo["n_lines"], geo["n_cols"]):
         raise ValueError(f"{channel}: raw shape {raw.shape} != sector {(geo['n_lines'], geo['n_cols'])}")
+    chunk_shape = raw.shape if chunks is None else tuple(
+        max(1, min(int(c), n)) for c, n in zip(chunks, raw.shape, strict=True))
     with h5py.File(path, "w", libver="earliest") as f:
         scales = []
         for name, n in (("dim_image_y", raw.shape[0]), ("dim_image_x", raw.shape[1])):
@@ -307,7 +315,7 @@ def write_l1b(
         var = f.create_dataset(
             "image_pixel_values",
             data=raw,
-            chunks=raw.shape,
+            chunks=chunk_shape,
             compression="gzip",
             compression_opts=int(compression_level),
             shuffle=True,
