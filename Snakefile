@@ -29,6 +29,7 @@ include: "workflow/rules/patches.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/maps.smk"
 
 
 rule all:
@@ -42,4 +43,4 @@ rule all:
         expand("results/pretrain/{name}/encoder.ckpt", name=PRETRAIN_RUNS),
         expand("results/runs/{run}/best.pt", run=RUNS),
         "results/eval/metrics.csv",
-        expand("results/maps/{run}/ta_{stamp}.{ext}", run=MAP_RUNS, stamp=MAPS, ext=("nc", "png")),
+        MAP_TARGETS,

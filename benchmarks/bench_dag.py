@@ -155,7 +155,7 @@ def write_config(work: Path, data: Path, start: str, end: str) -> Path:
                    "labels": {"path": str(data / f"labels_{start}_{end}.csv"), "format": "kma_portal_csv"},
                    "stations": {"path": str(data / "stations.csv")},
                    "static": {"path": str(data / "static.nc")}},
-        "maps": {"times": []},
+        "maps": {"days": []},
         "demo": {"enabled": False},
     }
     path = work / "config" / "bench.yaml"

@@ -27,12 +27,12 @@ from conftest import REPO, make_workdir, run_snakemake
 # --- through the real Snakefile ----------------------------------------------------------------------------
 
 def _workflow(base: Base, case: Case, tmp_path: Path, **changes) -> Path:
-    """A scratch workflow whose config points at the case's data (demo disabled, no map times)."""
+    """A scratch workflow whose config points at the case's data (demo disabled, no maps)."""
     work = make_workdir(tmp_path / "wf")
     config = yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())
     config["period"] = dict(PERIOD)
     config["demo"] = {"enabled": False}
-    config["maps"] = {"times": []}
+    config["maps"] = {"days": []}
     default_l1b = yaml.safe_load((REPO / "config/config.yaml").read_text())["inputs"]["l1b"]
     config["inputs"] = {
         "l1b": {**default_l1b, "dir": str(case.raw)},

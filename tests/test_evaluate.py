@@ -1,4 +1,4 @@
-"""Evaluation (ta2d.evaluate) against plain numpy, and TA maps (ta2d.predict, `ta2d predict`) against the chunks."""
+"""Evaluation (ta2d.evaluate) against plain numpy (the maps: tests/test_maps.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import xarray as xr
 from chunk_factory import compute_stats, make_chunk, write_chunks
 
-from ta2d.cli import main as cli_main
 from ta2d.evaluate import (
     OUTPUTS,
     beats_baselines,
@@ -21,24 +19,9 @@ from ta2d.evaluate import (
     metrics,
     metrics_table,
 )
-from ta2d.grid import Domain
 from ta2d.models import load_model
-from ta2d.patches import build_patch_chunk
-from ta2d.periods import period_slots
-from ta2d.predict import (
-    MASK_EDGE,
-    MASK_NAN_PATCH,
-    MASK_NOT_LAND,
-    MASK_PREDICTED,
-    map_jobs,
-    map_runs,
-    predict_map,
-    time_stamp,
-)
-from ta2d.scene import SlotData, read_scene, write_scene
 from ta2d.schemes import assign_split_by_day
-from ta2d.static import read_static
-from ta2d.training import predict_chunks, train_run
+from ta2d.training import train_run
 
 RUNS = {
     "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},
@@ -244,151 +227,3 @@ def test_floor_is_nan_without_truth():
     assert math.isnan(floor_rmse(np.array([1.0, 2.0]), np.array([1.0, np.nan])))
     assert math.isnan(floor_rmse(np.array([]), np.array([])))
     assert floor_rmse(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == pytest.approx(math.sqrt(0.5))
-
-
-# --- maps ---------------------------------------------------------------------------------------------
-
-DOMAIN = Domain(900, 919, 2700, 2723)  # 20 x 24 pixels near Seoul
-KEY, TIME = "20240410", "2024-04-10T03:00"
-NAN_PIXEL = (910, 2715)  # flagged in the map slot: its 9x9 neighbourhood gets no prediction
-
-
-@pytest.fixture(scope="module")
-def scene_and_static(tmp_path_factory):
-    d = tmp_path_factory.mktemp("map")
-    rng = np.random.default_rng(5)
-    nl, nc = DOMAIN.shape
-    slots = period_slots(KEY, "D", [0])
-
-    def read_slot(slot):
-        if slot.hour not in (3, 18):
-            return SlotData("no_files")
-        bt = (285 + rng.normal(0, 6, (1, 1, 1)) + rng.normal(0, 2, (10, nl, nc))).astype(np.float32)
-        rf = rng.uniform(0, 0.6, (6, nl, nc)).astype(np.float32)
-        if slot.hour == 3:
-            bt[6, NAN_PIXEL[0] - DOMAIN.first_line, NAN_PIXEL[1] - DOMAIN.first_column] = np.nan
-        return SlotData("ok", bt=bt, rf=rf)
-
-    scene = d / f"{KEY}.nc"
-    write_scene(scene, KEY, slots, DOMAIN, read_slot, {"input_kind": "test"}, progress=False)
-    # static: water in the west, land cover 17 on a land strip is still "valid", 255 is fill
-    lsm = np.ones((nl, nc), np.float32)
-    lsm[:, :6] = 0.0
-    lc = np.full((nl, nc), 12, np.uint8)
-    lc[:, :6] = 17
-    lc[15, 15] = 255
-    ds = xr.Dataset(
-        {"dem": (("line", "column"), rng.uniform(0, 800, (nl, nc)).astype(np.float32)),
-         "land_sea_mask": (("line", "column"), lsm),
-         "landcover": (("line", "column"), lc)},
-        coords={"line": DOMAIN.lines, "column": DOMAIN.columns},
-    )
-    static = d / "static.nc"
-    ds.to_netcdf(static, engine="h5netcdf")
-    return {"dir": d, "scene": scene, "static": static}
-
-
-def _manifest(scene_path, pixels, time, path):
-    with read_scene(scene_path) as sc:
-        lat, lon = sc["lat"].values, sc["lon"].values
-    rows = []
-    for i, (line, col) in enumerate(pixels):
-        r, c = line - DOMAIN.first_line, col - DOMAIN.first_column
-        rows.append({"row": i + 1, "stn": 100 + i, "time": int(pd.Timestamp(time, tz="UTC").timestamp()),
-                     "ta_c": 10.0 + i, "lat": repr(float(lat[r, c])), "lon": repr(float(lon[r, c])),
-                     "line": line, "column": col})
-    pd.DataFrame(rows).to_csv(path, index=False)
-
-
-def test_map_equals_predict_chunks_on_the_same_pixels(trained, scene_and_static, tmp_path):
-    """A chunk built by the chunk builder for a few pixels (station at the pixel centre) and the map agree."""
-    s = scene_and_static
-    static = read_static(s["static"], DOMAIN)
-    pixels = [(905, 2710), (905, 2718), (904, 2707), (915, 2708)]  # interior land, patches clear of NAN_PIXEL
-    _manifest(s["scene"], pixels, TIME, tmp_path / "m.csv")
-    chunk = tmp_path / "test_chunk_x.pt"
-    res = build_patch_chunk(tmp_path / "m.csv", s["scene"], static, 9, chunk, tmp_path / "rej.csv")
-    assert res["n_samples"] == len(pixels)
-    for run in ("ridge", "cnn", "clay"):
-        model = load_model(trained["ckpts"][run])
-        want = predict_chunks(model, [chunk], device="cpu")["y_pred"].numpy()
-        with read_scene(s["scene"]) as sc:
-            ds = predict_map(model, sc, static, TIME, batch_size=37, device="cpu")  # odd batches on purpose
-        got = np.array([ds["TA"].sel(line=li, column=co).item() for li, co in pixels])
-        np.testing.assert_allclose(got, want, rtol=0, atol=2e-4, err_msg=run)
-
-
-def test_map_predicts_land_only(trained, scene_and_static):
-    s = scene_and_static
-    static = read_static(s["static"], DOMAIN)
-    model = load_model(trained["ckpts"]["ridge"])
-    with read_scene(s["scene"]) as sc:
-        ds = predict_map(model, sc, static, TIME, device="cpu")
-    ta, mask = ds["TA"].values, ds["mask"].values
-    nl, nc = DOMAIN.shape
-    land = (static.land_sea_mask > 0.5) & (static.landcover >= 1) & (static.landcover <= 17)
-    inner = np.zeros((nl, nc), bool)
-    inner[4:-4, 4:-4] = True
-    near_nan = np.zeros((nl, nc), bool)
-    r0, c0 = NAN_PIXEL[0] - DOMAIN.first_line, NAN_PIXEL[1] - DOMAIN.first_column
-    near_nan[r0 - 4:r0 + 5, c0 - 4:c0 + 5] = True
-    expect = land & inner & ~near_nan
-    assert np.isfinite(ta).sum() == expect.sum() > 0
-    assert np.array_equal(np.isfinite(ta), expect)
-    assert (mask == MASK_PREDICTED).sum() == expect.sum()
-    assert (mask[~land] == MASK_NOT_LAND).all()
-    assert (mask[land & ~inner] == MASK_EDGE).all()
-    assert (mask[land & inner & near_nan] == MASK_NAN_PATCH).all()
-    assert np.isnan(ta[15, 15]) and np.isnan(ta[:, :6]).all()  # fill land cover, water
-    assert ds["TA"].attrs["units"] == "degC" and ds["TA"].attrs["standard_name"] == "air_temperature"
-    assert ds["lat"].dims == ("line", "column") and ds.attrs["time_kst"].startswith("2024-04-10T12:00")
-
-
-def test_slot_without_data_gives_an_empty_map_and_a_bad_time_raises(trained, scene_and_static):
-    s = scene_and_static
-    static = read_static(s["static"], DOMAIN)
-    model = load_model(trained["ckpts"]["ridge"])
-    with read_scene(s["scene"]) as sc:
-        ds = predict_map(model, sc, static, "2024-04-10T05:00", device="cpu")
-        assert ds.attrs["slot_status"] == "no_files" and np.isnan(ds["TA"].values).all()
-        with pytest.raises(ValueError, match="not a slot"):
-            predict_map(model, sc, static, "2024-04-10T03:30", device="cpu")
-
-
-def test_cli_predict_writes_a_valid_netcdf(trained, scene_and_static, tmp_path):
-    s = scene_and_static
-    index = tmp_path / "index.csv"
-    _manifest(s["scene"], [(905, 2710), (912, 2719)], TIME, index)
-    out, png = tmp_path / "ta.nc", tmp_path / "ta.png"
-    rc = cli_main(["predict", "--checkpoint", str(trained["ckpts"]["cnn"]), "--scene", str(s["scene"]),
-                   "--static", str(s["static"]), "--time", TIME, "--out", str(out), "--png", str(png),
-                   "--index", str(index), "--device", "cpu"])
-    assert rc == 0
-    with xr.open_dataset(out, engine="h5netcdf") as ds:
-        assert ds["TA"].dims == ("line", "column") and ds["TA"].shape == DOMAIN.shape
-        assert ds["TA"].attrs["standard_name"] == "air_temperature" and ds["TA"].attrs["units"] == "degC"
-        assert ds["lat"].attrs["units"] == "degrees_north" and ds["lon"].attrs["units"] == "degrees_east"
-        assert {"lat", "lon", "time"} <= set(ds.coords)
-        assert pd.Timestamp(ds["time"].values) == pd.Timestamp("2024-04-10 03:00")
-        assert ds.attrs["run"] == "cnn" and ds.attrs["time_utc"] == "2024-04-10T03:00Z"
-        assert np.isfinite(ds["TA"].values).sum() == ds.attrs["n_predicted"] > 0
-    assert png.read_bytes()[:4] == b"\x89PNG"
-    assert cli_main(["predict", "--checkpoint", str(trained["ckpts"]["cnn"]), "--scene", str(s["scene"]),
-                     "--static", str(s["static"]), "--time", "2024-05-01T00:00", "--out", str(out)]) == 1
-
-
-def test_map_times_and_runs_from_the_config():
-    jobs = map_jobs(["2024-04-10T03:00", "2024-04-11 18:00"], "D", {"start": "2024-04-01", "end": "2024-04-21"},
-                    [0])
-    assert jobs == {"20240410T0300": {"time": "2024-04-10T03:00", "key": "20240410"},
-                    "20240411T1800": {"time": "2024-04-11T18:00", "key": "20240411"}}
-    assert time_stamp("2024-04-10T03:00") == "20240410T0300"
-    with pytest.raises(ValueError, match="maps.times.*outside the period"):
-        map_jobs(["2024-04-22T00:00"], "D", {"start": "2024-04-01", "end": "2024-04-21"}, [0])
-    with pytest.raises(ValueError, match="maps.times.*not a scene slot"):
-        map_jobs(["2024-04-10T03:10"], "D", {"start": "2024-04-01", "end": "2024-04-21"}, [0])
-    assert map_jobs(["2024-04-10T03:00"], "W", {"start": "2024-04-01", "end": "2024-04-21"}, [0])[
-        "20240410T0300"]["key"] == "2024W15"
-    assert map_runs(None, ["a", "b"]) == ["a", "b"] and map_runs(["b"], ["a", "b"]) == ["b"]
-    with pytest.raises(ValueError, match="maps.runs"):
-        map_runs(["c"], ["a", "b"])

@@ -14,11 +14,11 @@ from chunk_factory import I_IR105, compute_stats, make_chunk
 
 from ta2d.channels import X_CHANNELS
 from ta2d.grid import Domain
+from ta2d.maps.archive import day_slot_times, map_day
 from ta2d.models import GBTModel, Normalizer, RidgeModel, build_model, hand_features, load_model
 from ta2d.models.hand_features import feature_names
 from ta2d.patches import build_patch_chunk
 from ta2d.periods import period_slots
-from ta2d.predict import predict_map
 from ta2d.scene import SlotData, read_scene, write_scene
 from ta2d.static import read_static
 from ta2d.training import predict_chunks, resolve_run_config, train_run
@@ -277,7 +277,8 @@ def test_map_equals_predict_chunks_on_the_same_pixels(chunk_files, tmp_path):
     model = load_model(run / "best.pt")
     want = predict_chunks(model, [chunk], device="cpu")["y_pred"].numpy()
     with read_scene(scene) as sc:
-        ds = predict_map(model, sc, static, TIME, batch_size=17, device="cpu")
-    got = np.array([ds["TA"].sel(line=li, column=co).item() for li, co in pixels])
+        out = map_day(model, sc, static, day_slot_times(KEY, [0]), batch_size=17, device="cpu")
+    ta = out["ta"][pd.Timestamp(TIME).hour]
+    got = np.array([ta[li - DOMAIN.first_line, co - DOMAIN.first_column] for li, co in pixels])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
-    assert np.isfinite(ds["TA"].values).sum() == (nl - 8) * (nc - 8)
+    assert np.isfinite(ta).sum() == (nl - 8) * (nc - 8)

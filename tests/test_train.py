@@ -373,7 +373,8 @@ def test_inference_side_never_imports_the_training_loop():
     import sys
 
     code = (
-        "import sys, ta2d.embed, ta2d.evaluate, ta2d.predict, ta2d.training.inference;"
+        "import sys, ta2d.embed, ta2d.evaluate, ta2d.maps.archive, ta2d.maps.predict, ta2d.maps.kriging,"
+        " ta2d.maps.plots, ta2d.training.inference;"
         "from ta2d.training import predict_chunks, resolve_device, load_stats, RUN_DEFAULTS;"
         "assert 'ta2d.training.loop' not in sys.modules, 'loop imported';"
         "from ta2d.training import train_run, METRIC_COLUMNS, FITTED_KINDS, make_scheduler, data_fingerprint"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import xarray as xr
 import yaml
 from conftest import REPO, dry_run, make_workdir, run_snakemake, tiny_config
 
@@ -72,11 +73,17 @@ def test_demo_end_to_end_then_nothing_to_do(demo_run):
     overall = evaluation[evaluation["scheme"] == "all"]  # one row per run and validation scheme
     assert sorted(overall["run"]) == runs and (overall["n"] > 0).all()
     assert (evaluation.groupby("scheme")["n"].nunique() == 1).all()  # the same samples for every run
-    for time in yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["maps"]["times"]:
-        stamp = pd.Timestamp(time).strftime("%Y%m%dT%H%M")
-        for run in runs:
-            assert (work / f"results/maps/{run}/ta_{stamp}.nc").is_file()
-            assert (work / f"results/maps/{run}/ta_{stamp}.png").is_file()
+    # maps (maps.runs: [best] by default): the hourly archive of each mapped day, its plots, the correction table
+    for day in yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["maps"]["days"]:
+        stamp = pd.Timestamp(day).strftime("%Y%m%d")
+        with xr.open_dataset(work / f"results/maps/best/{stamp}.nc", engine="h5netcdf") as ds:
+            assert ds.sizes["time"] == 24 and ds["TA"].attrs["standard_name"] == "air_temperature"
+            assert ds.attrs["run"] in runs and ds.attrs["map_run"] == "best"
+            assert np.isfinite(ds["TA"].values).any() and np.isfinite(ds["TA_corrected"].values).any()
+        assert len(list((work / f"results/maps/best/{stamp}_png").glob("ta_*.png"))) == 24
+        assert (work / f"results/maps/best/{stamp}.gif").read_bytes()[:6] == b"GIF89a"
+    correction = pd.read_csv(work / "results/eval/map_correction.csv")
+    assert {"rmse_raw", "rmse_corrected", "fold", "scheme"} <= set(correction.columns)
     if CHECK_CHUNKS.is_file():
         out = subprocess.run([sys.executable, str(CHECK_CHUNKS), str(work)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr

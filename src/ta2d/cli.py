@@ -25,17 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate-config", help="validate a config file against the schema")
     p.add_argument("config")
 
-    p = sub.add_parser("predict", help="TA map of one slot from a trained run's best.pt -> NetCDF (and PNG)")
+    p = sub.add_parser("map-day", help="TA maps of every slot of one day from a trained run's best.pt -> CF NetCDF "
+                                       "(station-corrected with --index), optionally PNGs and a GIF")
     p.add_argument("--checkpoint", required=True, help="results/runs/{run}/best.pt")
-    p.add_argument("--scene", required=True, help="results/scenes/{key}.nc holding the slot")
+    p.add_argument("--scene", required=True, help="results/scenes/{key}.nc holding the day")
     p.add_argument("--static", required=True, help="static NetCDF (dem, land_sea_mask, landcover)")
-    p.add_argument("--time", required=True, help="slot time in UTC, e.g. 2024-04-10T03:00")
+    p.add_argument("--day", required=True, help="UTC day, e.g. 2024-04-10")
     p.add_argument("--out", required=True, help="output NetCDF")
-    p.add_argument("--png", default=None, help="also draw the map here")
-    p.add_argument("--index", default=None, help="results/index/index.csv: draw the stations' observed TA")
-    p.add_argument("--run", default=None, help="run name for titles (default: the checkpoint's folder name)")
+    p.add_argument("--index", default=None,
+                   help="results/index/index.csv: station observations for the correction (and the plots)")
+    p.add_argument("--stations", default=None, help="write the day's station table (leave-stations-out) here")
+    p.add_argument("--png-dir", default=None, help="also draw a PNG per slot into this folder ...")
+    p.add_argument("--gif", default=None, help="... and the day's animation here")
+    p.add_argument("--slot-minutes", type=int, nargs="+", default=[0], help="minutes of the slots (default 0)")
     p.add_argument("--patch-size", type=int, default=9)
-    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
 
     args = parser.parse_args(argv)
@@ -92,17 +96,32 @@ def _validate(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
-    from .predict import predict_map_files
+def _map_day(args) -> int:
+    from pathlib import Path
 
-    summary = predict_map_files(args.checkpoint, args.scene, args.static, args.time, args.out, args.png,
-                                index_csv=args.index, run=args.run, patch_size=args.patch_size,
-                                batch_size=args.batch_size, device=args.device)
+    import pandas as pd
+
+    from .maps.archive import map_day_files
+
+    try:
+        day = pd.Timestamp(args.day).strftime("%Y%m%d")
+    except ValueError as err:
+        raise ValueError(f"--day {args.day!r} is not a day ({err})") from err
+    run = Path(args.checkpoint).parent.name
+    summary = map_day_files(run, {run: args.checkpoint}, args.scene, args.static, args.index, day,
+                            args.slot_minutes, args.out, args.stations, patch_size=args.patch_size,
+                            batch_size=args.batch_size, device=args.device)
+    if args.png_dir or args.gif:
+        if not (args.png_dir and args.gif):
+            raise ValueError("--png-dir and --gif go together")
+        from .maps.plots import plot_day_files
+
+        plot_day_files(args.out, args.index, args.png_dir, args.gif, Path(args.gif).with_suffix(".html"))
     print(summary)
     return 0
 
 
-_COMMANDS = {"demo": _demo, "inspect": _inspect, "verify": _verify, "validate-config": _validate, "predict": _predict}
+_COMMANDS = {"demo": _demo, "inspect": _inspect, "verify": _verify, "validate-config": _validate, "map-day": _map_day}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,14 +1,5 @@
-# Trained runs -> test-split evaluation side by side (one job over all runs) and TA maps (one job per
-# configured map time and run). Outputs flagged with report() go into `snakemake --report`.
-from ta2d.archive import slot_minutes
-from ta2d.predict import map_jobs, map_runs
-
-MAPS = map_jobs(config["maps"]["times"], FREQ, PERIOD, slot_minutes(config["inputs"]))
-MAP_RUNS = map_runs(config["maps"]["runs"], list(RUNS))
-
-
-wildcard_constraints:
-    stamp="[0-9]{8}T[0-9]{4}",
+# Trained runs -> test-split evaluation side by side (one job over all runs). Outputs flagged with report()
+# go into `snakemake --report`. The maps are in maps.smk.
 
 
 rule evaluate:
@@ -66,38 +57,3 @@ rule evaluate:
         "../../envs/ta2d.yaml"
     script:
         "../../scripts/evaluate.py"
-
-
-rule predict_map:
-    message:
-        "TA map of run {wildcards.run} at {wildcards.stamp} UTC"
-    input:
-        checkpoint="results/runs/{run}/best.pt",
-        scene=lambda wc: f"results/scenes/{MAPS[wc.stamp]['key']}.nc",
-        static=config["inputs"]["static"]["path"],
-        index="results/index/index.csv",
-    output:
-        nc="results/maps/{run}/ta_{stamp}.nc",
-        png=report(
-            "results/maps/{run}/ta_{stamp}.png",
-            caption="../report/map.rst",
-            category="2. Maps",
-            subcategory="{run}",
-            labels=lambda wc: {"run": wc.run, "time (UTC)": MAPS[wc.stamp]["time"]},
-        ),
-    params:
-        time=lambda wc: MAPS[wc.stamp]["time"],
-        patch_size=config["patch"]["size"],
-        static=config["inputs"]["static"],
-    log:
-        "logs/predict_map/{run}_{stamp}.log",
-    benchmark:
-        "results/benchmarks/predict_map/{run}_{stamp}.tsv"
-    threads: 2
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 15 * attempt,
-    conda:
-        "../../envs/ta2d.yaml"
-    script:
-        "../../scripts/predict_map.py"

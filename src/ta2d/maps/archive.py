@@ -1,0 +1,347 @@
+"""The hourly TA archive: one CF-1.10 NetCDF per run and UTC day, ``results/maps/{run}/{YYYYMMDD}.nc``.
+
+Layout (``time`` = every slot of the day, UTC; ``y``/``x`` = the domain's lines/columns of the GK-2A 2 km grid):
+
+=====================  ==============  =========================================================================
+variable               dims            meaning
+=====================  ==============  =========================================================================
+TA                     time, y, x      the model's 2 m air temperature, °C (int16 packed, 0.01 K steps)
+TA_corrected           time, y, x      TA + the stations' residuals kriged onto the grid (ta2d.maps.kriging)
+mask                   time, y, x      why a pixel is or is not predicted (flag_values / flag_meanings)
+slot_status            time            "ok", or why the slot is missing (its TA is NaN, never skipped)
+correction_status      time            "ok: N station residuals kriged", or why TA_corrected = TA there
+n_predicted, n_stations time           predicted pixels; stations in the correction
+gk2a_geos              (scalar)        grid mapping: CF ``geostationary``, GK-2A at 128.2°E, sweep y
+x, y                   x / y           scanning angles (radian): projection_x/y_angular_coordinate
+line, column           y / x           1-based GK-2A full-disk 2 km line / column
+lat, lon               y, x            pixel centres (auxiliary coordinates)
+height                 (scalar)        2 m
+=====================  ==============  =========================================================================
+
+Chunked per day and spatial tile (:func:`chunk_shape`) and deflated, so a year opens lazily:
+``xr.open_mfdataset("results/maps/best/*.nc", engine="h5netcdf", data_vars="minimal", coords="minimal",
+compat="override")`` (:func:`open_archive`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time as _time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+import ta2d
+from ta2d import grid
+from ta2d.atomic import atomic_path
+from ta2d.grid import Domain
+
+from .plan import BEST, best_run
+
+log = logging.getLogger(__name__)
+
+GRID_MAPPING = "gk2a_geos"
+CONVENTIONS = "CF-1.10"
+TA_SCALE = np.float32(0.01)  # K per packed step
+TA_FILL = np.int16(-32768)
+TILE = 96  # pixels: the spatial side of a chunk
+SLOT_OK = "ok"
+FIELDS = ("TA", "TA_corrected")
+KST = pd.Timedelta(hours=9)
+
+
+# --- the grid -------------------------------------------------------------------------------------------
+
+def grid_mapping_attrs() -> dict:
+    """CF ``geostationary`` grid mapping of the GK-2A fixed grid (the navigation of ta2d.grid: CGMS, sweep y)."""
+    h = (grid.SAT_RADIUS_KM - grid.EQ_RADIUS_KM) * 1000.0
+    return {
+        "grid_mapping_name": "geostationary",
+        "perspective_point_height": h,
+        "semi_major_axis": grid.EQ_RADIUS_KM * 1000.0,
+        "semi_minor_axis": grid.POLAR_RADIUS_KM * 1000.0,
+        "longitude_of_projection_origin": grid.SUB_LON_DEG,
+        "latitude_of_projection_origin": 0.0,
+        "sweep_angle_axis": "y",
+        "false_easting": 0.0,
+        "false_northing": 0.0,
+        "proj4": (f"+proj=geos +lon_0={grid.SUB_LON_DEG} +h={h:.0f} +a={grid.EQ_RADIUS_KM * 1000:.0f} "
+                  f"+b={grid.POLAR_RADIUS_KM * 1000:.1f} +sweep=y +units=m +no_defs"),
+        "long_name": "GK-2A AMI fixed grid (GEOS projection)",
+    }
+
+
+def scan_angles(domain: Domain) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) scanning angles in radian of the domain's columns and lines, as CF and PROJ's geos define them
+    (x grows east, y grows north; times perspective_point_height = PROJ's geos metres)."""
+    coff, cfac, _ = grid.FD_GRIDS[2.0]
+    x = np.radians((domain.columns.astype(np.float64) - coff) * 2.0**16 / cfac)
+    y = -np.radians((domain.lines.astype(np.float64) - coff) * 2.0**16 / cfac)
+    return x, y
+
+
+def day_slot_times(day: str, slot_minutes: Sequence[int]) -> pd.DatetimeIndex:
+    """Every nominal slot (UTC) of a day (YYYYMMDD)."""
+    from ta2d.periods import period_slots
+
+    return period_slots(day, "D", slot_minutes)
+
+
+# --- the dataset ----------------------------------------------------------------------------------------
+
+def day_dataset(times: pd.DatetimeIndex, domain: Domain, lat: np.ndarray, lon: np.ndarray, ta: np.ndarray,
+                mask: np.ndarray, slot_status: Sequence[str], corrected: np.ndarray | None = None,
+                correction_status: Sequence[str] | None = None, n_stations: np.ndarray | None = None,
+                attrs: Mapping | None = None) -> xr.Dataset:
+    """The archive's Dataset of one day (see the module docstring); ``corrected`` None = no TA_corrected."""
+    from .predict import MASK_MEANINGS, MASK_PREDICTED
+
+    x, y = scan_angles(domain)
+    n_t = len(times)
+    t = times.tz_convert(None).to_numpy().astype("datetime64[ns]") if times.tz is not None else times.to_numpy()
+    ta_attrs = {
+        "standard_name": "air_temperature",
+        "long_name": "2 m air temperature predicted by ta2d from GK-2A AMI",
+        "units": "degC",
+        "grid_mapping": GRID_MAPPING,
+        "cell_methods": "time: point",
+        "ancillary_variables": "mask slot_status",
+    }
+    data = {
+        "TA": (("time", "y", "x"), ta.astype(np.float32), ta_attrs),
+        "mask": (("time", "y", "x"), mask.astype(np.uint8), {
+            "long_name": "why TA is or is not predicted at the pixel",
+            "flag_values": np.arange(len(MASK_MEANINGS.split()), dtype=np.uint8),
+            "flag_meanings": MASK_MEANINGS, "grid_mapping": GRID_MAPPING}),
+        "slot_status": (("time",), np.array(list(slot_status), dtype=object), {
+            "long_name": "ok, or why the slot has no map (then TA is missing at every pixel)"}),
+        "n_predicted": (("time",), (mask == MASK_PREDICTED).reshape(n_t, -1).sum(axis=1).astype(np.int32),
+                        {"long_name": "pixels with a prediction", "units": "1"}),
+        GRID_MAPPING: ((), np.int32(0), grid_mapping_attrs()),
+    }
+    if corrected is not None:
+        data["TA_corrected"] = (("time", "y", "x"), corrected.astype(np.float32), {
+            **ta_attrs,
+            "long_name": "2 m air temperature predicted by ta2d, corrected by kriging of station residuals",
+            "ancillary_variables": "mask correction_status n_stations",
+            "comment": "TA + ordinary kriging of (observed - TA) at the stations of the slot; equals TA where "
+                       "correction_status is not ok"})
+        data["correction_status"] = (("time",), np.array(list(correction_status), dtype=object), {
+            "long_name": "ok, or why TA_corrected equals TA at this slot"})
+        data["n_stations"] = (("time",), np.asarray(n_stations, np.int32), {
+            "long_name": "station residuals kriged into TA_corrected", "units": "1"})
+    ds = xr.Dataset(
+        data,
+        coords={
+            "time": ("time", t, {"standard_name": "time", "long_name": "slot time (UTC)", "axis": "T"}),
+            "y": ("y", y, {"standard_name": "projection_y_angular_coordinate", "units": "radian", "axis": "Y",
+                           "long_name": "GEOS scanning angle, north positive"}),
+            "x": ("x", x, {"standard_name": "projection_x_angular_coordinate", "units": "radian", "axis": "X",
+                           "long_name": "GEOS scanning angle, east positive"}),
+            "line": ("y", domain.lines, {"long_name": "GK-2A full-disk 2 km grid line, 1-based, grows southward"}),
+            "column": ("x", domain.columns,
+                       {"long_name": "GK-2A full-disk 2 km grid column, 1-based, grows eastward"}),
+            "lat": (("y", "x"), lat.astype(np.float32), {"standard_name": "latitude", "units": "degrees_north",
+                                                         "long_name": "latitude of the pixel centre"}),
+            "lon": (("y", "x"), lon.astype(np.float32), {"standard_name": "longitude", "units": "degrees_east",
+                                                         "long_name": "longitude of the pixel centre"}),
+            "height": ((), np.float64(2.0), {"standard_name": "height", "units": "m", "positive": "up",
+                                             "long_name": "height above the surface"}),
+        },
+    )
+    missing = [f"{pd.Timestamp(tt):%Y-%m-%dT%H:%M}Z {s}" for tt, s in zip(t, slot_status, strict=True) if s != SLOT_OK]
+    ds.attrs = {
+        "Conventions": CONVENTIONS,
+        "title": "ta2d hourly 2 m air temperature on the GK-2A 2 km grid",
+        "institution": "ta2d",
+        "source": "GK-2A AMI L1B + static fields -> ta2d TA model",
+        "time_zone": "time is UTC; Korea Standard Time (KST) = UTC + 9 h",
+        "missing_slots": "; ".join(missing),
+        "n_missing_slots": len(missing),
+        "first_line": domain.first_line, "last_line": domain.last_line,
+        "first_column": domain.first_column, "last_column": domain.last_column,
+        "ta2d_version": ta2d.__version__,
+        **dict(attrs or {}),
+    }
+    return ds
+
+
+def chunk_shape(ds: xr.Dataset) -> tuple[int, int, int]:
+    """HDF5 chunks of the (time, y, x) fields: the whole day × tiles of at most TILE × TILE pixels. A slot's map
+    reads every tile of one day (~1 MB compressed on the demo), a pixel's year one tile per day: over a year of
+    demo maps 0.1 s and 2.6 s, against 0.6 s and 24 s with one chunk per slot (README "Maps")."""
+    return ds.sizes["time"], min(ds.sizes["y"], TILE), min(ds.sizes["x"], TILE)
+
+
+def write_day(ds: xr.Dataset, path: str | Path, complevel: int = 4) -> None:
+    """Write atomically: TA fields int16-packed (0.01 K, fill -32768) and deflated in :func:`chunk_shape` chunks."""
+    chunks = chunk_shape(ds)
+    field = {"dtype": "int16", "scale_factor": TA_SCALE, "add_offset": np.float32(0.0), "_FillValue": TA_FILL,
+             "zlib": True, "complevel": complevel, "shuffle": True, "chunksizes": chunks}
+    enc = {name: dict(field) for name in FIELDS if name in ds}
+    enc["mask"] = {"zlib": True, "complevel": complevel, "shuffle": True, "chunksizes": chunks, "_FillValue": None}
+    enc.update({v: {"_FillValue": None} for v in ("lat", "lon", "x", "y", "height", GRID_MAPPING)})
+    enc["time"] = {"units": "seconds since 1970-01-01 00:00:00", "calendar": "proleptic_gregorian", "dtype": "int64"}
+    ds = ds.copy()
+    for name in ("slot_status", "correction_status", "n_predicted", "n_stations", GRID_MAPPING):
+        if name in ds:  # per-slot tables and the grid mapping: no `coordinates` attribute (not fields on the grid)
+            ds[name].encoding["coordinates"] = None
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
+
+
+def open_archive(paths, **kwargs) -> xr.Dataset:
+    """Many day files as one lazy Dataset along time (dask), without comparing the grid of every file."""
+    opts = {"engine": "h5netcdf", "combine": "by_coords", "data_vars": "minimal", "coords": "minimal",
+            "compat": "override", "join": "override", "parallel": False}
+    return xr.open_mfdataset(paths, **{**opts, **kwargs})
+
+
+# --- one day --------------------------------------------------------------------------------------------
+
+def scene_slots_of_day(scene: xr.Dataset, times: pd.DatetimeIndex, scene_path) -> tuple[np.ndarray, list[str]]:
+    """(index of each day slot in the scene or -1, status of each slot): the scene's own status, or why the
+    slot is missing from it."""
+    unix = scene["time"].values.astype("datetime64[s]").astype(np.int64)
+    pos = {int(u): i for i, u in enumerate(unix)}
+    status_var = scene["status"].values if "status" in scene else None
+    idx, status = [], []
+    for ts in times:
+        i = pos.get(int(ts.timestamp()), -1)
+        idx.append(i)
+        if i < 0:
+            status.append(f"no_slot: {ts:%Y-%m-%d %H:%M} UTC is not a slot of the scene {scene_path}")
+        else:
+            s = str(status_var[i]) if status_var is not None else SLOT_OK
+            status.append(SLOT_OK if s == SLOT_OK else f"bad_scene: {s}")
+    return np.array(idx, np.int64), status
+
+
+def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_path="scene", patch_size: int = 9,
+            batch_size: int = 1024, device=None) -> dict:
+    """The raw TA of every slot of `times` (see :func:`ta2d.maps.predict.predict_slots`): ta, mask, slot_status,
+    lat, lon, domain, n_pixels, seconds. A slot that is missing, bad, or without any predicted pixel is NaN and
+    its slot_status says why."""
+    from .predict import MASK_NO_SCENE, MASK_PREDICTED, land_pixels, predict_slots, scene_domain
+
+    domain = scene_domain(scene)
+    idx, status = scene_slots_of_day(scene, times, scene_path)
+    present = np.flatnonzero(idx >= 0)
+    nl, nc = domain.shape
+    ta = np.full((len(times), nl, nc), np.nan, np.float32)
+    mask = np.repeat(np.where(land_pixels(static), MASK_NO_SCENE, 0).astype(np.uint8)[None], len(times), axis=0)
+    lat = scene["lat"].values.astype(np.float32)
+    lon = scene["lon"].values.astype(np.float32)
+    n_pixels, seconds = 0, 0.0
+    if len(present):
+        slots = scene[["bt", "rf", "sza", "lat", "lon"]].isel(time=idx[present]).load()
+        usable = np.array([status[i] == SLOT_OK for i in present])
+        out = predict_slots(model, slots, static, usable, patch_size, batch_size, device)
+        ta[present], mask[present] = out["ta"], out["mask"]
+        n_pixels, seconds = out["n_pixels"], out["seconds"]
+    for t in range(len(times)):
+        if status[t] == SLOT_OK and not (mask[t] == MASK_PREDICTED).any():
+            status[t] = "no_prediction: every land pixel's patch has non-finite values"
+    return {"ta": ta, "mask": mask, "slot_status": status, "lat": lat, "lon": lon, "domain": domain,
+            "n_pixels": n_pixels, "seconds": seconds}
+
+
+def resolve_run(run: str, checkpoints: Mapping[str, str | Path], metrics_csv: str | Path | None) -> tuple[str, str]:
+    """(model run, why): `run` itself, or for ``best`` the run chosen from the evaluation's metrics.csv."""
+    if run != BEST:
+        if run not in checkpoints:
+            raise ValueError(f"maps: no checkpoint for run {run!r} (have {sorted(checkpoints)})")
+        return run, "named in maps.runs"
+    if metrics_csv is None:
+        raise ValueError("maps: run 'best' needs results/eval/metrics.csv")
+    return best_run(metrics_csv, list(checkpoints))
+
+
+def map_day_files(run: str, checkpoints: Mapping[str, str | Path], scene_path: str | Path, static_path: str | Path,
+                  index_csv: str | Path | None, day: str, slot_minutes: Sequence[int], out_nc: str | Path,
+                  out_stations: str | Path | None, metrics_csv: str | Path | None = None,
+                  correction: Mapping | None = None, patch_size: int = 9, batch_size: int = 1024,
+                  device: str | None = None, static_vars: Mapping[str, str] | None = None,
+                  threads: int | None = None) -> dict:
+    """Rule map_day: a run's TA for every slot of a day -> the archive file, plus the day's station table
+    (observed, raw, leave-stations-out corrected; ta2d.maps.kriging). ``threads``: torch's CPU threads.
+    Returns a summary."""
+    from ta2d.evaluate import run_kind
+    from ta2d.models import load_model
+    from ta2d.static import read_static
+
+    from .kriging import KrigingConfig, correct_fields, leave_stations_out, local_xy_km, residual_table
+    from .observations import day_observations, no_observations, values_at
+    from .predict import scene_domain
+
+    t0 = _time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    cfg = KrigingConfig.from_config(correction)
+    model_run, why = resolve_run(run, checkpoints, metrics_csv)
+    checkpoint = checkpoints[model_run]
+    model = load_model(checkpoint)
+    sv = dict(static_vars or {})
+    times = day_slot_times(day, slot_minutes)
+    try:
+        scene = xr.open_dataset(scene_path, engine="h5netcdf", cache=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"scene {scene_path}: cannot be opened ({err})") from err
+    with scene:
+        for name in ("bt", "rf", "sza", "lat", "lon", "time", "line", "column"):
+            if name not in scene.variables:
+                raise ValueError(f"scene {scene_path}: no variable {name!r}: not a ta2d scene")
+        static = read_static(static_path, scene_domain(scene), sv.get("dem_var", "dem"),
+                             sv.get("land_sea_mask_var", "land_sea_mask"), sv.get("landcover_var", "landcover"))
+        day_map = map_day(model, scene, static, times, scene_path, patch_size, batch_size, device)
+    domain, ta = day_map["domain"], day_map["ta"]
+
+    # station correction and its leave-stations-out evaluation
+    obs = day_observations(index_csv, day) if index_csv is not None else no_observations()
+    unix = np.array([int(ts.timestamp()) for ts in times], np.int64)
+    lat0, lon0 = float(np.nanmean(day_map["lat"])), float(np.nanmean(day_map["lon"]))
+    gx, gy = local_xy_km(day_map["lat"], day_map["lon"], lat0, lon0)
+    slot_of = {int(u): i for i, u in enumerate(unix)}
+    t_of_obs = np.array([slot_of.get(int(u), -1) for u in obs["time"]], np.int64)
+    obs = obs[t_of_obs >= 0]
+    t_of_obs = t_of_obs[t_of_obs >= 0]
+    at_pixel = values_at(ta, domain, obs["line"], obs["column"])  # (T, N)
+    raw = at_pixel[t_of_obs, np.arange(len(obs))] if len(obs) else np.empty(0)
+    sx = values_at(gx, domain, obs["line"], obs["column"])
+    sy = values_at(gy, domain, obs["line"], obs["column"])
+    table = residual_table(obs, raw, sx, sy)
+    corr = correct_fields(ta, unix, gx, gy, table, cfg)
+    lso, _ = leave_stations_out(table, cfg)
+    lso.insert(0, "day", day)
+    lso.insert(0, "model_run", model_run)
+    lso.insert(0, "run", run)
+
+    kind = run_kind(checkpoint)
+    vario = corr["variogram"]
+    attrs = {
+        "run": model_run, "map_run": run, "run_selection": why, "model_kind": kind, "checkpoint": str(checkpoint),
+        "day": f"{pd.Timestamp(day):%Y-%m-%d}", "source_scene": str(scene_path), "source_static": str(static_path),
+        "source_observations": str(index_csv) if index_csv is not None else "none", "patch_size": int(patch_size),
+        "correction_method": (f"ordinary kriging of station residuals (PyKrige), variogram {vario.describe()}"
+                              if vario is not None and cfg.method != "none" else f"none ({corr['status'][0]})"),
+        "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} ta2d map_day (ta2d {ta2d.__version__})",
+    }
+    ds = day_dataset(times, domain, day_map["lat"], day_map["lon"], ta, day_map["mask"], day_map["slot_status"],
+                     corr["corrected"], corr["status"], corr["n_stations"], attrs)
+    write_day(ds, out_nc)
+    if out_stations is not None:
+        with atomic_path(out_stations) as tmp:
+            lso.to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
+    n_ok = sum(s == SLOT_OK for s in day_map["slot_status"])
+    summary = {"run": run, "model_run": model_run, "day": day, "slots": len(times), "slots_ok": n_ok,
+               "pixels": day_map["n_pixels"], "seconds_model": round(day_map["seconds"], 2),
+               "pixels_per_s": round(day_map["n_pixels"] / max(day_map["seconds"], 1e-9)),
+               "stations": int(table["stn"].nunique()) if len(table) else 0,
+               "seconds_total": round(_time.perf_counter() - t0, 2)}
+    log.info("map %s", summary)
+    return summary
