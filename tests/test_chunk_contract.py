@@ -39,6 +39,7 @@ def test_chunk_names_round_trip():
     torch.linspace(-1, 1, 30, dtype=torch.float16).reshape(3, 10),
     torch.arange(40, dtype=torch.float32).reshape(4, 10)[:, ::2],  # not contiguous: row-major bytes count
     torch.zeros((0, 19, 9, 9)),
+    torch.from_numpy(np.zeros((0, 2), dtype=np.int32).reshape(-1, 2)),  # empty, with a stride of 0
 ])
 def test_field_crc_is_the_crc32_of_the_row_major_bytes(t):
     expected = zlib.crc32(np.ascontiguousarray(t.numpy()).tobytes()) & 0xFFFFFFFF

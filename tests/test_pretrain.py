@@ -12,6 +12,7 @@ import torch
 import xarray as xr
 import yaml
 
+from ta2d.chunk_contract import CHECKSUM_KEY
 from ta2d.config import ConfigError, validate_config
 from ta2d.grid import Domain
 from ta2d.models import ClayEncoder, build_model, load_clay_checkpoint
@@ -100,7 +101,8 @@ def test_unlabeled_chunk_contract_reproducible_land_and_sea(scene_static, tiles,
     d, static = scene_static
     path, counts = tiles
     t = torch.load(path, weights_only=True, mmap=True)
-    assert set(t) == set(UNLABELED_KEYS)  # the chunk contract minus the labels
+    assert set(t) == {*UNLABELED_KEYS, CHECKSUM_KEY}  # the chunk contract minus the labels, with its CRCs
+    assert set(t[CHECKSUM_KEY]) == set(UNLABELED_KEYS)
     n = len(t["x"])
     assert t["x"].shape == (n, 19, 17, 17) and t["x"].dtype == torch.float32
     assert t["time7"].shape == (n, 7) and t["loc"].shape == (n, 3) and t["landcover_onehot"].shape == (n, 17)

@@ -108,6 +108,8 @@ def field_crc(t: torch.Tensor) -> str:
     """CRC-32 (hex) of a tensor's bytes in row-major order, whatever its dtype or strides."""
     import torch
 
+    if t.numel() == 0:  # an empty tensor may carry stride 0, which view(uint8) refuses
+        return f"{zlib.crc32(b''):08x}"
     data = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
     return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
 
