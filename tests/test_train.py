@@ -1,4 +1,6 @@
-"""train_run: loss goes down, checkpoints/metrics, resume equals an uninterrupted run, baselines."""
+"""train_run: loss goes down, checkpoints/metrics, resume equals an uninterrupted run, baselines.
+
+Fine-tuning the encoder (finetune: last_k / full, layer-wise rates) is tested in tests/test_finetune.py."""
 
 from __future__ import annotations
 
@@ -211,15 +213,6 @@ def test_changed_data_restarts_from_scratch(data, tmp_path):
     assert any("run config changed (lr)" in s for s in logs)
 
 
-def test_unfrozen_encoder_has_its_own_learning_rate(data, tmp_path):
-    train, val, stats = data
-    cfg = {**FAST, "epochs": 1, "freeze_encoder": False, "encoder_lr": 1e-5, "scheduler": "none"}
-    train_run(cfg, train[:1], val[:1], stats, tmp_path, progress=False, log=lambda s: None)
-    ck = torch.load(tmp_path / "current.pt", weights_only=True)
-    assert [g["lr"] for g in ck["optimizer"]["param_groups"]] == [3e-3, 1e-5]
-    assert not (tmp_path / "embed").exists()
-
-
 def test_ridge_baseline_through_the_same_code(data, tmp_path):
     train, val, stats = data
     train_run(
@@ -245,7 +238,7 @@ def test_run_defaults_equal_the_schema_defaults():
     """The schema is the one copy of the run defaults: every run key has one there, resolve_run_config({})
     returns them (waves_um: null made explicit), and the code's allowed values are the schema's."""
     from ta2d.config import load_schema, validate_config
-    from ta2d.models import MODEL_KINDS, PATCH_MODES, PRESETS, default_waves
+    from ta2d.models import FINETUNE_MODES, MODEL_KINDS, PATCH_MODES, PRESETS, default_waves
     from ta2d.training import RUN_DEFAULTS, SCHEDULERS, resolve_run_config
 
     schema = load_schema()
@@ -258,7 +251,7 @@ def test_run_defaults_equal_the_schema_defaults():
         want = default_waves() if key == "waves_um" and p["default"] is None else p["default"]
         assert resolved[key] == want, key
     for key, allowed in (("model", MODEL_KINDS), ("preset", PRESETS), ("patch_mode", PATCH_MODES),
-                         ("scheduler", SCHEDULERS)):
+                         ("scheduler", SCHEDULERS), ("finetune", FINETUNE_MODES)):
         assert sorted(props[key]["enum"]) == sorted(allowed), key
     # what Snakemake's config validation fills in for a run that names no key is what train_run uses
     config = {"period": {"start": "2024-01-01", "end": "2024-01-02"},

@@ -6,6 +6,7 @@ Every error names the config key (dotted path) and what is wrong, before any job
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,39 @@ def encoder_from_path(value: str) -> str:
     """The checkpoint a train run's ``encoder_from`` points at: results/pretrain/{name}/encoder.ckpt, or the path
     itself (relative paths against the working directory, the workflow's)."""
     return value if is_path_like(value) else f"{PRETRAIN_DIR}/{value}/encoder.ckpt"
+
+
+# Keys a config may still carry from an older ta2d: what replaced them, appended to "unknown key ...".
+REPLACED_KEYS = {
+    "freeze_encoder": " (replaced by finetune: frozen | last_k | full; freeze_encoder true = frozen, false = full)",
+}
+
+
+# Train run key finetune (what of the Clay encoder trains), and the transformer depth of each Clay preset
+# (= ta2d.models.PRESETS, which imports torch; tests/test_finetune.py checks they agree): here so that
+# validating a config, which every Snakefile parse does, never imports torch.
+FINETUNE_MODES = ("frozen", "last_k", "full")
+CLAY_DEPTHS = {"tiny": 6, "small": 6, "base": 12, "large": 24}
+
+
+def finetune_problems(cfg: Mapping) -> list[tuple[str, str]]:
+    """What is wrong with the fine-tuning keys of a run config (defaults filled in): (key, message) pairs."""
+    problems = []
+    mode = cfg.get("finetune")
+    if mode not in FINETUNE_MODES:
+        return [("finetune", f"{mode!r}; choose one of {list(FINETUNE_MODES)}")]
+    decay = cfg.get("layer_decay")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
+        problems.append(("layer_decay", f"{decay!r}; a number in (0, 1] (1 = no decay)"))
+    k = cfg.get("finetune_blocks")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        problems.append(("finetune_blocks", f"{k!r}; an integer >= 1"))
+    elif mode == "last_k" and cfg.get("model") == "clay_transfer" and cfg.get("preset") in CLAY_DEPTHS:
+        depth = CLAY_DEPTHS[cfg["preset"]]
+        if k > depth:
+            problems.append(("finetune_blocks", f"{k} with finetune: last_k, but preset {cfg['preset']} has "
+                                                f"{depth} transformer blocks; use 1..{depth} (or finetune: full)"))
+    return problems
 
 
 class ConfigError(ValueError):
@@ -62,7 +96,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        return f"unknown key {key + '.' if key != '<top level>' else ''}{extra[0]} (allowed here: {', '.join(allowed)})"
+        hint = REPLACED_KEYS.get(extra[0], "")
+        return (f"unknown key {key + '.' if key != '<top level>' else ''}{extra[0]}{hint} "
+                f"(allowed here: {', '.join(allowed)})")
     if error.validator == "required":
         return f"key {key}: {error.message}"
     return f"key {key}: {error.message}"
@@ -101,6 +137,7 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
         problems.append(f"key split.fractions: must sum to 1, got {sum(fractions.values()):g}")
     problems += _check_pretrain(config)
+    problems += _check_finetune(config)
     demo_makes_inputs = config.get("demo", {}).get("enabled", False)
     if check_files and not demo_makes_inputs:
         for key in ("labels", "stations", "static"):
@@ -112,6 +149,12 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
             problems.append(f"key inputs.l1b.dir: folder {config['inputs']['l1b']['dir']} does not exist")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _check_finetune(config: dict) -> list[str]:
+    """The fine-tuning keys of every train run that the schema cannot check (finetune_blocks vs the preset's depth)."""
+    runs = config.get("train", {}).get("runs", {})
+    return [f"key train.runs.{name}.{key}: {msg}" for name, run in runs.items() for key, msg in finetune_problems(run)]
 
 
 def _check_pretrain(config: dict) -> list[str]:

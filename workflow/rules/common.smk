@@ -76,7 +76,7 @@ wildcard_constraints:
 
 def uses_embedding_cache(run):
     cfg = RUNS[run]
-    return cfg["model"] == "clay_transfer" and cfg["freeze_encoder"] and cfg["embed_cache"]
+    return cfg["model"] == "clay_transfer" and cfg["finetune"] == "frozen" and cfg["embed_cache"]
 
 
 def run_gpus(wildcards):

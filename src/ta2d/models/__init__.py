@@ -2,8 +2,8 @@
 gradient-boosted trees on hand features (gbt.py, hand_features.py).
 
 ``build_model(cfg, stats)`` makes the model a resolved run config asks for (see ta2d.training.RUN_DEFAULTS);
-``load_model(path)`` rebuilds it from a best.pt alone (or a current.pt, except a frozen-encoder run's,
-which leaves the encoder out).
+``load_model(path)`` rebuilds it from a best.pt alone (or a current.pt, except that of a run with frozen
+encoder weights, finetune: frozen or last_k, which leaves them out).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from .clay import PRESETS, ClayCheckpointError, ClayEncoder, load_clay_checkpoin
 from .gbt import GBTModel
 from .hand_features import hand_features
 from .ridge import RidgeModel
-from .ta_model import FEATURE_GROUPS, PATCH_MODES, ClayTransfer, Normalizer, PatchCNN, default_waves
+from .ta_model import FEATURE_GROUPS, FINETUNE_MODES, PATCH_MODES, ClayTransfer, Normalizer, PatchCNN, default_waves
 
 MODEL_KINDS = ("clay_transfer", "cnn", "gbt", "ridge")
 
 __all__ = [
     "FEATURE_GROUPS",
+    "FINETUNE_MODES",
     "MODEL_KINDS",
     "PATCH_MODES",
     "PRESETS",
@@ -92,19 +93,31 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
         patch_mode=cfg["patch_mode"],
         pool=cfg["pool"],
         head_hidden=cfg["head_hidden"],
-        freeze_encoder=cfg["freeze_encoder"],
+        finetune=finetune_mode(cfg),
+        finetune_blocks=int(cfg.get("finetune_blocks", 1)),
         encoder=encoder,
     )
+
+
+def finetune_mode(cfg: Mapping) -> str:
+    """A run config's finetune; the run config of a checkpoint written before the key existed has
+    freeze_encoder instead (true = frozen, false = full)."""
+    if "finetune" in cfg:
+        return cfg["finetune"]
+    return "frozen" if cfg.get("freeze_encoder", True) else "full"
 
 
 def load_model(path: str | Path, map_location="cpu") -> nn.Module:
     """Rebuild a trained model (eval mode) from a ta2d checkpoint: its run config, stats and weights."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-    if ckpt.get("model_kind") == "clay_transfer" and not any(k.startswith("encoder.") for k in ckpt["model"]):
-        raise ValueError(
-            f"{path} holds no encoder weights (the current.pt of a frozen-encoder run keeps only the trainable "
-            "part, for resuming); load the run's best.pt"
-        )
     model = build_model(ckpt["run_config"], ckpt["stats"], load_weights=False)
+    missing = [k for k in model.state_dict() if k not in ckpt["model"]]
+    if ckpt.get("model_kind") == "clay_transfer" and missing and all(k.startswith("encoder.") for k in missing):
+        what = "no encoder weights" if len(missing) == sum(k.startswith("encoder.") for k in model.state_dict()) \
+            else f"only the trainable encoder weights ({len(missing)} frozen tensors left out)"
+        raise ValueError(
+            f"{path} holds {what}: the current.pt of a run with a frozen encoder (finetune: frozen) or frozen "
+            "encoder blocks (last_k) keeps only the trainable part, for resuming; load the run's best.pt"
+        )
     model.load_state_dict(ckpt["model"], strict=True)
     return model.eval()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ta2d.channels import ALL_CHANNELS, CHANNELS, X_CHANNELS
+from ta2d.config import FINETUNE_MODES  # run key finetune: what of the encoder trains
 
 from .clay import ClayEncoder, clay_time_latlon
 
@@ -200,7 +201,12 @@ def mlp(n_in: int, hidden: int, n_hidden: int = 2) -> nn.Sequential:
 
 
 class ClayTransfer(nn.Module):
-    """Normaliser -> 9x9 adapter -> Clay encoder -> [cls, mean patch token] + side features -> MLP head."""
+    """Normaliser -> 9x9 adapter -> Clay encoder -> [cls, mean patch token] + side features -> MLP head.
+
+    ``finetune``: frozen (the head only; the encoder runs without autograd and in eval mode), last_k (the last
+    ``finetune_blocks`` blocks + final norm train: autograd starts at the first trainable block, since nothing
+    before it needs a gradient) or full.
+    """
 
     drop_features: tuple[str, ...] = ()  # FEATURE_GROUPS this model does not see (set by build_model)
 
@@ -212,7 +218,8 @@ class ClayTransfer(nn.Module):
         patch_mode: str = "area8",
         pool: str = "cls_mean",
         head_hidden: int = 256,
-        freeze_encoder: bool = True,
+        finetune: str = "frozen",
+        finetune_blocks: int = 1,
         encoder: ClayEncoder | None = None,
     ):
         super().__init__()
@@ -223,18 +230,34 @@ class ClayTransfer(nn.Module):
         waves = default_waves() if waves is None else list(waves)
         if len(waves) != N_SPECTRAL:
             raise ValueError(f"waves needs {N_SPECTRAL} wavelengths (µm, x channel order), got {len(waves)}")
-        self.patch_mode, self.pool, self.freeze_encoder = patch_mode, pool, freeze_encoder
+        self.patch_mode, self.pool = patch_mode, pool
         self.normalizer = normalizer
         self.register_buffer("waves", torch.tensor(waves, dtype=torch.float32))
         self.encoder = ClayEncoder.from_preset(preset) if encoder is None else encoder
         self.embed_dim = self.encoder.dim * (2 if pool == "cls_mean" else 1)
         self.emb_norm = nn.LayerNorm(self.embed_dim)
         self.head = mlp(self.embed_dim + N_SIDE, head_hidden)
-        self.set_frozen(freeze_encoder)
+        self.set_finetune(finetune, finetune_blocks)
 
-    def set_frozen(self, frozen: bool) -> None:
-        self.freeze_encoder = frozen
-        self.encoder.requires_grad_(not frozen)
+    def set_finetune(self, mode: str, blocks: int = 1) -> None:
+        """What of the encoder trains (run key finetune): frozen, last_k (the last ``blocks`` transformer blocks
+        and the final norm; earlier blocks, cls token and patch embedding stay frozen) or full."""
+        depth = len(self.encoder.transformer.layers)
+        if mode not in FINETUNE_MODES:
+            raise ValueError(f"unknown finetune {mode!r}; choose one of {list(FINETUNE_MODES)}")
+        if mode == "last_k" and not 1 <= blocks <= depth:
+            raise ValueError(f"finetune_blocks={blocks}: the encoder has {depth} blocks")
+        self.finetune, self.finetune_blocks = mode, blocks
+        self.encoder.requires_grad_(mode == "full")
+        if mode == "last_k":
+            for block in self.encoder.transformer.layers[depth - blocks :]:
+                block.requires_grad_(True)
+            self.encoder.transformer.norm.requires_grad_(True)
+
+    @property
+    def freeze_encoder(self) -> bool:
+        """Whether no encoder weight trains (finetune: frozen): its features can then be cached."""
+        return self.finetune == "frozen"
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -31,6 +31,7 @@ _WHERE = {
     "data_fingerprint": "checkpoints",
     "FITTED_KINDS": "run_config",
     "make_scheduler": "loop",
+    "param_groups": "loop",
     "train_run": "loop",
     "launch": "distributed",
     "PRETRAIN_DEFAULTS": "pretrain",
@@ -46,6 +47,7 @@ __all__ = [
     "launch",
     "load_stats",
     "make_scheduler",
+    "param_groups",
     "predict_chunks",
     "pretrain_run",
     "resolve_device",
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from .checkpoints import METRIC_COLUMNS, data_fingerprint
     from .distributed import launch
     from .inference import load_stats, predict_chunks, resolve_device
-    from .loop import make_scheduler, train_run
+    from .loop import make_scheduler, param_groups, train_run
     from .pretrain import PRETRAIN_DEFAULTS, pretrain_run
     from .run_config import FITTED_KINDS, RUN_DEFAULTS, SCHEDULERS, resolve_run_config
 

@@ -3,10 +3,12 @@
   metrics.csv  one row per epoch (METRIC_COLUMNS), rewritten atomically after every epoch.
   best.pt      self-contained (ta2d.models.load_model(best.pt) alone predicts); written when the score
                improves, with a hidden hard link .best.pt.keep so a resumed run can restore it.
-  current.pt   after every epoch, for resuming. For a frozen-encoder clay_transfer run it holds only the
-               trainable part (no ``encoder.*`` weights: the encoder is rebuilt from the run config, a
-               seeded random init or clay_ckpt_path) plus ``encoder_fingerprint``, so a rerun can check
-               that the rebuilt encoder is the one the run trained with.
+  current.pt   after every epoch, for resuming. For a clay_transfer run with frozen encoder weights
+               (finetune: frozen, or the blocks below the last k of finetune: last_k) it holds only the
+               trainable part (the frozen ``encoder.*`` weights are rebuilt from the run config, a seeded
+               random init, clay_ckpt_path or encoder_from) plus ``encoder_fingerprint`` of the frozen part,
+               so a rerun can check that the rebuilt weights are the ones the run trained with. A full
+               fine-tune's current.pt holds the whole model.
 
 A rerun continues from current.pt only when the data fingerprint, the run config (all keys but
 _NOT_IDENTITY), the normalisation stats and the encoder fingerprint match (``resume_mismatch``).
@@ -18,7 +20,7 @@ import csv
 import hashlib
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -51,27 +53,55 @@ def data_fingerprint(train_chunks: Sequence[str | Path], val_chunks: Sequence[st
     return h.hexdigest()
 
 
-def encoder_fingerprint(encoder: nn.Module) -> str:
-    """Hash of an encoder's weights (names, shapes, dtypes, bytes); the device does not enter it."""
+def encoder_fingerprint(encoder: nn.Module, keys: Collection[str] | None = None) -> str:
+    """Hash of an encoder's weights (names, shapes, dtypes, bytes), of all or of the state-dict ``keys`` (names
+    inside the encoder); the device does not enter it."""
     h = hashlib.blake2b(digest_size=20)
     for k, v in sorted(encoder.state_dict().items()):
+        if keys is not None and k not in keys:
+            continue
         h.update(k.encode())
         tensor_digest(h, v)
     return h.hexdigest()
 
 
-def trainable_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A model state dict without the frozen encoder's weights (what current.pt keeps of a frozen run)."""
-    return {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+def frozen_encoder_keys(model: nn.Module) -> list[str]:
+    """Model state-dict keys of the encoder's frozen weights (``encoder.`` prefix; all of a frozen encoder, the
+    blocks below the last k of finetune: last_k, none of a fully fine-tuned one or a model without encoder)."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        return []
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    return [ENCODER_PREFIX + k for k in encoder.state_dict() if k not in trainable]
 
 
-def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], head_only: bool) -> None:
-    """Load a checkpoint's weights; ``head_only``: all but the encoder's, which the model already has."""
-    if not head_only:
+def frozen_fingerprint(model: nn.Module, frozen_keys: Collection[str]) -> str | None:
+    """encoder_fingerprint of the frozen part (None when nothing is frozen): what current.pt keeps instead of it."""
+    if not frozen_keys:
+        return None
+    return encoder_fingerprint(model.encoder, {k[len(ENCODER_PREFIX):] for k in frozen_keys})
+
+
+def trainable_state(state: Mapping[str, torch.Tensor], frozen_keys: Collection[str] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """A model state dict without the frozen encoder weights (``frozen_keys``; None: every ``encoder.`` key):
+    what current.pt keeps of a run with a frozen encoder or frozen encoder blocks."""
+    if frozen_keys is None:
+        return {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX)}
+    frozen = set(frozen_keys)
+    return {k: v for k, v in state.items() if k not in frozen}
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], partial: bool,
+                     frozen_keys: Collection[str] | None = None) -> None:
+    """Load a checkpoint's weights; ``partial``: all but the frozen encoder weights (``frozen_keys``; None: any
+    ``encoder.`` key), which the model already has."""
+    if not partial:
         model.load_state_dict(state)
         return
     missing, unexpected = model.load_state_dict(state, strict=False)
-    bad = [k for k in missing if not k.startswith(ENCODER_PREFIX)]
+    allowed = set(frozen_keys) if frozen_keys is not None else None
+    bad = [k for k in missing if (k not in allowed if allowed is not None else not k.startswith(ENCODER_PREFIX))]
     if bad or unexpected:
         raise RuntimeError(f"checkpoint does not fit the model: missing {bad}, unexpected {list(unexpected)}")
 
@@ -135,7 +165,7 @@ def resume_mismatch(ck: Mapping, base: Mapping, encoder_fp: str | None = None) -
         return "the normalisation stats changed"
     if "encoder_fingerprint" in ck and ck["encoder_fingerprint"] != encoder_fp:
         return (
-            "the frozen encoder rebuilt from the run config (seeded init or clay_ckpt_path) differs from the "
-            f"one it trained with (fingerprint {encoder_fp} vs {ck['encoder_fingerprint']})"
+            "the frozen encoder rebuilt from the run config (seeded init, clay_ckpt_path or encoder_from) differs "
+            f"from the one it trained with (fingerprint {encoder_fp} vs {ck['encoder_fingerprint']})"
         )
     return None

@@ -5,7 +5,8 @@
                train_rmse_k, val_rmse_k, lr, seconds (MSE/RMSE norm on z-scored TA; RMSE_K = RMSE_norm*TA std)
   current.pt   after every epoch; best.pt when val MSE improves. Both hold model / optimizer / scheduler /
                epoch / best_val (as in the seed) plus stats, run_config, data_fingerprint, history, rng_state;
-               current.pt of a frozen-encoder run leaves the encoder out (encoder_fingerprint instead).
+               current.pt of a run with frozen encoder weights (finetune: frozen, or the blocks below the
+               last k of finetune: last_k) leaves them out (encoder_fingerprint of the frozen part instead).
   embed/       embedding files (clay_transfer, frozen encoder, embed_cache), unless embed_dir is given.
 A rerun resumes from current.pt when its run config, stats, data fingerprint (and encoder fingerprint)
 match, else starts over; a resumed run restores best.pt (from the hidden hard link .best.pt.keep) and
@@ -41,7 +42,8 @@ from ta2d.models import build_model
 from ta2d.training.checkpoints import (
     atomic_save,
     data_fingerprint,
-    encoder_fingerprint,
+    frozen_encoder_keys,
+    frozen_fingerprint,
     load_model_state,
     read_checkpoint,
     restore_best,
@@ -153,6 +155,52 @@ def make_scheduler(opt, cfg: Mapping, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+NO_DECAY_NAMES = ("cls_token", "weight_tokens", "bias_token")  # learned tokens of the Clay encoder: no weight decay
+
+
+def encoder_layer_id(name: str, depth: int) -> int:
+    """Layer of an encoder parameter for layer-wise lr decay (BEiT/MAE): cls token and patch embedding 0,
+    transformer block i (0-based) i + 1, the final norm depth + 1."""
+    if name.startswith("transformer.layers."):
+        return int(name.split(".")[2]) + 1
+    if name.startswith("transformer."):
+        return depth + 1
+    return 0
+
+
+def param_groups(model: torch.nn.Module, cfg: Mapping) -> list[dict]:
+    """AdamW parameter groups of a resolved run config: the head (or the CNN) at ``lr``, decayed with
+    ``weight_decay`` as a whole; for finetune last_k / full the encoder's trainable parameters by layer at
+    ``encoder_lr * layer_decay ** (depth + 1 - layer)`` (ta2d.training.loop.encoder_layer_id), weight decay on
+    their matrices only (not on norms, biases or the learned tokens). Every group carries its ``lr_scale``
+    (the schedules scale each group's own rate) and a ``name``; frozen parameters are in no group."""
+    groups = [{
+        "name": "head",
+        "params": [p for n, p in model.named_parameters() if not n.startswith("encoder.") and p.requires_grad],
+        "lr": cfg["lr"], "weight_decay": cfg["weight_decay"], "lr_scale": 1.0,
+    }]
+    encoder = getattr(model, "encoder", None)
+    if cfg["model"] != "clay_transfer" or cfg["finetune"] == "frozen" or encoder is None:
+        return groups
+    depth, decay = len(encoder.transformer.layers), float(cfg["layer_decay"])
+    by_key: dict[tuple[int, bool], list] = {}
+    for name, p in encoder.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES
+        by_key.setdefault((encoder_layer_id(name, depth), no_decay), []).append(p)
+    for (layer, no_decay), params in sorted(by_key.items()):
+        scale = decay ** (depth + 1 - layer)
+        groups.append({
+            "name": f"encoder.layer{layer}{'.no_decay' if no_decay else ''}",
+            "params": params,
+            "lr": cfg["encoder_lr"] * scale,
+            "weight_decay": 0.0 if no_decay else cfg["weight_decay"],
+            "lr_scale": scale,
+        })
+    return groups
+
+
 def stale_epochs(history: Sequence[Mapping]) -> int:
     """Epochs since the best validation MSE (train MSE without validation data): early stopping's count."""
     if not history:
@@ -213,9 +261,11 @@ def train_run(
 
     seed_everything(cfg["seed"])
     model = build_model(cfg, stats)
-    # a frozen encoder stays out of current.pt; its fingerprint (taken on the CPU) lets resume check it
-    frozen = cfg["model"] == "clay_transfer" and cfg["freeze_encoder"]
-    enc_fp = encoder_fingerprint(model.encoder) if frozen else None
+    # frozen encoder weights (finetune: frozen, or last_k's lower blocks) stay out of current.pt; their
+    # fingerprint (taken on the CPU) lets resume check the rebuilt ones
+    frozen = cfg["model"] == "clay_transfer" and cfg["finetune"] == "frozen"
+    frozen_keys = frozen_encoder_keys(model)
+    enc_fp = frozen_fingerprint(model, frozen_keys)
     model = model.to(dev)
     y_std = float(model.normalizer.y_std)
 
@@ -271,12 +321,7 @@ def train_run(
             raise ValueError(f"{cfg['model']} is fitted in one process; run it with gpus: 1")
         return _fitted_run(model, train_b, val_loader, dev, base, out, y_std, log)
 
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")], "lr": cfg["lr"]}
-    ]
-    if cfg["model"] == "clay_transfer" and not cfg["freeze_encoder"]:
-        groups.append({"params": list(model.encoder.parameters()), "lr": cfg["encoder_lr"]})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg["weight_decay"])
     sched = make_scheduler(opt, cfg, steps_per_epoch=len(train_b))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == "float16")
 
@@ -287,7 +332,7 @@ def train_run(
         if ck is not None:
             why = resume_mismatch(ck, base, enc_fp)
         if why is None:
-            load_model_state(model, ck["model"], head_only="encoder_fingerprint" in ck)
+            load_model_state(model, ck["model"], partial="encoder_fingerprint" in ck, frozen_keys=frozen_keys)
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             if "scaler" in ck:
@@ -375,7 +420,7 @@ def train_run(
                 save_best({**state, "best_val": best_val}, best_path)  # self-contained: the encoder too
         if ctx.main:
             write_metrics(out / "metrics.csv", history)
-            current = trainable_state(weights) if enc_fp is not None else weights
+            current = trainable_state(weights, frozen_keys) if enc_fp is not None else weights
             atomic_save({**state, "model": current, "best_val": best_val}, cur_path)
         log(
             f"epoch {epoch}: train rmse_K {row['train_rmse_k']:.3f}  val rmse_K {row['val_rmse_k']:.3f}  "

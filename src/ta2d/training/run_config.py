@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from ta2d.config import load_schema
+from ta2d.config import finetune_problems, load_schema
 from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, PRESETS, default_waves
 
 
@@ -36,10 +36,35 @@ SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
 # batch (to floating-point tolerance, as a change of device), tests/test_distributed.py checks it.
 _NOT_IDENTITY = ("num_workers", "device", "gpus", "compile")
 FITTED_KINDS = ("ridge", "gbt")  # fitted in one call (closed form / boosting), not by gradient steps
+# The run key finetune replaced freeze_encoder. The config schema no longer has it (a config file that sets it
+# fails validation, saying what replaced it); resolve_run_config still takes it from Python callers
+# (benchmarks, notebooks) as an alias: true = frozen, false = full.
+LEGACY_FREEZE_KEY = "freeze_encoder"
+
+
+def _apply_legacy_freeze(cfg: Mapping) -> dict:
+    """``cfg`` with freeze_encoder turned into finetune (a conflict with an explicit finetune is refused)."""
+    cfg = dict(cfg)
+    if LEGACY_FREEZE_KEY not in cfg:
+        return cfg
+    frozen = cfg.pop(LEGACY_FREEZE_KEY)
+    if not isinstance(frozen, bool):
+        raise ValueError(f"run config freeze_encoder={frozen!r}: a boolean (better: finetune: frozen|last_k|full)")
+    implied = "frozen" if frozen else "full"
+    if "finetune" in cfg and cfg["finetune"] != implied:
+        raise ValueError(
+            f"run config freeze_encoder={frozen} conflicts with finetune={cfg['finetune']!r}; freeze_encoder is "
+            "the old name (true = finetune: frozen, false = finetune: full): set finetune only"
+        )
+    cfg["finetune"] = implied
+    return cfg
 
 
 def resolve_run_config(cfg: Mapping) -> dict:
-    """Defaults filled in, unknown keys and bad values refused; waves_um made explicit."""
+    """Defaults filled in, unknown keys and bad values refused; waves_um made explicit.
+
+    The legacy key freeze_encoder is accepted here (not in a config file) as an alias of finetune."""
+    cfg = _apply_legacy_freeze(cfg)
     unknown = sorted(set(cfg) - set(RUN_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown run config keys {unknown}; known: {sorted(RUN_DEFAULTS)}")
@@ -54,6 +79,9 @@ def resolve_run_config(cfg: Mapping) -> dict:
     ):
         if out[key] not in allowed:
             raise ValueError(f"run config {key}={out[key]!r}; choose one of {list(allowed)}")
+    problems = finetune_problems(out)
+    if problems:
+        raise ValueError("; ".join(f"run config {key}: {msg}" for key, msg in problems))
     if out["num_workers"] != "auto" and (isinstance(out["num_workers"], bool) or not isinstance(out["num_workers"], int)
                                           or out["num_workers"] < 0):
         raise ValueError(f"run config num_workers={out['num_workers']!r}; an integer >= 0 or 'auto'")
