@@ -251,3 +251,21 @@ def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
         b = f.read(1)
         f.seek(at)
         f.write(bytes([b[0] ^ 0x10]))
+
+
+def training_data(tmp_path_factory, n_train_files: int = 3, n_val_files: int = 2) -> tuple[list, list, Path]:
+    """(train chunks, val chunks, stats.json) for training tests: 100 (train) / 60 (val) samples a file."""
+    d = tmp_path_factory.mktemp("patch_pt")
+    train = write_chunks(d, "train", n_train_files, 100, seed=1)
+    val = write_chunks(d, "val", n_val_files, 60, seed=2)
+    stats = tmp_path_factory.mktemp("stats") / "stats.json"
+    compute_stats(train, stats)
+    return train, val, stats
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """A run's metrics.csv, row by row."""
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))

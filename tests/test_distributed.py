@@ -6,14 +6,13 @@ about 10 s each on 2 cores.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from chunk_factory import compute_stats, write_chunks
+from fakes import read_metrics, training_data
 
 from ta2d.data import CHUNK_FIELDS, ChunkBatches
 from ta2d.models import load_model
@@ -30,17 +29,7 @@ CFG = {"model": "cnn", "cnn_channels": [8, 16], "head_hidden": 32, "batch_size":
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("patch_pt")
-    train = write_chunks(d, "train", 3, 100, seed=1)
-    val = write_chunks(d, "val", 2, 60, seed=2)
-    stats = tmp_path_factory.mktemp("stats") / "stats.json"
-    compute_stats(train, stats)
-    return train, val, stats
-
-
-def read_metrics(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return training_data(tmp_path_factory)
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from chunk_factory import compute_stats, write_chunks
+from fakes import training_data
 
 from ta2d.config import ConfigError, validate_config
 from ta2d.models import PRESETS, build_model, load_model
@@ -25,12 +25,7 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("patch_pt")
-    train = write_chunks(d, "train", 2, 100, seed=1)
-    val = write_chunks(d, "val", 1, 60, seed=2)
-    stats = tmp_path_factory.mktemp("stats") / "stats.json"
-    compute_stats(train, stats)
-    return train, val, stats
+    return training_data(tmp_path_factory, 2, 1)
 
 
 def quiet(s):

@@ -4,11 +4,9 @@ Fine-tuning the encoder (finetune: last_k / full, layer-wise rates) is tested in
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
-from chunk_factory import compute_stats, write_chunks
+from fakes import read_metrics, training_data
 
 from ta2d.models import load_model
 from ta2d.training import METRIC_COLUMNS, predict_chunks, train_run
@@ -22,17 +20,7 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("patch_pt")
-    train = write_chunks(d, "train", 3, 100, seed=1)
-    val = write_chunks(d, "val", 2, 60, seed=2)
-    stats = tmp_path_factory.mktemp("stats") / "stats.json"
-    compute_stats(train, stats)
-    return train, val, stats
-
-
-def read_metrics(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return training_data(tmp_path_factory)
 
 
 def test_clay_frozen_run_lowers_the_loss_and_writes_outputs(data, tmp_path):
