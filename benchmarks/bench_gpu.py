@@ -12,7 +12,7 @@ steps, and on CUDA the peak of allocated GPU memory over the configuration is re
 
 * frozen: the encoder runs without gradients and only the head trains: the per-step cost of a frozen run
   without the embedding cache (embed_cache: false); with the cache a step is the head alone.
-* finetune: freeze_encoder false, the encoder with its own learning rate.
+* finetune: finetune full, the encoder's layer-wise parameter groups as training builds them (param_groups).
 * AMP rows (the run's amp_dtype: bfloat16 where the GPU has it natively, else float16 + GradScaler) and TF32
   only on CUDA, as in train_run; ``--compile`` adds torch.compile rows (the first steps compile: raise
   ``--warmup``).
@@ -34,7 +34,7 @@ from chunk_factory import make_chunk  # noqa: E402
 
 from ta2d.data import CHUNK_FIELDS  # noqa: E402
 from ta2d.models import build_model  # noqa: E402
-from ta2d.training import load_stats, make_scheduler, resolve_device, resolve_run_config  # noqa: E402
+from ta2d.training import load_stats, make_scheduler, param_groups, resolve_device, resolve_run_config  # noqa: E402
 from ta2d.training.inference import autocast_dtype, to_device  # noqa: E402
 from ta2d.training.loop import set_tf32, train_step  # noqa: E402
 
@@ -57,14 +57,11 @@ def synthetic_batch(n: int) -> tuple[dict[str, torch.Tensor], dict]:
 def bench_one(mode: str, amp: bool, compiled: bool, a, dev: torch.device, batch: dict, stats: dict) -> dict:
     cfg = resolve_run_config({
         "model": "clay_transfer", "preset": a.preset, "patch_mode": a.patch_mode, "batch_size": a.batch_size,
-        "freeze_encoder": mode == "frozen", "embed_cache": False, "amp": amp, "compile": compiled,
+        "finetune": "frozen" if mode == "frozen" else "full", "embed_cache": False, "amp": amp, "compile": compiled,
     })
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg, load_stats(stats)).to(dev)
-    groups = [{"params": [p for n, p in model.named_parameters() if not n.startswith("encoder.")], "lr": cfg["lr"]}]
-    if mode == "finetune":
-        groups.append({"params": list(model.encoder.parameters()), "lr": cfg["encoder_lr"]})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg["weight_decay"])
     sched = make_scheduler(opt, cfg, steps_per_epoch=a.warmup + a.steps)
     amp_dtype = autocast_dtype(cfg["amp_dtype"] if amp else None, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == "float16")

@@ -70,7 +70,7 @@ def test_frozen_encoder_gets_no_gradient(chunks):
     model(batch_of()).sum().backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.head[0].weight.grad is not None
-    model = build_model(resolve_run_config({"freeze_encoder": False}), chunks[1]).train()
+    model = build_model(resolve_run_config({"finetune": "full"}), chunks[1]).train()
     model(batch_of()).sum().backward()
     assert model.encoder.transformer.norm.weight.grad is not None
 
