@@ -11,6 +11,7 @@ from ta2d.data import ChunkBatches, make_loader, open_chunk
 from ta2d.embed import EMB_FIELDS, embed_chunk, embed_chunks, embedding_fingerprint
 from ta2d.models import ClayTransfer, Normalizer, build_model
 from ta2d.models.ridge import RidgeModel, ridge_features, solve_ridge
+from ta2d.models.ta_model import N_SIDE, N_SPECTRAL
 from ta2d.training import load_stats, resolve_run_config
 
 
@@ -235,3 +236,51 @@ def test_float16_chunks_predict_as_their_float32_values(tmp_path):
         with torch.no_grad():
             assert torch.equal(model(half), model(rounded)), kind
     assert float((d["x"][:, :10] - rounded["x"][:, :10]).abs().max()) <= 0.125  # BT rounding (K), < 512 K
+
+
+def cached_batch(model, n=8, seed=0):
+    """A batch as the embedding cache serves it: emb + x_center instead of x."""
+    b = batch_of(n, seed)
+    with torch.no_grad():
+        emb = model.embed(b)
+    c = b["x"].shape[-1] // 2
+    return {**{k: v for k, v in b.items() if k != "x"}, "emb": emb, "x_center": b["x"][:, :, c, c].clone()}
+
+
+@pytest.mark.parametrize("head_pixel", [True, False])
+def test_the_head_sees_the_station_pixel_only_with_head_pixel(chunks, head_pixel):
+    model = build_model(resolve_run_config({"head_pixel": head_pixel}), chunks[1]).eval()
+    assert model.head[0].in_features == model.embed_dim + N_SIDE + (N_SPECTRAL if head_pixel else 0)
+    b = cached_batch(model)
+    spectral = {**b, "x_center": b["x_center"].clone()}
+    spectral["x_center"][:, :16] += 5.0  # the encoder's embedding (emb) stays what it was
+    geometry = {**b, "x_center": b["x_center"].clone()}
+    geometry["x_center"][:, 16] += 5.0  # centre SZA: a side feature of every head
+    with torch.no_grad():
+        out = model(b)
+        assert torch.equal(out, model(spectral)) != head_pixel
+        assert not torch.equal(out, model(geometry))
+
+
+def test_dropping_the_embedding_leaves_the_head_alone(chunks):
+    model = build_model(resolve_run_config({"drop_features": ["embedding"]}), chunks[1]).eval()
+    b = cached_batch(model)
+    with torch.no_grad():
+        assert torch.equal(model(b), model({**b, "emb": torch.randn_like(b["emb"])}))
+        assert torch.equal(model(b), model(batch_of(8, 0)))  # without the cache: the encoder's output is unused
+    with pytest.raises(ValueError, match="embedding is a clay_transfer input"):
+        resolve_run_config({"model": "cnn", "drop_features": ["embedding"]})
+
+
+def test_a_checkpoint_from_before_head_pixel_loads_without_it(chunks, tmp_path):
+    from ta2d.models import load_model
+
+    cfg = resolve_run_config({"head_pixel": False})
+    model = build_model(cfg, chunks[1]).eval()
+    old_cfg = {k: v for k, v in cfg.items() if k != "head_pixel"}  # written before the key existed
+    torch.save({"model": model.state_dict(), "run_config": old_cfg, "stats": model.normalizer.stats(),
+                "model_kind": "clay_transfer"}, tmp_path / "old.pt")
+    again = load_model(tmp_path / "old.pt")
+    assert not again.head_pixel
+    with torch.no_grad():
+        assert torch.equal(model(batch_of()), again(batch_of()))

@@ -96,6 +96,7 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
         finetune=finetune_mode(cfg),
         finetune_blocks=int(cfg.get("finetune_blocks", 1)),
         encoder=encoder,
+        head_pixel=bool(cfg.get("head_pixel", False)),  # absent from checkpoints written before the key
     )
 
 

@@ -97,6 +97,8 @@ def resolve_run_config(cfg: Mapping) -> dict:
     unknown_groups = sorted(set(out["drop_features"]) - set(FEATURE_GROUPS))
     if unknown_groups:
         raise ValueError(f"run config drop_features: unknown groups {unknown_groups}; known: {list(FEATURE_GROUPS)}")
+    if "embedding" in out["drop_features"] and out["model"] != "clay_transfer":
+        raise ValueError(f"run config drop_features: embedding is a clay_transfer input; model {out['model']} has none")
     out["drop_features"] = sorted(set(out["drop_features"]))
     if out["clay_ckpt_path"] is not None:
         out["clay_ckpt_path"] = str(out["clay_ckpt_path"])
