@@ -269,3 +269,24 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+# one small run of each kind of model, fast enough for evaluation and map tests
+SMALL_RUNS = {
+    "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},
+    "cnn": {"model": "cnn", "epochs": 2, "batch_size": 64, "head_hidden": 32, "cnn_channels": [8]},
+    "ridge": {"model": "ridge"},
+}
+
+
+def train_small_runs(d: Path, train: list) -> dict:
+    """SMALL_RUNS trained on the train chunks (stats from them) under d/runs: {run: best.pt}."""
+    from ta2d.training import train_run
+
+    stats = compute_stats(train, d / "stats.json")
+    ckpts = {}
+    for run, cfg in SMALL_RUNS.items():
+        train_run({**cfg, "seed": 3, "device": "cpu"}, train, [], stats, d / "runs" / run, progress=False,
+                  log=lambda s: None)
+        ckpts[run] = d / "runs" / run / "best.pt"
+    return ckpts

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from chunk_factory import compute_stats, make_chunk, write_chunks
+from chunk_factory import make_chunk, write_chunks
+from fakes import SMALL_RUNS, train_small_runs
 
 from ta2d.evaluate import (
     OUTPUTS,
@@ -21,13 +22,8 @@ from ta2d.evaluate import (
 )
 from ta2d.models import load_model
 from ta2d.schemes import assign_split_by_day
-from ta2d.training import train_run
 
-RUNS = {
-    "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},
-    "cnn": {"model": "cnn", "epochs": 2, "batch_size": 64, "head_hidden": 32, "cnn_channels": [8]},
-    "ridge": {"model": "ridge"},
-}
+RUNS = SMALL_RUNS
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +32,7 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval")
     train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
     test = write_chunks(d / "patch_pt", "test", 2, 80, seed=3)
-    stats = compute_stats(train, d / "stats.json")
-    ckpts = {}
-    for run, cfg in RUNS.items():
-        train_run({**cfg, "seed": 3, "device": "cpu"}, train, [], stats, d / "runs" / run, progress=False,
-                  log=lambda s: None)
-        ckpts[run] = d / "runs" / run / "best.pt"
+    ckpts = train_small_runs(d, train)
     return {"dir": d, "train": train, "test": test, "ckpts": ckpts}
 
 

@@ -28,6 +28,14 @@ def data(tmp_path_factory):
     return training_data(tmp_path_factory, 2, 1)
 
 
+def assert_same_weights(a, b):
+    """current.pt and best.pt of run folders a and b hold the same weights."""
+    for name in ("current.pt", "best.pt"):
+        wa = torch.load(a / name, weights_only=True)["model"]
+        wb = torch.load(b / name, weights_only=True)["model"]
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[key], wb[key]) for key in wa), name
+
+
 def quiet(s):
     pass
 
@@ -105,10 +113,7 @@ def test_last_k_trains_only_the_last_blocks_and_resumes(data, tmp_path):
     res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
     assert res["resumed_from"] == 1 and any("resuming" in s and "epoch 2" in s for s in logs)
     assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
-    for name in ("current.pt", "best.pt"):
-        wa = torch.load(a / name, weights_only=True)["model"]
-        wb = torch.load(b / name, weights_only=True)["model"]
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[key], wb[key]) for key in wa), name
+    assert_same_weights(a, b)
 
     # frozen blocks that are not the ones the run trained with (fingerprint): start over, saying why
     ck = torch.load(b / "current.pt", weights_only=True)
@@ -232,10 +237,7 @@ def test_full_finetune_resume_equals_uninterrupted_run(data, tmp_path):
     res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
     assert res["resumed_from"] == 2 and any("resuming" in s and "epoch 3" in s for s in logs)
     assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
-    for name in ("current.pt", "best.pt"):
-        wa = torch.load(a / name, weights_only=True)["model"]
-        wb = torch.load(b / name, weights_only=True)["model"]
-        assert wa.keys() == wb.keys() and all(torch.equal(wa[key], wb[key]) for key in wa), name
+    assert_same_weights(a, b)
     init = initial_encoder(cfg, stats)
     wa = torch.load(a / "best.pt", weights_only=True)["model"]
     assert [key for key, v in init.items() if torch.equal(wa[key], v)] == []  # every encoder tensor trained

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from chunk_factory import compute_stats, write_chunks
+from chunk_factory import write_chunks
+from fakes import SMALL_RUNS, train_small_runs
 from PIL import Image
 
 from ta2d.cli import main as cli_main
@@ -47,13 +48,9 @@ from ta2d.patches import build_patch_chunk
 from ta2d.periods import period_slots
 from ta2d.scene import SlotData, read_scene, write_scene
 from ta2d.static import read_static
-from ta2d.training import predict_chunks, train_run
+from ta2d.training import predict_chunks
 
-RUNS = {
-    "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},
-    "cnn": {"model": "cnn", "epochs": 2, "batch_size": 64, "head_hidden": 32, "cnn_channels": [8]},
-    "ridge": {"model": "ridge"},
-}
+RUNS = SMALL_RUNS
 DOMAIN = Domain(900, 919, 2700, 2723)  # 20 x 24 pixels near Seoul
 KEY, DAY, TIME = "20240410", "20240410", "2024-04-10T03:00"
 DATA_HOURS = (3, 18)  # the scene's slots with data; every other slot of the day has status "no_files"
@@ -65,12 +62,7 @@ def trained(tmp_path_factory):
     """Three runs trained on synthetic chunks (the chunk contract of tests/fakes.py)."""
     d = tmp_path_factory.mktemp("maps_runs")
     train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
-    stats = compute_stats(train, d / "stats.json")
-    ckpts = {}
-    for run, cfg in RUNS.items():
-        train_run({**cfg, "seed": 3, "device": "cpu"}, train, [], stats, d / "runs" / run, progress=False,
-                  log=lambda s: None)
-        ckpts[run] = d / "runs" / run / "best.pt"
+    ckpts = train_small_runs(d, train)
     return ckpts
 
 
