@@ -18,7 +18,7 @@ bracket what a user's files can be (check yours: `h5dump -pH file.nc | grep -A3 
 compressible: the Earth disk from the GEOS navigation (off-disk = 0x8000, ~23 % of the image, as
 in real FD files), a smooth field plus Gaussian count noise (sigma 4 counts) on the disk.
 
-Then it times the real reader, `ta2d.l1b.read_l1b` per file (h5py hyperslab of the domain window,
+Then it times the real reader, `ta2d.ingest.l1b.read_l1b` per file (h5py hyperslab of the domain window,
 calibration, block mean to 2 km), for the gk2a.yaml domain and the demo domain: CPU seconds
 (time.process_time: this process only, user + system) per slot, per day (24 hourly slots, and 144
 10-minute slots) and per year, the minimum over --repeats (the files are in the page cache after
@@ -26,7 +26,7 @@ the first pass; the cold read of a cluster file system adds I/O wait, not CPU). 
 counted from the file's chunk index (h5py get_chunk_info): HDF5 reads and inflates exactly the
 chunks the window intersects, whole.
 
---day also runs `ta2d.archive.calibrate_period` (the calibrate rule's code: inventory, 24 slots,
+--day also runs `ta2d.ingest.archive.calibrate_period` (the calibrate rule's code: inventory, 24 slots,
 SZA, the scene file) on one day whose 24 hourly slots are symbolic links to the one written slot,
 for the gk2a.yaml domain: the whole calibrate job's work, not only the reads.
 
@@ -53,7 +53,7 @@ from ta2d.channels import ALL_CHANNELS, CHANNELS, l1b_filename
 from ta2d.demo.l1b_writer import write_l1b
 from ta2d.demo.static import Window
 from ta2d.grid import FD_GRIDS, Domain
-from ta2d.l1b import read_l1b
+from ta2d.ingest.l1b import read_l1b
 
 REPO = Path(__file__).resolve().parents[1]
 SLOT = dt.datetime(2022, 7, 1, 3, 0, tzinfo=dt.UTC)
@@ -162,7 +162,7 @@ def time_reads(paths: dict, domain: Domain, repeats: int) -> tuple[float, dict]:
 
 def day_calibrate(root: Path, layout: str, paths: dict, domain_cfg: dict, workdir: Path) -> float:
     """CPU seconds of calibrate_period for one day of 24 hourly slots (each a link to SLOT's files)."""
-    from ta2d.archive import calibrate_period, write_inventory
+    from ta2d.ingest.archive import calibrate_period, write_inventory
 
     raw_dir = root / layout
     for hour in range(24):

@@ -4,7 +4,7 @@
 
 Both build the same chunk from the same scene file (a day of hourly slots on the default demo
 domain, written here with random values) and the same manifest (every station at every slot):
-* ta2d: ta2d.patches.build_patch_chunk (one gather per slot, one torch.save);
+* ta2d: ta2d.chunks.patches.build_patch_chunk (one gather per slot, one torch.save);
 * naive: what the seed did per row group: open the scene for each (slot) group, slice each row's
   patch with Python indexing, append to lists, stack, torch.save per group, then concatenate.
 The two outputs are checked to be equal before timing is reported.
@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from ta2d.chunks.patches import build_patch_chunk, read_manifest
 from ta2d.grid import Domain, linecol_to_lonlat
-from ta2d.patches import build_patch_chunk, read_manifest
 from ta2d.static import read_static
 
 DOMAIN = Domain(850, 1075, 2590, 2905)

@@ -19,7 +19,7 @@ the default training runs and no maps:
 (a) plan      `snakemake -n` with empty results/: the parse (with the parse-time inventory refresh,
               which finds no inventory yet) and the DAG up to the checkpoint.
 Then "everything built", honestly where it matters to Snakemake and stubbed where it does not:
-  - every inventory is written by the real code (ta2d.archive.write_inventory, what rule inventory
+  - every inventory is written by the real code (ta2d.ingest.archive.write_inventory, what rule inventory
     runs), so the parse-time refresh of (b) and (c) lists the whole archive and compares real text;
   - every scene is an empty stub .nc and a real status table with every slot "ok" (what calibrate
     writes for a good day; calibrating empty files would mark every slot unreadable, so build_index
@@ -68,11 +68,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import make_workdir  # noqa: E402
 
-from ta2d.archive import refresh_inventories, write_inventory  # noqa: E402
 from ta2d.channels import ALL_CHANNELS, l1b_filename  # noqa: E402
 from ta2d.demo.tables import ENCODING, LABEL_HEADER, META_HEADER  # noqa: E402
 from ta2d.grid import Domain, linecol_to_lonlat  # noqa: E402
-from ta2d.index import build_index  # noqa: E402
+from ta2d.index.build import build_index  # noqa: E402
+from ta2d.ingest.archive import refresh_inventories, write_inventory  # noqa: E402
 from ta2d.periods import period_keys  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from chunk_factory import make_chunk  # noqa: E402
 
-from ta2d.data import CHUNK_FIELDS  # noqa: E402
+from ta2d.chunks.loader import CHUNK_FIELDS  # noqa: E402
 from ta2d.models import build_model  # noqa: E402
 from ta2d.training import load_stats, make_scheduler, param_groups, resolve_device, resolve_run_config  # noqa: E402
 from ta2d.training.inference import autocast_dtype, to_device  # noqa: E402

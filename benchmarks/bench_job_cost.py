@@ -49,15 +49,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ta2d.index.schemes import assign_split_by_day
 from ta2d.periods import period_days, period_keys
-from ta2d.schemes import assign_split_by_day
 
 REPO = Path(__file__).resolve().parents[1]
 PREAMBLE = "import pickle\nfrom snakemake.logging import logger\nfrom snakemake.iocontainers import Snakemake\n"
 HEAVY = ("torch", "lightgbm", "matplotlib", "scipy", "sklearn", "xarray", "pandas", "h5netcdf", "h5py")
 # Modules a rule's library code imports only when the job runs (kept out of module level so that the Snakefile
 # parse and other rules do not pay them); the job itself still pays them, so they count as its fixed cost.
-RUNTIME_IMPORTS = {"calibrate": "import ta2d.scene\n"}
+RUNTIME_IMPORTS = {"calibrate": "import ta2d.ingest.scene\n"}
 MAIN_PER_JOB_S = 0.11  # shared/notes/snakemake_slurm.md, "Measured: DAG cost at archive scale"
 START, END = "2019-01-01", "2024-12-29"
 

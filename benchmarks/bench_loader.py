@@ -1,4 +1,4 @@
-"""Loader throughput in training's orders: ta2d.data.ChunkBatches vs the gather limit and a seed-style loader.
+"""Loader throughput in training's orders: ta2d.chunks.loader.ChunkBatches vs the gather limit and a seed-style loader.
 
 In memory (chunks in the page cache; --shapes ROWSxFILES, --batch-sizes): one epoch each of
   gather limit     all files' fields concatenated in memory, a precomputed random permutation (sorted
@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ta2d.data import CHUNK_FIELDS, ChunkBatches
+from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches
 
 
 def make_chunk(rows: int, g: torch.Generator) -> dict[str, torch.Tensor]:

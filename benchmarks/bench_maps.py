@@ -37,7 +37,7 @@ def bench_models(root: Path, cfg: dict, day: str, threads: int, batch_size: int)
     import torch
     import xarray as xr
 
-    from ta2d.evaluate import run_kind
+    from ta2d.evaluation.evaluate import run_kind
     from ta2d.models import load_model
     from ta2d.static import read_static
 

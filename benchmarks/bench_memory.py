@@ -4,7 +4,7 @@
 
 Design claims checked (docs/architecture.md): a chunk build holds one chunk's worth of samples plus one
 scene slot (extract_patches reads one slot); training holds its training set in memory when it fits the
-loader's budget (``ta2d.data.memory_budget``: half of what the job's cgroup or the machine leaves; a SLURM
+loader's budget (``ta2d.chunks.loader.memory_budget``: half of what the job's cgroup or the machine leaves; a SLURM
 job's ``mem_mb`` sets it) and otherwise two blocks of ``mix_files`` chunks, whatever the training set's size.
 
 Every case runs in a fresh child process (this script with --child) that imports, prepares what
@@ -17,7 +17,7 @@ Both are given as the increase over the baseline, next to the bytes of one chunk
 (19x9x9 + 7 + 3 + 17 + 1) float32 + stn, time, pixel) and, for training, of all its chunks.
 
 Cases, for each --stations S (N = S x 24 hourly samples: 40 is the demo's size, 400 ten times it):
-* build: ta2d.patches.build_patch_chunk on one day's scene (24 slots on the demo domain, random
+* build: ta2d.chunks.patches.build_patch_chunk on one day's scene (24 slots on the demo domain, random
   values; benchmarks/bench_chunk_build.make_inputs) and a manifest of every station at every slot,
   with the calls scripts/build_patch_chunk.py makes;
 * cnn / clay_frozen: ta2d.training.train_run with epochs=1 on CPU over --train-chunks training chunks
@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 RUNS = {"cnn": {"model": "cnn"}, "clay_frozen": {"model": "clay_transfer", "preset": "tiny"},
         "cnn_blocks": {"model": "cnn", "mix_files": 2}}
-# a training job whose memory budget (ta2d.data.memory_budget: half of what its cgroup / the machine leaves)
+# a training job whose memory budget (ta2d.chunks.loader.memory_budget: half of what its cgroup / the machine leaves)
 # holds 2.5 chunks: the training set does not fit, so the loader reads blocks of mix_files files
 BUDGET_CHUNKS = {"cnn_blocks": 2.5}
 SAMPLE_BYTES = (19 * 9 * 9 + 7 + 3 + 17 + 1) * 4 + 4 + 8 + 2 * 4  # x, y, time7, loc, onehot + stn, time, pixel
@@ -96,7 +96,7 @@ def measure(work) -> dict:
 def child_build(d: Path) -> dict:
     from bench_chunk_build import DOMAIN
 
-    from ta2d.patches import build_patch_chunk
+    from ta2d.chunks.patches import build_patch_chunk
     from ta2d.static import read_static
 
     static = read_static(d / "static.nc", DOMAIN, "dem", "land_sea_mask", "landcover")
@@ -107,14 +107,14 @@ def child_build(d: Path) -> dict:
 def child_train(d: Path, run: str) -> dict:
     import torch
 
-    import ta2d.data
+    import ta2d.chunks.loader
     from ta2d.training import train_run
 
     cfg = RUNS[run]
     if run in BUDGET_CHUNKS:
         n = torch.load(next((d / "patch_pt").glob("train_chunk_*.pt")), weights_only=True, mmap=True)["y"].shape[0]
         budget = int(BUDGET_CHUNKS[run] * n * SAMPLE_BYTES)
-        ta2d.data.memory_budget = lambda: budget
+        ta2d.chunks.loader.memory_budget = lambda: budget
     train = sorted(str(p) for p in (d / "patch_pt").glob("train_chunk_*.pt"))
     val = sorted(str(p) for p in (d / "patch_pt").glob("val_chunk_*.pt"))
     torch.set_num_threads(2)

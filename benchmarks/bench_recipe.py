@@ -24,8 +24,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ta2d.index.schemes import HEADLINE_SCHEMES, scheme_of  # noqa: E402
 from ta2d.models import load_model  # noqa: E402
-from ta2d.schemes import HEADLINE_SCHEMES, scheme_of  # noqa: E402
 from ta2d.training import predict_chunks, train_run  # noqa: E402
 
 # Each recipe overrides the run defaults (ta2d.training.RUN_DEFAULTS); "seed" is the old system's loop.

@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from chunk_factory import compute_stats, write_chunks  # noqa: E402
 
-from ta2d.embed import embed_chunks  # noqa: E402
 from ta2d.models import build_model  # noqa: E402
 from ta2d.training import load_stats, resolve_device, resolve_run_config, train_run  # noqa: E402
+from ta2d.training.embed import embed_chunks  # noqa: E402
 
 
 def epoch_seconds(run_dir: Path) -> list[float]:

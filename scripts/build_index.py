@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from ta2d.grid import Domain
-from ta2d.index import build_index
+from ta2d.index.build import build_index
 from ta2d.logsetup import log_to
 
 with log_to(snakemake.log[0]):

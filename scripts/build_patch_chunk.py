@@ -1,8 +1,8 @@
 """Rule build_patch_chunk: one manifest + its scene -> results/patch_pt/{split}_chunk_{key}.pt."""
 
+from ta2d.chunks.patches import build_patch_chunk
 from ta2d.grid import Domain
 from ta2d.logsetup import log_to
-from ta2d.patches import build_patch_chunk
 from ta2d.static import read_static
 
 with log_to(snakemake.log[0]):

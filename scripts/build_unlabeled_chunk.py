@@ -1,9 +1,9 @@
-"""Rule build_unlabeled_chunk: one period's scene -> results/unlabeled/{key}.pt (ta2d.unlabeled)."""
+"""Rule build_unlabeled_chunk: one period's scene -> results/unlabeled/{key}.pt (ta2d.chunks.unlabeled)."""
 
+from ta2d.chunks.unlabeled import build_unlabeled_chunk
 from ta2d.grid import Domain
 from ta2d.logsetup import log_to
 from ta2d.static import read_static
-from ta2d.unlabeled import build_unlabeled_chunk
 
 with log_to(snakemake.log[0]):
     p = snakemake.params

@@ -1,6 +1,6 @@
 """Rule calibrate: one period's raw files -> results/scenes/{key}.nc + its slot status table."""
 
-from ta2d.archive import calibrate_period
+from ta2d.ingest.archive import calibrate_period
 from ta2d.logsetup import log_to
 
 with log_to(snakemake.log[0]):

@@ -1,7 +1,7 @@
-"""Rule embed_chunk: the frozen encoder's embeddings of one chunk (ta2d.embed.embed_chunk)."""
+"""Rule embed_chunk: the frozen encoder's embeddings of one chunk (ta2d.training.embed.embed_chunk)."""
 
-from ta2d.embed import embed_chunk
 from ta2d.logsetup import log_to
+from ta2d.training.embed import embed_chunk
 
 with log_to(snakemake.log[0]):
     embed_chunk(snakemake.input.chunk, snakemake.output[0], run_cfg=dict(snakemake.params.encoder),

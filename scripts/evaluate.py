@@ -1,6 +1,6 @@
 """Rule evaluate: every run's best.pt on the test chunks -> results/eval/ tables, Markdown/HTML and plots."""
 
-from ta2d.evaluate import evaluate_runs
+from ta2d.evaluation.evaluate import evaluate_runs
 from ta2d.logsetup import log_to
 
 with log_to(snakemake.log[0]):

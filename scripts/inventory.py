@@ -1,6 +1,6 @@
-"""Rule inventory: list the raw files of one period (ta2d.archive.write_inventory)."""
+"""Rule inventory: list the raw files of one period (ta2d.ingest.archive.write_inventory)."""
 
-from ta2d.archive import write_inventory
+from ta2d.ingest.archive import write_inventory
 from ta2d.logsetup import log_to
 
 with log_to(snakemake.log[0]):

@@ -2,8 +2,8 @@
 
 Every case starts from the same clean tiny demo (2 days, 6 stations, no planted defects: 288 label rows,
 288 samples), copies it into its own folder, plants exactly ONE fault and runs either the library
-functions the rule scripts call (ta2d.archive.calibrate_period, ta2d.index.build_index,
-ta2d.patches.build_patch_chunk, ta2d.summary.summarize, ta2d.training.train_run) or the real Snakefile.
+functions the rule scripts call (ta2d.ingest.archive.calibrate_period, ta2d.index.build.build_index,
+ta2d.chunks.patches.build_patch_chunk, ta2d.chunks.summary.summarize, ta2d.training.train_run) or the real Snakefile.
 It then asserts either a clear error naming the file / row / config key and what is wrong, or a
 counted reject with its reason, with the invariant n_label_rows == n_samples + n_rejected holding and
 every other row still a sample.
@@ -31,14 +31,14 @@ import pandas as pd
 import torch
 from conftest import tiny_config
 
-from ta2d.archive import calibrate_period, write_inventory
+from ta2d.chunks.patches import build_patch_chunk
+from ta2d.chunks.stats import write_stats
+from ta2d.chunks.summary import summarize
 from ta2d.config import validate_config
 from ta2d.grid import Domain
-from ta2d.index import build_index
-from ta2d.patches import build_patch_chunk
+from ta2d.index.build import build_index
+from ta2d.ingest.archive import calibrate_period, write_inventory
 from ta2d.static import read_static
-from ta2d.stats import write_stats
-from ta2d.summary import summarize
 
 PERIOD = {"start": "2024-04-01", "end": "2024-04-02"}
 DAYS = ("20240401", "20240402")

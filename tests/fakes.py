@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ta2d.channels import BT_CHANNELS, CHANNELS, l1b_filename
-from ta2d.chunk_contract import save_tensors
+from ta2d.chunks.contract import save_tensors
 from ta2d.grid import FD_GRIDS, Domain
 
 # --- chunks ----------------------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def phys_to_count(channel: str, values):
 
 
 def count_to_phys(channel: str, count):
-    """Straight-line forward calibration, element by element (independent of ta2d.calibration)."""
+    """Straight-line forward calibration, element by element (independent of ta2d.ingest.calibration)."""
     out = np.empty(np.shape(count))
     for idx, n in np.ndenumerate(np.asarray(count, float)):
         if CHANNELS[channel].kind == "reflective":
@@ -240,7 +240,7 @@ def l1b_path(folder, channel, stamp=L1B_STAMP, area="ela") -> Path:
 def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
     """Flip one byte in the middle of a saved tensor's data, as a bad disk would: the file still loads
     (memory-mapped loading skips the zip CRC) but its bytes no longer match its recorded CRC."""
-    from ta2d.data import _field_offsets
+    from ta2d.chunks.loader import _field_offsets
 
     d = {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
     offsets = _field_offsets(str(path), d)

@@ -1,8 +1,8 @@
-"""The real-SLURM scenario of tests/test_slurm.py, run in a background thread from the session's start.
+"""The real-SLURM scenario of tests/workflow/test_slurm.py, run in a background thread from the session's start.
 
 A SLURM run is mostly waiting (the plugin polls job states at growing intervals; each job re-parses
 the workflow), so conftest.py starts this scenario as soon as a selected test carries the `slurm`
-marker, and the rest of the suite runs meanwhile; tests/test_slurm.py (ordered last) then only
+marker, and the rest of the suite runs meanwhile; tests/workflow/test_slurm.py (ordered last) then only
 asserts on what was recorded here. Every SLURM fact is recorded right after its run, since slurmctld
 forgets a job MinJobAge = 300 s after it ended.
 
@@ -34,7 +34,7 @@ LOCAL_SLURM = REPO.parent / "shared" / "tools" / "local-slurm"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # The SLURM runs train two of the tiny config's runs: one network on a (fake) GPU through the embedding
-# cache and one CPU model; what SLURM does for the other two is the same (tests/test_workflow.py runs
+# cache and one CPU model; what SLURM does for the other two is the same (tests/workflow/test_workflow.py runs
 # them all locally).
 SLURM_RUNS = ("clay_frozen", "ridge")
 RUN_TIMEOUT_S = 480

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args) -> int:
-    from .config import load_config
-    from .demo import generate_demo
+    from ta2d.config import load_config
+    from ta2d.demo import generate_demo
 
     config = load_config(args.config)
     summary = generate_demo(config)
@@ -62,7 +62,7 @@ def _demo(args) -> int:
 
 
 def _inspect(args) -> int:
-    from .inspect_chunk import describe, file_problems, load_chunk
+    from ta2d.chunks.inspect import describe, file_problems, load_chunk
 
     data = load_chunk(args.path)
     print(describe(data, args.idx))
@@ -77,7 +77,7 @@ def _inspect(args) -> int:
 
 
 def _verify(args) -> int:
-    from .inspect_chunk import verify_tree
+    from ta2d.chunks.inspect import verify_tree
 
     n, bad = verify_tree(args.results)
     for path, problems in bad.items():
@@ -89,7 +89,7 @@ def _verify(args) -> int:
 
 
 def _validate(args) -> int:
-    from .config import load_config
+    from ta2d.config import load_config
 
     load_config(args.config)
     print(f"{args.config}: valid")

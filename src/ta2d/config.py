@@ -36,7 +36,7 @@ REPLACED_KEYS = {
 
 
 # Train run key finetune (what of the Clay encoder trains), and the transformer depth of each Clay preset
-# (= ta2d.models.PRESETS, which imports torch; tests/test_finetune.py checks they agree): here so that
+# (= ta2d.models.PRESETS, which imports torch; tests/training/test_finetune.py checks they agree): here so that
 # validating a config, which every Snakefile parse does, never imports torch.
 FINETUNE_MODES = ("frozen", "last_k", "full")
 CLAY_DEPTHS = {"tiny": 6, "small": 6, "base": 12, "large": 24}

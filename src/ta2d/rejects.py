@@ -3,7 +3,7 @@
 REJECT_COLUMNS = ["row", "stn", "time", "reason", "detail"]
 
 REASONS = {
-    # label reader (ta2d.labels)
+    # label reader (ta2d.index.labels)
     "unparseable_row": "a time, station or TA field that cannot be parsed, or a wrong field count",
     "missing_ta": "TA empty, a missing-value code (<= -90) or QC flag 9",
     "qc_flag": "TA flagged as erroneous by KMA QC",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .grid import Domain
+from ta2d.grid import Domain
 
 VALID_LANDCOVER = np.arange(1, 18)  # IGBP collection 6: 1..17, 17 = water; 255 = fill
 

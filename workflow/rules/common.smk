@@ -2,8 +2,8 @@
 # Kept cheap: every SLURM job re-parses the workflow.
 import os
 
-from ta2d.archive import refresh_inventories, slot_minutes
-from ta2d.chunk_contract import CHUNK_STEM, chunk_name
+from ta2d.ingest.archive import refresh_inventories, slot_minutes
+from ta2d.chunks.contract import CHUNK_STEM, chunk_name
 from ta2d.config import validate_config
 from ta2d.periods import period_days, period_keys
 

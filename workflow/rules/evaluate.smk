@@ -42,7 +42,7 @@ rule evaluate:
     params:
         runs=list(RUNS),
         noise_sigma_k=config["demo"]["noise_sigma_k"] if DEMO else None,
-        # validation schemes (ta2d.schemes) and the demo's per-sample truth for the floors
+        # validation schemes (ta2d.index.schemes) and the demo's per-sample truth for the floors
         split=config["split"],
         truth=os.path.join(config["demo"]["out_dir"], "truth", "labels_truth.csv") if DEMO else None,
     log:

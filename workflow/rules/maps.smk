@@ -2,7 +2,7 @@
 # field and the day's station table (map_day), a PNG per slot and a GIF (map_plots), and the leave-stations-out
 # evaluation of the correction over all mapped test days (map_correction). The DAG is static: the "best" run is
 # chosen inside map_day from results/eval/metrics.csv and named in the file's attributes.
-from ta2d.archive import slot_minutes
+from ta2d.ingest.archive import slot_minutes
 from ta2d.maps.plan import BEST, day_period_key, map_days, map_runs, map_targets, model_runs
 
 MAP_RUNS = map_runs(config["maps"]["runs"], list(RUNS))

@@ -269,7 +269,7 @@ def map_day_files(run: str, checkpoints: Mapping[str, str | Path], scene_path: s
     """Rule map_day: a run's TA for every slot of a day -> the archive file, plus the day's station table
     (observed, raw, leave-stations-out corrected; ta2d.maps.kriging). ``threads``: torch's CPU threads.
     Returns a summary."""
-    from ta2d.evaluate import run_kind
+    from ta2d.evaluation.evaluate import run_kind
     from ta2d.models import load_model
     from ta2d.static import read_static
 

@@ -36,7 +36,7 @@ def map_runs(runs: Sequence[str] | None, all_runs: Sequence[str]) -> list[str]:
 
 def split_test_days(period: Mapping, split_cfg: Mapping) -> list[str]:
     """The period's test days (YYYYMMDD): random test days of the day rule and the days of the time block."""
-    from ta2d.schemes import assign_split_by_day, in_time_block
+    from ta2d.index.schemes import assign_split_by_day, in_time_block
 
     days = pd.Series(pd.date_range(period["start"], period["end"], freq="D").strftime(DAY_FORMAT))
     by_day = assign_split_by_day(days, split_cfg["fractions"], split_cfg.get("seed", 42),
@@ -85,7 +85,7 @@ def day_period_key(day: str, freq: str) -> str:
 def best_run(metrics_csv: str | Path, runs: Sequence[str]) -> tuple[str, str]:
     """(run, why): the run of `runs` with the lowest RMSE on the held-out days in metrics.csv (the scheme evaluate
     judges on), else on all test samples. Raises ValueError naming the file when it has none of the runs."""
-    from ta2d.evaluate import JUDGE_SCHEME, SCHEME_ALL
+    from ta2d.evaluation.evaluate import JUDGE_SCHEME, SCHEME_ALL
 
     path = Path(metrics_csv)
     try:

@@ -1,8 +1,9 @@
 """One batched model pass over every land pixel of every slot of a day (best.pt alone predicts).
 
 The model inputs of a pixel are built by the same functions as a chunk sample: the patch from
-:func:`ta2d.patches.extract_patches`, the rest from :func:`ta2d.patches.model_inputs` with ``loc`` = the pixel
-centre's lat/lon and ``elev`` = its DEM; normalisation is inside the model (its stats come from the checkpoint).
+:func:`ta2d.chunks.patches.extract_patches`, the rest from :func:`ta2d.chunks.patches.model_inputs` with
+``loc`` = the pixel centre's lat/lon and ``elev`` = its DEM; normalisation is inside the model (its stats
+come from the checkpoint).
 The (slot, pixel) pairs of all usable slots form one flat list, cut into batches that may span slots, so the
 model sees full batches and no Python loop runs per pixel or per slot.
 
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ta2d.chunks.patches import extract_patches, model_inputs
 from ta2d.grid import Domain
-from ta2d.patches import extract_patches, model_inputs
 from ta2d.static import StaticFields
 from ta2d.training.inference import resolve_device
 

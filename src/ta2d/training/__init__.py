@@ -11,8 +11,8 @@
                share of every batch (RankBatches), sums across ranks
 
 Names are loaded from their module on first use, so importing ``ta2d.training.inference`` (evaluation,
-maps, the embedding cache) or ``ta2d.training.run_config`` never imports the loop: ta2d.embed imports
-those two, and the loop imports ta2d.embed.
+maps, the embedding cache) or ``ta2d.training.run_config`` never imports the loop: ta2d.training.embed imports
+those two, and the loop imports ta2d.training.embed.
 """
 
 from __future__ import annotations

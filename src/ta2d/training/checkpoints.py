@@ -28,7 +28,7 @@ from torch import nn
 
 from ta2d.atomic import atomic_path
 from ta2d.atomic import atomic_torch_save as atomic_save
-from ta2d.embed import file_digest, tensor_digest
+from ta2d.training.embed import file_digest, tensor_digest
 from ta2d.training.run_config import run_identity
 
 METRIC_COLUMNS = (

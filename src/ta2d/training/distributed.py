@@ -21,7 +21,7 @@ calls the same ``train_run``, which then
 * writes checkpoints, metrics.csv and the log from rank 0 only; every rank resumes from current.pt.
 
 ``batch_size`` stays the global batch, so a run's loss trajectory does not depend on ``gpus``
-(tests/test_distributed.py: 2 CPU processes equal 1 to floating-point tolerance), and ``gpus`` is not part
+(tests/training/test_distributed.py: 2 CPU processes equal 1 to floating-point tolerance), and ``gpus`` is not part
 of the run identity. Ridge and gbt are fitted in one process (resolve_run_config refuses gpus > 1).
 
 Tests only: the environment variable TA2D_KILL_AFTER_EPOCH=N makes every rank exit hard (os._exit) after
@@ -45,7 +45,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import ta2d
 from ta2d.atomic import atomic_path, ensure_dir
-from ta2d.data import ChunkBatches
+from ta2d.chunks.loader import ChunkBatches
 from ta2d.training.inference import resolve_device
 from ta2d.training.run_config import resolve_run_config
 

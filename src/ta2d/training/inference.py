@@ -1,6 +1,6 @@
 """What using a model needs, without the training loop: the device, batches on it, stats, predictions.
 
-Imported by evaluation (ta2d.evaluate), maps (ta2d.predict) and the embedding cache (ta2d.embed) as
+Imported by evaluation (ta2d.evaluation.evaluate), maps (ta2d.predict) and the embedding cache (ta2d.training.embed) as
 well as by the loop; it never imports the loop.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ta2d.data import CHUNK_FIELDS, ChunkBatches, open_chunk
+from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, open_chunk
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:

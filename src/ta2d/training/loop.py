@@ -36,8 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ta2d.atomic import ensure_dir
-from ta2d.data import CHUNK_FIELDS, ChunkBatches, make_loader
-from ta2d.embed import EMB_FIELDS, embed_chunks
+from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader
 from ta2d.models import build_model
 from ta2d.training.checkpoints import (
     atomic_save,
@@ -61,6 +60,7 @@ from ta2d.training.distributed import (
     global_batch_size,
     share,
 )
+from ta2d.training.embed import EMB_FIELDS, embed_chunks
 from ta2d.training.inference import autocast_dtype, load_stats, resolve_device, to_device
 from ta2d.training.run_config import FITTED_KINDS, resolve_run_config
 

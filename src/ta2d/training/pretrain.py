@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from ta2d.atomic import atomic_torch_save, ensure_dir
 from ta2d.channels import ALL_CHANNELS
+from ta2d.chunks.loader import open_chunk
 from ta2d.config import load_schema
-from ta2d.data import open_chunk
 from ta2d.models import PRESETS, ClayEncoder, Normalizer, default_waves, load_clay_checkpoint
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice

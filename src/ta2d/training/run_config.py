@@ -33,7 +33,7 @@ RUN_DEFAULTS: dict = _defaults_from_schema()
 SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
 # Keys that may differ between a killed run and its restart without breaking "the same run": how and where
 # it computes, not what. gpus: a data-parallel run has the loss trajectory of one process on the same global
-# batch (to floating-point tolerance, as a change of device), tests/test_distributed.py checks it.
+# batch (to floating-point tolerance, as a change of device), tests/training/test_distributed.py checks it.
 _NOT_IDENTITY = ("num_workers", "device", "gpus", "compile")
 FITTED_KINDS = ("ridge", "gbt")  # fitted in one call (closed form / boosting), not by gradient steps
 # The run key finetune replaced freeze_encoder. The config schema no longer has it (a config file that sets it

@@ -1,0 +1,90 @@
+"""`ta2d inspect FILE.pt [--idx N]` and `ta2d verify`: what is in a chunk, and whether it meets the contract
+(ta2d.chunks.contract) and its recorded CRCs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from ta2d.channels import X_CHANNELS
+from ta2d.chunks.contract import (
+    ChunkError,
+    checksum_problems,
+    contract_problems,
+    open_chunk,
+    stored_checksums,
+)
+
+
+def load_chunk(path: str | Path) -> dict:
+    """Every tensor of a chunk, memory-mapped; ChunkError (a ValueError) naming the file when unusable.
+
+    Unlike training, inspection reads the file even when its fields disagree in length, so that
+    contract_problems can list what is wrong.
+    """
+    try:
+        return open_chunk(path)
+    except ChunkError as err:
+        if "disagree" not in str(err):
+            raise
+        return {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
+
+
+def file_problems(path: str | Path, data: dict, patch_size: int | None = None) -> list[str]:
+    """Contract problems of a chunk's tensors, and fields whose bytes differ from their recorded CRCs
+    (this reads every tensor whole)."""
+    return contract_problems(data, patch_size) + [
+        p.removeprefix(f"{path}: ") for p in checksum_problems(path, data, stored_checksums(path))
+    ]
+
+
+def describe(data: dict, idx: int | None = None) -> str:
+    lines = [f"{k:17s} {str(tuple(v.shape)):16s} {v.dtype}" for k, v in data.items() if isinstance(v, torch.Tensor)]
+    n = data["y"].shape[0] if isinstance(data.get("y"), torch.Tensor) else 0
+    lines.insert(0, f"{n} samples")
+    if idx is not None:
+        if not -n <= idx < n:
+            raise IndexError(f"--idx {idx} is out of range for {n} samples")
+        t = int(data["time"][idx])
+        lines.append(f"\nsample {idx}: station {int(data['stn'][idx])}, "
+                     f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M} UTC, TA {float(data['y'][idx]):.2f} °C, "
+                     f"pixel (line, column) {tuple(int(v) for v in data['pixel'][idx])}")
+        lat, lon, gsd = (float(v) for v in data["loc"][idx])
+        lines.append(f"  loc: lat {lat:.4f}, lon {lon:.4f}, gsd {gsd:.0f} m; land cover class "
+                     f"{int(data['landcover_onehot'][idx].argmax()) + 1}"
+                     + (f"; station elevation {float(data['elev'][idx]):.1f} m" if "elev" in data else ""))
+        lines.append("  time7: " + ", ".join(f"{v:.3f}" for v in data["time7"][idx].tolist()))
+        x = data["x"][idx]
+        c = x.shape[-1] // 2
+        for i, name in enumerate(X_CHANNELS):
+            plane = x[i]
+            lines.append(f"  {name:14s} centre {float(plane[c, c]):9.3f}  min {float(plane.min()):9.3f}"
+                         f"  max {float(plane.max()):9.3f}")
+    return "\n".join(lines)
+
+
+# what `ta2d verify` reads under a results tree: labelled chunks meet the whole contract, the other
+# chunk-like files (embeddings, unlabelled tiles) their recorded CRCs
+VERIFIED = {"patch_pt/*.pt": True, "embed/*/*.pt": False, "unlabeled/*.pt": False}
+
+
+def verify_tree(results: str | Path) -> tuple[int, dict[Path, list[str]]]:
+    """Read every chunk-like file under ``results`` whole: (files read, {file: problems})."""
+    results = Path(results)
+    n, bad = 0, {}
+    for pattern, whole_contract in VERIFIED.items():
+        for path in sorted(results.glob(pattern)):
+            n += 1
+            try:
+                data = load_chunk(path)
+            except (ChunkError, OSError) as err:
+                bad[path] = [str(err).removeprefix(f"{path}: ")]
+                continue
+            problems = file_problems(path, data) if whole_contract else [
+                p.removeprefix(f"{path}: ") for p in checksum_problems(path, data, stored_checksums(path))
+            ]
+            if problems:
+                bad[path] = problems
+    return n, bad

@@ -1,0 +1,76 @@
+"""The raw archive as the workflow sees it: per-period inventories and the calibrate step.
+
+Dispatches on inputs.kind (raw L1B or the seed's calibrated files) so that the rules and the
+Snakefile stay the same for both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ta2d.atomic import atomic_path, write_text_if_changed
+from ta2d.grid import Domain
+from ta2d.ingest.inventory import calibrated_period_inventory, inventory_text, l1b_period_inventory_text
+
+# ta2d.ingest.scene (xarray, h5netcdf, tqdm) is imported inside calibrate_period only: the Snakefile (parsed by
+# every snakemake process, incl. each SLURM job's) and the inventory jobs import this module and need none
+# of it (~0.15 CPU-s per process; benchmarks/bench_job_cost.py).
+
+
+def slot_minutes(inputs: dict) -> list[int]:
+    """Minutes past the hour of the scene slots, for either input kind (one place for the default)."""
+    if inputs["kind"] == "calibrated":
+        return list(inputs["calibrated"].get("slot_minutes", [0]))
+    return list(inputs["l1b"]["slot_minutes"])
+
+
+def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> str:
+    if inputs["kind"] == "calibrated":
+        table = calibrated_period_inventory(inputs["calibrated"], key, freq, period["start"], period["end"])
+        return inventory_text(table)
+    return l1b_period_inventory_text(inputs["l1b"], key, freq, period["start"], period["end"])
+
+
+def write_inventory(inputs: dict, key: str, freq: str, period: dict, out_path: str | Path) -> bool:
+    return write_text_if_changed(out_path, period_inventory_text(inputs, key, freq, period))
+
+
+def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, inventory_dir: str | Path) -> int:
+    """Rewrite the existing inventories whose archive listing changed; returns how many changed.
+
+    Missing inventories are left to rule `inventory` (the archive may not exist yet: the demo rule
+    writes it during the run).
+    """
+    changed = 0
+    for key in keys:
+        path = Path(inventory_dir) / f"{key}.tsv"
+        if path.is_file():
+            changed += write_inventory(inputs, key, freq, period, path)
+    return changed
+
+
+def calibrate_period(inputs: dict, inventory_path, key: str, freq: str, period: dict, domain: dict,
+                     scene_cfg: dict, scene_path, status_path, progress: bool = True) -> dict:
+    """Build the period's scene and the small (time, status) table that build_index reads."""
+    from ta2d.ingest.scene import build_scene, build_scene_from_calibrated, read_scene
+
+    common = dict(key=key, freq=freq, start=period["start"], end=period["end"], domain=Domain.from_config(domain),
+                  out_path=scene_path, compression_level=scene_cfg.get("compression_level", 1), progress=progress)
+    if inputs["kind"] == "calibrated":
+        cal = inputs["calibrated"]
+        summary = build_scene_from_calibrated(inventory_path, cal, slot_minutes=slot_minutes(inputs),
+                                              **common)
+    else:
+        l1b = inputs["l1b"]
+        summary = build_scene(inventory_path, l1b["dir"], slot_minutes=slot_minutes(inputs),
+                              allow_conditional=l1b.get("allow_conditional_pixels", False), **common)
+    with read_scene(scene_path) as scene:
+        status = pd.DataFrame({
+            "time": scene["time"].values.astype("datetime64[s]").astype("int64"),
+            "status": scene["status"].values.astype(str),
+        })
+    with atomic_path(status_path) as tmp:
+        status.to_csv(tmp, index=False, lineterminator="\n")
+    return summary

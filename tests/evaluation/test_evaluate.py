@@ -1,0 +1,220 @@
+"""Evaluation (ta2d.evaluation.evaluate) against plain numpy (the maps: tests/maps/test_maps.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from chunk_factory import make_chunk, write_chunks
+from fakes import SMALL_RUNS, train_small_runs
+
+from ta2d.evaluation.evaluate import (
+    OUTPUTS,
+    beats_baselines,
+    common_samples,
+    evaluate_runs,
+    floor_rmse,
+    metrics,
+    metrics_table,
+)
+from ta2d.index.schemes import assign_split_by_day
+from ta2d.models import load_model
+
+RUNS = SMALL_RUNS
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three runs trained on synthetic chunks, and two synthetic test chunks."""
+    d = tmp_path_factory.mktemp("eval")
+    train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
+    test = write_chunks(d / "patch_pt", "test", 2, 80, seed=3)
+    ckpts = train_small_runs(d, train)
+    return {"dir": d, "train": train, "test": test, "ckpts": ckpts}
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+def test_metrics_on_known_values():
+    m = metrics(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 1.0, 2.0, 5.0]))
+    assert m["n"] == 4
+    assert m["rmse"] == pytest.approx(math.sqrt(5 / 4))
+    assert m["mae"] == pytest.approx(0.75) and m["bias"] == pytest.approx(0.75)
+    assert m["r2"] == pytest.approx(0.0)  # SSE 5 = SST 5
+    assert metrics(np.array([]), np.array([]))["n"] == 0
+    assert math.isnan(metrics(np.array([1.0]), np.array([2.0]))["r2"])
+
+
+def test_runs_are_compared_on_the_same_samples():
+    df = pd.DataFrame({"stn": [1, 2, 3], "y": [1.0, 2.0, 3.0], "pred_a": [1.0, np.nan, 3.0],
+                       "pred_b": [2.0, 2.0, 3.0]})
+    common = common_samples(df, ["a", "b"])
+    table = metrics_table(common, {"a": "clay_transfer", "b": "ridge"})
+    assert list(table["n"]) == [2, 2]
+    assert table.loc[1, "rmse"] == pytest.approx(math.sqrt(0.5))  # b on samples 1 and 3 only
+    verdict = beats_baselines(table)
+    assert verdict == {"a": {"beats": True, "best_baseline": "b", "best_baseline_rmse": pytest.approx(math.sqrt(0.5))}}
+
+
+def _independent(ckpts, chunks) -> pd.DataFrame:
+    """Predictions and groupings computed without ta2d.evaluation.evaluate: the model on whole chunks, numpy times."""
+    rows = []
+    for path in chunks:
+        d = torch.load(path, weights_only=True)
+        t = d["time"].numpy()
+        kst = (t + 9 * 3600).astype("datetime64[s]")
+        part = {"stn": d["stn"].numpy(), "y": d["y"].numpy().astype(np.float64),
+                "hour_kst": ((t + 9 * 3600) % 86400) // 3600,
+                "month": kst.astype("datetime64[M]").astype(np.int64) % 12 + 1,
+                "landcover": d["landcover_onehot"].numpy().argmax(1) + 1}
+        for run, ck in ckpts.items():
+            model = load_model(ck)
+            with torch.no_grad():
+                z = model({k: d[k] for k in ("x", "time7", "loc", "landcover_onehot", "elev")})
+            part[run] = model.normalizer.denorm_y(z).numpy().astype(np.float64)
+        rows.append(pd.DataFrame(part))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _np_metrics(y, p):
+    e = p - y
+    return (len(y), np.sqrt(np.mean(e**2)), np.mean(np.abs(e)), np.mean(e),
+            1 - np.sum(e**2) / np.sum((y - y.mean()) ** 2) if len(y) > 1 else np.nan)
+
+
+def test_evaluate_runs_matches_numpy(trained, tmp_path):
+    out = tmp_path / "eval"
+    table = evaluate_runs(trained["ckpts"], trained["test"], out, noise_sigma_k=0.8, device="cpu")
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    ref = _independent(trained["ckpts"], trained["test"])
+    got = pd.read_csv(out / "metrics.csv")
+    assert list(got["run"]) == list(RUNS) and list(table["run"]) == list(RUNS)
+    assert list(got["baseline"]) == [False, True, True] and list(got["model"]) == ["clay_transfer", "cnn", "ridge"]
+    for r in got.itertuples():
+        n, rmse, mae, bias, r2 = _np_metrics(ref["y"].to_numpy(), ref[r.run].to_numpy())
+        assert r.n == n == 80 + 81
+        np.testing.assert_allclose([r.rmse, r.mae, r.bias, r.r2], [rmse, mae, bias, r2], rtol=1e-4, atol=1e-5)
+    for stem, col in (("by_station", "stn"), ("by_hour", "hour_kst"), ("by_month", "month"),
+                      ("by_landcover", "landcover")):
+        t = pd.read_csv(out / f"{stem}.csv")
+        for run in RUNS:
+            sub = t[t["run"] == run].set_index(col)
+            assert sorted(sub.index) == sorted(ref[col].unique()), stem
+            assert sub["n"].sum() == len(ref)
+            for key, g in ref.groupby(col):
+                n, rmse, mae, bias, _ = _np_metrics(g["y"].to_numpy(), g[run].to_numpy())
+                assert sub.loc[key, "n"] == n
+                np.testing.assert_allclose([sub.loc[key, "rmse"], sub.loc[key, "mae"], sub.loc[key, "bias"]],
+                                           [rmse, mae, bias], rtol=1e-4, atol=1e-5)
+    assert set(pd.read_csv(out / "by_landcover.csv")["landcover_name"]) != {"unknown"}
+    md = (out / "metrics.md").read_text()
+    assert "0.800 K" in md and "best achievable rmse" in md.lower()
+    assert "clay" in md and ("beats every baseline" in md or "does NOT beat every baseline" in md)
+    # side by side (header, one row per run, floor, floor vs pixel and n rows), then the per-run table
+    assert md.count("\n| ") == (1 + len(RUNS) + 3) + (1 + len(RUNS))
+    assert "floor: not available" in md  # no truth file
+    assert got["scheme"].eq("all").all() and got["floor"].isna().all()  # no split config, no truth
+    assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG"
+
+
+SPLIT = {"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 42, "block_days": 20,
+         "holdout_stations": [500, 501], "holdout_station_fraction": 0.0, "time_block_start": "2024-04-18"}
+SEEN, HELD = [100, 101, 102, 103, 104], [500, 501]
+
+
+def _scheme_chunks(d):
+    """Two test chunks holding exactly the test samples of SPLIT on 2024-04-01..21 (4 hours a day), each
+    sample's scheme written out by hand, and a truth file with known offsets from y."""
+    days = pd.date_range("2024-04-01", "2024-04-21")
+    by_day = assign_split_by_day(pd.Series(days.strftime("%Y%m%d")), SPLIT["fractions"], 42, 20).tolist()
+    stn, time, scheme = [], [], []
+    for day, split in zip(days, by_day, strict=True):
+        block = day >= pd.Timestamp("2024-04-18")
+        for s in SEEN + HELD:
+            held = s in HELD
+            if not (held or block or split == "test"):
+                continue  # a train/val sample
+            name = ("held_out_both" if block or split == "test" else "held_out_stations") if held else (
+                "time_block" if block else "held_out_days")
+            for hour in (0, 6, 12, 18):
+                stn.append(s)
+                time.append(int((day - pd.Timestamp(0)) // pd.Timedelta(seconds=1)) + hour * 3600)
+                scheme.append(name)
+    n = len(stn)
+    order = np.random.default_rng(0).permutation(n)  # chunks in any order
+    paths = []
+    for i, part in enumerate(np.array_split(order, 2)):
+        c = make_chunk(len(part), seed=40 + i)
+        c["stn"] = torch.tensor(np.asarray(stn)[part], dtype=torch.int32)
+        c["time"] = torch.tensor(np.asarray(time)[part], dtype=torch.int64)
+        path = d / f"test_chunk_{i}.pt"
+        torch.save(c, path)
+        paths.append(path)
+    return paths, pd.DataFrame({"stn": stn, "time": time, "scheme": scheme})
+
+
+def test_evaluate_per_scheme_with_floor_matches_numpy(trained, tmp_path):
+    chunks, expected = _scheme_chunks(tmp_path)
+    loaded = [torch.load(p, weights_only=True) for p in chunks]
+    ref = pd.DataFrame({"stn": np.concatenate([c["stn"].numpy() for c in loaded]).astype(np.int64),
+                        "time": np.concatenate([c["time"].numpy() for c in loaded]),
+                        "y": np.concatenate([c["y"].numpy() for c in loaded]).astype(np.float64)})
+    ref = ref.merge(expected, on=["stn", "time"], how="left", validate="one_to_one")
+    assert set(ref["scheme"]) == {"held_out_days", "held_out_stations", "time_block", "held_out_both"}
+    rng = np.random.default_rng(1)
+    truth = ref[["stn", "time"]].rename(columns={"time": "time_utc"})
+    truth["ta_true_c"] = ref["y"] + rng.normal(0, 0.5, len(ref))
+    truth["ta_pixel_c"] = ref["y"] + rng.normal(0.3, 1.0, len(ref))
+    truth["line"], truth["column"] = 900, 2700
+    extra = pd.DataFrame({"stn": [999], "time_utc": [0], "ta_true_c": [1.0], "ta_pixel_c": [1.0], "line": [1],
+                          "column": [1]})  # a truth row of no test sample
+    truth_path = tmp_path / "truth/labels_truth.csv"
+    truth_path.parent.mkdir()
+    pd.concat([extra, truth.iloc[::-1]]).to_csv(truth_path, index=False, float_format="%.4f")
+    truth = pd.read_csv(truth_path).rename(columns={"time_utc": "time"})  # as written (4 decimals)
+    ref = ref.merge(truth[["stn", "time", "ta_true_c", "ta_pixel_c"]], on=["stn", "time"], how="left")
+
+    out = tmp_path / "eval"
+    evaluate_runs(trained["ckpts"], chunks, out, noise_sigma_k=0.5, device="cpu", split_cfg=SPLIT,
+                  truth_path=truth_path)
+    got = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values=[""])
+    # the predictions themselves are checked against the models in test_evaluate_runs_matches_numpy;
+    # here: grouping by scheme, metrics and floors on exactly those predictions
+    pred = pd.read_csv(out / "predictions.csv")
+    assert np.array_equal(pred[["stn", "time"]].to_numpy(), ref[["stn", "time"]].to_numpy())
+    np.testing.assert_allclose(pred["y"], ref["y"], atol=1e-4)
+    for run in RUNS:
+        ref[run] = pred[f"pred_{run}"].to_numpy()
+    assert list(got.columns) == ["run", "model", "baseline", "scheme", "n", "rmse", "mae", "bias", "r2", "floor",
+                                 "rmse_over_floor", "floor_pixel"]
+    assert len(got) == len(RUNS) * 5
+    for r in got.itertuples():
+        g = ref if r.scheme == "all" else ref[ref["scheme"] == r.scheme]
+        y = g["y"].to_numpy()
+        n, rmse, mae, bias, r2 = _np_metrics(y, g[r.run].to_numpy())
+        floor = np.sqrt(np.mean((y - g["ta_true_c"].to_numpy()) ** 2))
+        floor_pixel = np.sqrt(np.mean((y - g["ta_pixel_c"].to_numpy()) ** 2))
+        assert r.n == n > 0
+        np.testing.assert_allclose([r.rmse, r.mae, r.bias, r.r2, r.floor, r.floor_pixel, r.rmse_over_floor],
+                                   [rmse, mae, bias, r2, floor, floor_pixel, rmse / floor], rtol=1e-4, atol=1e-5)
+    assert pred["scheme"].tolist() == ref["scheme"].tolist()
+    md = (out / "metrics.md").read_text()
+    for title in ("held-out days", "held-out stations", "time block", "all test samples", "floor (K)"):
+        assert title in md
+    assert "floor: not available" not in md
+    assert "beats every baseline on held_out_days" in md or "does NOT beat every baseline on held_out_days" in md
+    assert "time block" in (out / "metrics.html").read_text()
+    # a test chunk sample that the split config does not put in test is an error
+    with pytest.raises(ValueError, match="not test samples"):
+        evaluate_runs(trained["ckpts"], chunks, tmp_path / "eval2", device="cpu",
+                      split_cfg={**SPLIT, "holdout_stations": []})
+
+
+def test_floor_is_nan_without_truth():
+    assert math.isnan(floor_rmse(np.array([1.0, 2.0]), np.array([1.0, np.nan])))
+    assert math.isnan(floor_rmse(np.array([]), np.array([])))
+    assert floor_rmse(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == pytest.approx(math.sqrt(0.5))
