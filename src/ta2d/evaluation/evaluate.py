@@ -143,7 +143,6 @@ def predict_runs(checkpoints: Mapping[str, str | Path], chunk_paths: Sequence[st
                  batch_size: int = 4096, device: str | None = None) -> pd.DataFrame:
     """sample_table plus one pred_{run} column (°C) per run, each model rebuilt from its checkpoint alone."""
     from ta2d.models import load_model
-
     from ta2d.training.inference import predict_chunks
 
     df = sample_table(chunk_paths)
