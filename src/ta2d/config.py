@@ -42,6 +42,13 @@ FINETUNE_MODES = ("frozen", "last_k", "full")
 CLAY_DEPTHS = {"tiny": 6, "small": 6, "base": 12, "large": 24}
 
 
+def uses_embedding_cache(run_cfg: Mapping) -> bool:
+    """Whether a resolved run trains its head on cached embeddings (rule embed_chunk): a frozen Clay
+    encoder with embed_cache, unless the run drops the embedding (the head-alone ablation needs none)."""
+    return (run_cfg["model"] == "clay_transfer" and run_cfg["finetune"] == "frozen" and run_cfg["embed_cache"]
+            and "embedding" not in run_cfg.get("drop_features", ()))
+
+
 def finetune_problems(cfg: Mapping) -> list[tuple[str, str]]:
     """What is wrong with the fine-tuning keys of a run config (defaults filled in): (key, message) pairs."""
     problems = []

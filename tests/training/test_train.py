@@ -361,3 +361,16 @@ def test_inference_side_never_imports_the_training_loop():
         "from ta2d.training import train_run, METRIC_COLUMNS, FITTED_KINDS, make_scheduler, data_fingerprint"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_head_alone_needs_no_embeddings(data, tmp_path):
+    """drop_features [embedding]: no embedding files (train_run) and no embed_chunk jobs (the same rule)."""
+    from ta2d.config import uses_embedding_cache
+    from ta2d.training import resolve_run_config
+
+    train, val, stats = data
+    cfg = {**FAST, "epochs": 1, "drop_features": ["embedding"]}
+    res = train_run(cfg, train[:1], val[:1], stats, tmp_path, progress=False, log=lambda s: None)
+    assert res["epochs"] == 1 and not (tmp_path / "embed").exists()
+    assert not uses_embedding_cache(resolve_run_config(cfg))
+    assert uses_embedding_cache(resolve_run_config(FAST))

@@ -4,7 +4,7 @@ import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
 from ta2d.chunks.contract import CHUNK_STEM, chunk_name
-from ta2d.config import validate_config
+from ta2d.config import uses_embedding_cache, validate_config
 from ta2d.periods import period_days, period_keys
 
 validate_config(config, source="config")
@@ -74,11 +74,6 @@ wildcard_constraints:
     run="|".join(RUNS) or "NO_RUNS",
 
 
-def uses_embedding_cache(run):
-    cfg = RUNS[run]
-    return cfg["model"] == "clay_transfer" and cfg["finetune"] == "frozen" and cfg["embed_cache"]
-
-
 def run_gpus(wildcards):
     """One GPU for every run that trains a network (embed_chunk); ridge and gbt are fitted on the CPU."""
     cfg = RUNS[wildcards.run]
@@ -100,7 +95,7 @@ def train_threads(wildcards):
 
 
 def embedding_files(wildcards):
-    if not uses_embedding_cache(wildcards.run):
+    if not uses_embedding_cache(RUNS[wildcards.run]):
         return []
     chunks = chunk_files(("train", "val"))(wildcards)
     return [f"results/embed/{wildcards.run}/{os.path.basename(c)}" for c in chunks]

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ta2d.atomic import ensure_dir
 from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader
+from ta2d.config import uses_embedding_cache
 from ta2d.models import build_model
 from ta2d.training.checkpoints import (
     atomic_save,
@@ -263,7 +264,6 @@ def train_run(
     model = build_model(cfg, stats)
     # frozen encoder weights (finetune: frozen, or last_k's lower blocks) stay out of current.pt; their
     # fingerprint (taken on the CPU) lets resume check the rebuilt ones
-    frozen = cfg["model"] == "clay_transfer" and cfg["finetune"] == "frozen"
     frozen_keys = frozen_encoder_keys(model)
     enc_fp = frozen_fingerprint(model, frozen_keys)
     model = model.to(dev)
@@ -271,7 +271,7 @@ def train_run(
 
     # data: embedding files for a frozen, cached encoder; chunk files otherwise
     fields, train_files, val_files = CHUNK_FIELDS, train_chunks, val_chunks
-    if frozen and cfg["embed_cache"]:
+    if uses_embedding_cache(cfg):
         edir = Path(embed_dir) if embed_dir is not None else out / "embed"
         t0 = time.perf_counter()
         embed = functools.partial(embed_chunks, out_dir=edir, model=model, batch_size=max(cfg["batch_size"], 256),
