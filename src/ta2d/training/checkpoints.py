@@ -106,6 +106,21 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], partia
         raise RuntimeError(f"checkpoint does not fit the model: missing {bad}, unexpected {list(unexpected)}")
 
 
+def epoch_state(base: Mapping, model_state: Mapping, opt, sched, scaler, epoch: int, history: Sequence) -> dict:
+    """What a checkpoint holds after an epoch (train and pretrain alike): the run's identity (``base``), the
+    weights, the optimizer, scheduler and grad-scaler states, the epoch, the history and the RNG state."""
+    return {
+        **base,
+        "model": model_state,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "rng_state": torch.get_rng_state(),
+    }
+
+
 def write_metrics(path: Path, rows: Sequence[Mapping], columns: Sequence[str] = METRIC_COLUMNS) -> None:
     """metrics.csv of a run (or of a pretrain run, with its own columns), written atomically."""
     buf = io.StringIO()

@@ -42,6 +42,7 @@ from ta2d.models import build_model
 from ta2d.training.checkpoints import (
     atomic_save,
     data_fingerprint,
+    epoch_state,
     frozen_encoder_keys,
     frozen_fingerprint,
     load_model_state,
@@ -404,16 +405,7 @@ def train_run(
         history.append(row)
         score = val_mse if val_b.n_samples else row["train_mse"]
         weights = model.state_dict()
-        state = {
-            **base,
-            "model": weights,
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "rng_state": torch.get_rng_state(),
-        }
+        state = epoch_state(base, weights, opt, sched, scaler, epoch, history)
         if score < best_val:  # best.pt before current.pt: a kill in between redoes this epoch
             best_val = score
             if ctx.main:

@@ -38,7 +38,7 @@ from ta2d.models import PRESETS, ClayEncoder, Normalizer, default_waves, load_cl
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice
 from ta2d.models.ta_model import N_SPECTRAL, clay_grid_side, to_clay_grid
-from ta2d.training.checkpoints import data_fingerprint, read_checkpoint, write_metrics
+from ta2d.training.checkpoints import data_fingerprint, epoch_state, read_checkpoint, write_metrics
 from ta2d.training.inference import load_stats, resolve_device
 
 TILE_FIELDS = ("x", "time7", "loc")
@@ -288,16 +288,7 @@ def pretrain_run(
                "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
         write_metrics(out / "metrics.csv", history, METRIC_COLUMNS)
-        atomic_torch_save({
-            **base,
-            "model": mae.student_state(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "rng_state": torch.get_rng_state(),
-        }, cur_path)
+        atomic_torch_save(epoch_state(base, mae.student_state(), opt, sched, scaler, epoch, history), cur_path)
         log(f"pretrain epoch {epoch}: loss {row['loss']:.4f}  rec {row['rec']:.4f}  rep {row['rep']:.4f}  "
             f"({row['seconds']:.1f} s)")
         if on_epoch_end is not None:
