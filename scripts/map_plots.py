@@ -5,4 +5,4 @@ from ta2d.maps.plots import plot_day_files
 
 with log_to(snakemake.log[0]):
     out = snakemake.output
-    plot_day_files(snakemake.input.nc, snakemake.input.index, out.pngs, out.gif, out.html)
+    plot_day_files(snakemake.input.nc, snakemake.input.stations, out.pngs, out.gif, out.html)

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index", default=None,
                    help="results/index/index.csv: station observations for the correction (and the plots)")
     p.add_argument("--stations", default=None, help="write the day's station table (leave-stations-out) here")
-    p.add_argument("--png-dir", default=None, help="also draw a PNG per slot into this folder ...")
+    p.add_argument("--png-dir", default=None,
+                   help="also draw a PNG per slot into this folder (with the stations of --stations) ...")
     p.add_argument("--gif", default=None, help="... and the day's animation here")
     p.add_argument("--slot-minutes", type=int, nargs="+", default=[0], help="minutes of the slots (default 0)")
     p.add_argument("--patch-size", type=int, default=9)
@@ -116,7 +117,7 @@ def _map_day(args) -> int:
             raise ValueError("--png-dir and --gif go together")
         from .maps.plots import plot_day_files
 
-        plot_day_files(args.out, args.index, args.png_dir, args.gif, Path(args.gif).with_suffix(".html"))
+        plot_day_files(args.out, args.stations, args.png_dir, args.gif, Path(args.gif).with_suffix(".html"))
     print(summary)
     return 0
 

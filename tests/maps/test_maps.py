@@ -41,7 +41,7 @@ from ta2d.maps.kriging import (
     residual_table,
     station_folds,
 )
-from ta2d.maps.observations import day_observations
+from ta2d.maps.observations import day_observations, read_station_table
 from ta2d.maps.plan import BEST, best_run, map_days, map_runs, map_targets, model_runs, split_test_days
 from ta2d.maps.plots import plot_day
 from ta2d.maps.predict import MASK_EDGE, MASK_NAN_PATCH, MASK_NO_SCENE, MASK_NOT_LAND, MASK_PREDICTED
@@ -548,6 +548,24 @@ def test_cli_map_day(trained, scene_and_static, tmp_path):
         assert np.isfinite(ds["TA"].values[3]).sum() == ds["n_predicted"].values[3] > 0
     assert cli_main(["map-day", "--checkpoint", str(trained["ridge"]), "--scene", str(tmp_path / "no.nc"),
                      "--static", str(s["static"]), "--day", "2024-04-10", "--out", str(out)]) == 1
+
+
+def test_cli_map_day_plots_the_stations_of_its_own_table(trained, scene_and_static, tmp_path):
+    """The plots read map_day's station table, not the index: its observations are the ones drawn."""
+    s = scene_and_static
+    out, stations = tmp_path / "day.nc", tmp_path / "day_stations.csv"
+    assert cli_main(["map-day", "--checkpoint", str(trained["ridge"]), "--scene", str(s["scene"]), "--static",
+                     str(s["static"]), "--day", "2024-04-10", "--out", str(out), "--index", str(s["index"]),
+                     "--stations", str(stations), "--png-dir", str(tmp_path / "png"), "--gif",
+                     str(tmp_path / "day.gif"), "--device", "cpu"]) == 0
+    obs = read_station_table(stations)
+    expected = day_observations(s["index"], DAY)
+    drawn = set(zip(obs["stn"], obs["time"], strict=True))
+    assert drawn and drawn <= set(zip(expected["stn"], expected["time"], strict=True))
+    assert len(list((tmp_path / "png").glob("*.png"))) == 24 and (tmp_path / "day.gif").stat().st_size > 0
+    pd.DataFrame({"stn": [1]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv: no column\(s\) \['time'"):
+        read_station_table(tmp_path / "bad.csv")
 
 
 def test_local_xy_km():

@@ -55,7 +55,7 @@ rule map_plots:
         "PNG per slot and GIF of the {wildcards.maprun} maps of {wildcards.day}"
     input:
         nc="results/maps/{maprun}/{day}.nc",
-        index="results/index/index.csv",
+        stations="results/maps/{maprun}/{day}_stations.csv",  # map_day's observations: no second index scan
     output:
         pngs=directory("results/maps/{maprun}/{day}_png"),
         gif="results/maps/{maprun}/{day}.gif",

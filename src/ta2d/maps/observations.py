@@ -39,6 +39,19 @@ def day_observations(index_csv: str | Path, day: str) -> pd.DataFrame:
     return out.loc[:, list(OBS_COLUMNS)].sort_values(["time", "stn"]).reset_index(drop=True)
 
 
+def read_station_table(path: str | Path) -> pd.DataFrame:
+    """The observations of a map_day station table (``{day}_stations.csv``, which holds them beside the map
+    values): columns as :func:`day_observations`. Raises ValueError naming the file when it lacks a column."""
+    try:
+        table = pd.read_csv(path, dtype=_DTYPES)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"station table {path}: cannot be read as CSV ({err})") from err
+    missing = [c for c in OBS_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"station table {path}: no column(s) {missing} (has {list(table.columns)})")
+    return table.loc[:, list(OBS_COLUMNS)].drop_duplicates(["stn", "time"]).reset_index(drop=True)
+
+
 def no_observations() -> pd.DataFrame:
     """An empty observation table (the columns of :func:`day_observations`)."""
     return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in OBS_COLUMNS})

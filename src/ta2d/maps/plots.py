@@ -148,10 +148,11 @@ def animation_html(gif_path: str | Path, out_html: str | Path, title: str) -> No
         Path(tmp).write_text(page)
 
 
-def plot_day_files(nc_path: str | Path, index_csv: str | Path | None, png_dir: str | Path, gif_path: str | Path,
+def plot_day_files(nc_path: str | Path, stations_csv: str | Path | None, png_dir: str | Path, gif_path: str | Path,
                    html_path: str | Path, fps: float = 3.0, dpi: int = 80) -> int:
-    """Rule map_plots: an archive day file (+ the day's station observations) -> PNGs, GIF, report page."""
-    from .observations import day_observations
+    """Rule map_plots: an archive day file (+ the station table map_day wrote beside it, whose observations
+    are drawn: the index is not read again) -> PNGs, GIF, report page."""
+    from .observations import read_station_table
 
     try:
         ds = xr.open_dataset(nc_path, engine="h5netcdf")
@@ -160,7 +161,7 @@ def plot_day_files(nc_path: str | Path, index_csv: str | Path | None, png_dir: s
     with ds:
         ds = ds.load()
     day = pd.Timestamp(ds["time"].values[0]).strftime("%Y%m%d")
-    obs = day_observations(index_csv, day) if index_csv is not None else None
+    obs = read_station_table(stations_csv) if stations_csv is not None else None
     paths = plot_day(ds, obs, png_dir, gif_path, fps=fps, dpi=dpi)
     run = ds.attrs.get("run", "?")
     animation_html(gif_path, html_path, f"{run}: hourly 2 m air temperature on {pd.Timestamp(day):%Y-%m-%d} (UTC)")
