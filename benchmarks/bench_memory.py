@@ -108,13 +108,15 @@ def child_train(d: Path, run: str) -> dict:
     import torch
 
     import ta2d.chunks.loader
+    import ta2d.training.loop
     from ta2d.training import train_run
 
     cfg = RUNS[run]
     if run in BUDGET_CHUNKS:
         n = torch.load(next((d / "patch_pt").glob("train_chunk_*.pt")), weights_only=True, mmap=True)["y"].shape[0]
         budget = int(BUDGET_CHUNKS[run] * n * SAMPLE_BYTES)
-        ta2d.chunks.loader.memory_budget = lambda: budget
+        # the budget train_run gives its training loader, and the loader's own default (validation)
+        ta2d.training.loop.memory_budget = ta2d.chunks.loader.memory_budget = lambda: budget
     train = sorted(str(p) for p in (d / "patch_pt").glob("train_chunk_*.pt"))
     val = sorted(str(p) for p in (d / "patch_pt").glob("val_chunk_*.pt"))
     torch.set_num_threads(2)

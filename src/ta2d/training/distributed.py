@@ -119,7 +119,7 @@ class RankBatches(IterableDataset):
     so the ranks' shares partition each global batch and a rank reads only its own samples, through the
     loader's own ``gather``: from its resident copy when the training set fits the memory budget, else one
     slice or gather per field and file from the memory-mapped chunks. Every rank holds its own resident
-    copy, so the budget (``max_resident_bytes``) is divided among the ranks of the machine. ``pad_empty``:
+    copy, so train_run gives each rank's loader 1 / world of the budget. ``pad_empty``:
     a rank whose share is empty gets the batch's first sample instead (training: the loop weights it 0);
     otherwise an empty batch.
     With loader workers, worker w of n serves batches w, w + n, ... like ChunkBatches.
@@ -127,7 +127,6 @@ class RankBatches(IterableDataset):
 
     def __init__(self, batches: ChunkBatches, rank: int, world: int, pad_empty: bool = False):
         self.batches, self.rank, self.world, self.pad_empty = batches, int(rank), int(world), pad_empty
-        batches.max_resident_bytes //= max(self.world, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)

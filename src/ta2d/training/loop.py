@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ta2d.atomic import ensure_dir
-from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader
+from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader, memory_budget
 from ta2d.config import uses_embedding_cache
 from ta2d.models import build_model
 from ta2d.training.checkpoints import (
@@ -296,6 +296,7 @@ def train_run(
         cfg["shuffle_within_file"],
         cfg["mix_files"],
         cfg["seed"],
+        max_resident_bytes=memory_budget() // ctx.world,  # every rank holds its own copy
     )
     val_b = ChunkBatches(val_files, cfg["batch_size"], fields)
     train_src, val_src = train_b, val_b
