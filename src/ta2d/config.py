@@ -32,6 +32,7 @@ def encoder_from_path(value: str) -> str:
 # Keys a config may still carry from an older ta2d: what replaced them, appended to "unknown key ...".
 REPLACED_KEYS = {
     "freeze_encoder": " (replaced by finetune: frozen | last_k | full; freeze_encoder true = frozen, false = full)",
+    "times": " (maps.times, single slots, was replaced by maps.days: every hour of the mapped days)",
 }
 
 

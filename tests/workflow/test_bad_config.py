@@ -29,6 +29,8 @@ CONFIG_FAULTS = [
     ("missing_raw_folder", lambda c: c["inputs"]["l1b"].__setitem__("dir", "/nonexistent/raw"),
      "key inputs.l1b.dir: folder /nonexistent/raw does not exist"),
     ("impossible_date", lambda c: c["period"].__setitem__("end", "2024-02-30"), "key period: not a date"),
+    ("old_map_times", lambda c: c["maps"].__setitem__("times", ["2024-04-03T05:00"]),
+     "unknown key maps.times (maps.times, single slots, was replaced by maps.days"),
 ]
 
 
