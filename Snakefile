@@ -37,6 +37,7 @@ rule all:
     input:
         "results/stats.json",
         "results/summary.json",
+        expand("results/index/{ikey}/index.csv", ikey=PLAN.index_keys),
         # every chunk is a target itself: a missing or failed chunk must be rebuilt even when the
         # files downstream of it (summary, stats, runs) look up to date
         chunk_files(),

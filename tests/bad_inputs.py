@@ -2,8 +2,9 @@
 
 Every case starts from the same clean tiny demo (2 days, 6 stations, no planted defects: 288 label rows,
 288 samples), copies it into its own folder, plants exactly ONE fault and runs either the library
-functions the rule scripts call (ta2d.ingest.archive.calibrate_period, ta2d.index.build.build_index,
-ta2d.chunks.patches.build_patch_chunk, ta2d.chunks.summary.summarize, ta2d.training.train_run) or the real Snakefile.
+functions the rule scripts call (ta2d.ingest.archive.calibrate_period, ta2d.index.route.route_labels,
+ta2d.chunks.patches.build_patch_chunk, ta2d.index.build.build_month_index, ta2d.chunks.summary.summarize,
+ta2d.training.train_run) or the real Snakefile.
 It then asserts either a clear error naming the file / row / config key and what is wrong, or a
 counted reject with its reason, with the invariant n_label_rows == n_samples + n_rejected holding and
 every other row still a sample.
@@ -31,13 +32,17 @@ import pandas as pd
 import torch
 from conftest import tiny_config
 
+from ta2d.chunks.contract import chunk_name
 from ta2d.chunks.patches import build_patch_chunk
 from ta2d.chunks.stats import write_stats
 from ta2d.chunks.summary import summarize
 from ta2d.config import validate_config
 from ta2d.grid import Domain
-from ta2d.index.build import build_index
+from ta2d.index.build import build_month_index
+from ta2d.index.route import route_labels
+from ta2d.index.stations import read_stations
 from ta2d.ingest.archive import calibrate_period, write_inventory
+from ta2d.plan import Plan
 from ta2d.static import read_static
 
 PERIOD = {"start": "2024-04-01", "end": "2024-04-02"}
@@ -161,7 +166,7 @@ def make_base(root: Path) -> Base:
     out = root / "clean_out"
     result = run_library(Case(root, data, config), out, recalibrate=DAYS)
     assert result.summary["n_label_rows"] == result.summary["n_samples"] == N_ROWS and result.rejects.empty
-    index = pd.read_csv(out / "index/index.csv")
+    index = pd.concat([pd.read_csv(p) for p in sorted(out.glob("index/*/index.csv"))], ignore_index=True)
     return Base(root, data, config, out, result, index)
 
 
@@ -180,7 +185,8 @@ def one_day(key: str) -> dict:
 
 def run_library(case: Case, out: Path, recalibrate=(), base: Base | None = None) -> Result:
     """What the rules do, in-process: calibrate (the days in `recalibrate`; the others are the clean
-    run's scenes, as Snakemake would keep them), build_index, build_patch_chunk per manifest, summary."""
+    run's scenes, as Snakemake would keep them), label_parts, build_patch_chunk per planned chunk,
+    build_index per month, summary."""
     cfg = case.config
     raw_inputs = {k: cfg["inputs"][k] for k in ("kind", "l1b", "calibrated")}
     domain = Domain.from_config(cfg["domain"])
@@ -194,27 +200,27 @@ def run_library(case: Case, out: Path, recalibrate=(), base: Base | None = None)
             scene.parent.mkdir(parents=True, exist_ok=True)
             for path in (scene, status):
                 os.link(base.out / "scenes" / path.name, path)
-    build_index(labels_cfg=cfg["inputs"]["labels"], stations_path=cfg["inputs"]["stations"]["path"],
-                static_cfg=cfg["inputs"]["static"],
-                scene_status_paths=[out / f"scenes/{key}.status.csv" for key in DAYS], domain=domain,
-                period=cfg["period"], freq="D", split_cfg=cfg["split"], patch_size=cfg["patch"]["size"],
-                out_dir=out / "index")
+    plan = Plan.from_config(cfg)
+    route_labels(cfg["inputs"]["labels"], plan, out / "labels", force=True)
     st = cfg["inputs"]["static"]
     static = read_static(st["path"], domain, st["dem_var"], st["land_sea_mask_var"], st["landcover_var"])
-    chunks = []
-    for manifest in sorted((out / "index/chunks").glob("*_chunk_*.csv")):
-        chunk = out / "patch_pt" / f"{manifest.stem}.pt"
-        key = manifest.stem.rsplit("_", 1)[1]
-        build_patch_chunk(manifest, out / f"scenes/{key}.nc", static, cfg["patch"]["size"], chunk,
-                          chunk.with_suffix(".rejects.csv"))
-        chunks.append(chunk)
-    summarize(out / "index/summary.json", chunks, out / "summary.json")
+    stations = read_stations(cfg["inputs"]["stations"]["path"])
+    for split, key in plan.chunks:
+        chunk = out / "patch_pt" / chunk_name(split, key)
+        build_patch_chunk(out / "labels" / chunk_name(split, key, ".csv"), stations, out / f"scenes/{key}.nc",
+                          static, cfg["patch"]["size"], chunk, chunk.with_suffix(".rejects.csv"),
+                          chunk.with_suffix(".index.csv"))
+    for ikey in plan.index_keys:
+        chunks = [out / "patch_pt" / chunk_name(s, k, "") for s, k in plan.chunks_of_index(ikey)]
+        build_month_index([f"{c}.index.csv" for c in chunks], [f"{c}.rejects.csv" for c in chunks], cfg["split"],
+                          out / "index" / ikey)
+    summarize(out / "labels/summary.json", sorted(out.glob("index/*/summary.json")), out / "summary.json")
     return load_result(out)
 
 
 def load_result(results: Path) -> Result:
     """summary.json, all rejects and all samples of a results folder (library run or Snakemake's results/)."""
-    tables = [results / "index/rejects.csv", *sorted(results.glob("patch_pt/*.rejects.csv"))]
+    tables = [results / "labels/rejects.csv", *sorted(results.glob("patch_pt/*.rejects.csv"))]
     rejects = pd.concat([pd.read_csv(p, dtype={"detail": str}) for p in tables], ignore_index=True)
     samples = set()
     for chunk in results.glob("patch_pt/*.pt"):

@@ -290,3 +290,29 @@ def train_small_runs(d: Path, train: list) -> dict:
                   log=lambda s: None)
         ckpts[run] = d / "runs" / run / "best.pt"
     return ckpts
+
+
+def chunk_from_manifest(manifest: str | Path, scene, static, patch_size: int, out: str | Path,
+                        x_dtype: str = "float32") -> dict:
+    """build_patch_chunk on stations placed by hand: `manifest` is a CSV of (row, stn, time, ta_c, line, column
+    [, lat, lon, elev_m]); each station is put at its lat/lon (the pixel centre when not given), so the matching
+    finds exactly that pixel. Writes out (.pt), its .rejects.csv and .index.csv; the label part beside them."""
+    import pandas as pd
+
+    from ta2d.chunks.patches import build_patch_chunk
+    from ta2d.grid import linecol_to_lonlat
+
+    rows = pd.read_csv(manifest)
+    if "lat" not in rows:
+        lon, lat = linecol_to_lonlat(rows["line"].to_numpy(float), rows["column"].to_numpy(float))
+        rows = rows.assign(lat=lat, lon=lon)
+    if "elev_m" not in rows:
+        rows = rows.assign(elev_m=float("nan"))
+    stations = rows.drop_duplicates("stn")[["stn", "lat", "lon", "elev_m"]].assign(valid_from=pd.NaT, valid_to=pd.NaT)
+    if stations["stn"].duplicated().any() or len(rows.drop_duplicates(["stn", "lat", "lon"])) != len(stations):
+        raise ValueError(f"{manifest}: a station at two places")
+    out = Path(out)
+    part = out.with_suffix(".part.csv")
+    rows.assign(source=Path(manifest).name)[["source", "row", "stn", "time", "ta_c"]].to_csv(part, index=False)
+    return build_patch_chunk(part, stations.reset_index(drop=True), scene, static, patch_size, out,
+                             out.with_suffix(".rejects.csv"), out.with_suffix(".index.csv"), x_dtype=x_dtype)

@@ -90,11 +90,11 @@ def changed(before: dict, after: dict) -> set[str]:
     return {Path(k).name for k in after.keys() | before.keys() if before.get(k) != after.get(k)}
 
 
-def label_row_of(chunk_csv: Path) -> int:
-    """The label-file data row (1-based, as in the manifest) of the chunk's first sample."""
-    with chunk_csv.open() as f:
+def label_row_of(part_csv: Path) -> int:
+    """The label-file data row (1-based, as in the label part: source, row, ...) of the chunk's first row."""
+    with part_csv.open() as f:
         f.readline()
-        return int(f.readline().split(",")[0])
+        return int(f.readline().split(",")[1])
 
 
 def outputs_of(work: Path) -> dict:
@@ -229,8 +229,7 @@ class SlurmScenario(threading.Thread):
         # 2. new data and a fault: one label row of the test day changes (its chunk must be rebuilt) and
         # that day's scene is unreadable, with its old mtime, so calibrate does not rerun. The test split's
         # chunk: only the (local) summary and evaluate read it, so the rerun is small.
-        chunk_dir = work / "results/index/chunks"
-        manifest = sorted(chunk_dir.glob("test_chunk_*.csv"))[0]
+        manifest = sorted((work / "results/labels").glob("test_chunk_*.csv"))[0]
         key = manifest.stem.split("_chunk_")[1]
         chunk = work / f"results/patch_pt/test_chunk_{key}.pt"
         scene = work / f"results/scenes/{key}.nc"

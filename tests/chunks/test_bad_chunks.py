@@ -94,7 +94,7 @@ CHUNK_CHILD = """
     import io, json, sys, time
     from pathlib import Path
     import torch
-    manifest, scene, static_path, domain, out, marker = sys.argv[1:]
+    part, stations, scene, static_path, domain, out, marker = sys.argv[1:]
     real_save = torch.save
 
     def save_half_then_hang(obj, f, *args, **kwargs):  # the kill lands in the middle of the write
@@ -113,7 +113,8 @@ CHUNK_CHILD = """
     from ta2d.chunks.patches import build_patch_chunk
     from ta2d.static import read_static
     static = read_static(static_path, Domain.from_config(json.loads(domain)))
-    build_patch_chunk(manifest, scene, static, 9, out, out.replace(".pt", ".rejects.csv"))
+    build_patch_chunk(part, stations, scene, static, 9, out, out.replace(".pt", ".rejects.csv"),
+                      out.replace(".pt", ".index.csv"))
 """
 
 
@@ -121,9 +122,10 @@ def test_kill_during_chunk_build_leaves_no_complete_looking_chunk(base, tmp_path
     name = "train_chunk_20240401"
     out = tmp_path / "patch_pt" / f"{name}.pt"
     marker = tmp_path / "writing"
-    manifest, scene = base.out / f"index/chunks/{name}.csv", base.out / "scenes/20240401.nc"
+    label_part, scene = base.out / f"labels/{name}.csv", base.out / "scenes/20240401.nc"
+    stations = base.config["inputs"]["stations"]["path"]
     static_path, domain = base.config["inputs"]["static"]["path"], json.dumps(base.config["domain"])
-    proc = _child(CHUNK_CHILD, str(manifest), str(scene), static_path, domain, str(out), str(marker))
+    proc = _child(CHUNK_CHILD, str(label_part), stations, str(scene), static_path, domain, str(out), str(marker))
     _wait_for(marker, proc)
     _kill9(proc)
     part = Path(marker.read_text())
@@ -135,7 +137,8 @@ def test_kill_during_chunk_build_leaves_no_complete_looking_chunk(base, tmp_path
     # the rerun (Snakemake: rerun-incomplete) rebuilds it, identical to an undisturbed build
     st = base.config["inputs"]["static"]
     static = read_static(st["path"], Domain.from_config(base.config["domain"]))
-    build_patch_chunk(manifest, scene, static, 9, out, out.with_suffix(".rejects.csv"))
+    build_patch_chunk(label_part, stations, scene, static, 9, out, out.with_suffix(".rejects.csv"),
+                      out.with_suffix(".index.csv"))
     got, want = torch.load(out, weights_only=True), torch.load(base.out / f"patch_pt/{name}.pt", weights_only=True)
     assert sorted(got) == sorted(want) and got[CHECKSUM_KEY] == want[CHECKSUM_KEY]
     assert all(torch.equal(got[k], want[k]) for k in want if k != CHECKSUM_KEY)

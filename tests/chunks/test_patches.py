@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from fakes import chunk_from_manifest
 
 from ta2d.chunks.inspect import contract_problems
-from ta2d.chunks.patches import build_patch_chunk
 from ta2d.chunks.stats import compute_stats
 from ta2d.grid import Domain
 from ta2d.static import read_static
@@ -50,26 +50,24 @@ def test_patches_equal_direct_slicing(scene_and_static, tmp_path):
     t0 = int(pd.Timestamp("2024-04-01", tz="UTC").timestamp())
     manifest = pd.DataFrame({
         "row": [5, 6, 7, 8],
-        "stn": [108, 119, 108, 133],
+        "stn": [108, 119, 143, 133],
         "time": [t0, t0 + 3600, t0 + 7200, t0 + 10800],
         "ta_c": [12.5, 3.25, -1.0, 20.0],
-        "lat": [37.5, 37.2, 37.5, 36.4],
-        "lon": [127.0, 127.1, 127.0, 127.4],
         "elev_m": [85.5, np.nan, 40.0, 412.0],  # unknown elevation -> the pixel's DEM
         "line": [915, 904, 910, 925],
         "column": [2710, 2704, 2710, 2735],
     })
     manifest.to_csv(tmp_path / "m.csv", index=False)
     static = read_static(static_path, DOMAIN)
-    counts = build_patch_chunk(tmp_path / "m.csv", scene_path, static, 9, tmp_path / "c.pt", tmp_path / "c.rejects.csv")
+    counts = chunk_from_manifest(tmp_path / "m.csv", scene_path, static, 9, tmp_path / "train_chunk_x.pt")
 
     # row 7 (slot 2, pixel (910, 2710)) has the NaN at domain index (10, 10) = pixel (910, 2710) inside its patch
     assert counts == {"n_rows": 4, "n_samples": 3, "n_rejected": 1}
-    rejects = pd.read_csv(tmp_path / "c.rejects.csv")
+    rejects = pd.read_csv(tmp_path / "train_chunk_x.rejects.csv")
     assert rejects["row"].tolist() == [7] and rejects["reason"].tolist() == ["nan_in_patch"]
     assert "wv073" in rejects["detail"][0]
 
-    d = torch.load(tmp_path / "c.pt", weights_only=True, mmap=True)
+    d = torch.load(tmp_path / "train_chunk_x.pt", weights_only=True, mmap=True)
     assert contract_problems(d) == []
     kept = manifest[manifest["row"] != 7].reset_index(drop=True)
     for i, r in enumerate(kept.astype({"line": int, "column": int, "time": int}).to_dict("records")):
@@ -118,14 +116,14 @@ def test_float16_chunk_holds_the_rounded_float32_patches(scene_and_static, tmp_p
     scene_path, static_path, _, _ = scene_and_static
     t0 = int(pd.Timestamp("2024-04-01", tz="UTC").timestamp())
     pd.DataFrame({"row": [1, 2], "stn": [108, 119], "time": [t0, t0 + 3600], "ta_c": [1.0, 2.0],
-                  "lat": [37.5, 37.2], "lon": [127.0, 127.1], "elev_m": [10.0, 20.0],
+                  "elev_m": [10.0, 20.0],
                   "line": [915, 904], "column": [2710, 2704]}).to_csv(tmp_path / "m.csv", index=False)
     static = read_static(static_path, DOMAIN)
     for dtype in ("float32", "float16"):
-        build_patch_chunk(tmp_path / "m.csv", scene_path, static, 9, tmp_path / f"{dtype}.pt",
-                          tmp_path / f"{dtype}.rejects.csv", x_dtype=dtype)
-    full = torch.load(tmp_path / "float32.pt", weights_only=True)
-    half = torch.load(tmp_path / "float16.pt", weights_only=True)
+        chunk_from_manifest(tmp_path / "m.csv", scene_path, static, 9, tmp_path / f"train_chunk_{dtype}.pt",
+                            x_dtype=dtype)
+    full = torch.load(tmp_path / "train_chunk_float32.pt", weights_only=True)
+    half = torch.load(tmp_path / "train_chunk_float16.pt", weights_only=True)
     assert half["x"].dtype == torch.float16 and contract_problems(half) == []
     assert torch.equal(half["x"], full["x"].half())
     assert half["x"].element_size() * half["x"].nelement() * 2 == full["x"].element_size() * full["x"].nelement()

@@ -1,4 +1,5 @@
-"""build_index and the fixed-grid navigation against independent computations."""
+"""The index (label routing, matching in the chunk jobs, the month index) and the fixed-grid navigation
+against independent computations."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import pandas as pd
 import pytest
 from pyproj import Proj
 
+from ta2d.chunks.contract import chunk_name
+from ta2d.chunks.patches import build_patch_chunk
 from ta2d.grid import FD_GRIDS, Domain, linecol_to_lonlat, lonlat_to_linecol
-from ta2d.index.build import assign_split_by_day, build_index
-from ta2d.index.schemes import SCHEMES, assign_splits, held_out_station
+from ta2d.index.build import build_month_index, read_index
+from ta2d.index.route import route_labels
+from ta2d.index.schemes import SCHEMES, assign_split_by_day, assign_splits, held_out_station
+from ta2d.index.stations import read_stations
 from ta2d.ingest.archive import calibrate_period, write_inventory
 from ta2d.periods import period_keys
+from ta2d.plan import Plan
+from ta2d.static import read_static
 
 GEOS = Proj("+proj=geos +lon_0=128.2 +h=35785863 +a=6378137 +b=6356752.3 +sweep=y +units=m")
 
@@ -64,45 +71,62 @@ def test_split_holds_fractions_per_block_and_is_stable_when_days_are_added():
 
 @pytest.fixture(scope="module")
 def tiny_index(tiny_demo, tmp_path_factory):
-    """Scenes and index of the tiny demo, built with the library functions the rules call."""
+    """Scenes of the tiny demo, and `run(split)`: labels routed, chunks built, month index written, with the
+    library functions the rules call; returns (summary of the month, the month's index)."""
     cfg = tiny_demo["config"]
     out = tmp_path_factory.mktemp("index")
     raw = {k: cfg["inputs"][k] for k in ("kind", "l1b", "calibrated")}
-    status = []
     for key in period_keys(cfg["period"]["start"], cfg["period"]["end"], "D"):
         inv = out / f"inventory/{key}.tsv"
         write_inventory(raw, key, "D", cfg["period"], inv)
         calibrate_period(raw, inv, key, "D", cfg["period"], cfg["domain"], cfg["scene"],
                          out / f"scenes/{key}.nc", out / f"scenes/{key}.status.csv", progress=False)
-        status.append(out / f"scenes/{key}.status.csv")
+    st = cfg["inputs"]["static"]
+    static = read_static(st["path"], Domain.from_config(cfg["domain"]), st["dem_var"], st["land_sea_mask_var"],
+                         st["landcover_var"])
+    stations = read_stations(cfg["inputs"]["stations"]["path"])
 
     def run(split=None):
-        return build_index(cfg["inputs"]["labels"], cfg["inputs"]["stations"]["path"], cfg["inputs"]["static"],
-                           status, Domain.from_config(cfg["domain"]), cfg["period"], "D",
-                           split or cfg["split"], 9, out / "index")
+        split_cfg = split or cfg["split"]
+        plan = Plan.from_config({**cfg, "split": split_cfg, "chunking": {"period": "D"}})
+        route_labels(cfg["inputs"]["labels"], plan, out / "labels")
+        for old in (out / "patch_pt").glob("*"):
+            old.unlink()
+        for s, k in plan.chunks:
+            chunk = out / "patch_pt" / chunk_name(s, k)
+            build_patch_chunk(out / "labels" / chunk_name(s, k, ".csv"), stations, out / f"scenes/{k}.nc", static,
+                              9, chunk, chunk.with_suffix(".rejects.csv"), chunk.with_suffix(".index.csv"))
+        (ikey,) = plan.index_keys
+        chunks = [out / "patch_pt" / chunk_name(s, k, "") for s, k in plan.chunks_of_index(ikey)]
+        summary = build_month_index([f"{c}.index.csv" for c in chunks], [f"{c}.rejects.csv" for c in chunks],
+                                    split_cfg, out / "index")
+        return summary, read_index(out / "index/index.csv")
 
-    return {"run": run, "dir": out / "index", "config": cfg}
+    return {"run": run, "dir": out, "config": cfg}
 
 
 def test_index_accounts_for_every_row_and_uses_proj_pixels(tiny_index, tiny_demo):
-    summary = tiny_index["run"]()
-    idx = pd.read_csv(tiny_index["dir"] / "index.csv")
-    rejects = pd.read_csv(tiny_index["dir"] / "rejects.csv")
-    assert summary["n_label_rows"] == len(idx) + len(rejects)
+    summary, idx = tiny_index["run"]()
+    out = tiny_index["dir"]
+    rejects = pd.concat([pd.read_csv(out / "labels/rejects.csv"), pd.read_csv(out / "index/rejects.csv")])
+    n_rows = sum(1 for line in open(tiny_index["config"]["inputs"]["labels"]["path"], "rb").read().splitlines()[1:]
+                 if line.strip())
+    assert n_rows == len(idx) + len(rejects) == summary["n_samples"] + len(rejects)
     assert not set(idx["row"]) & set(rejects["row"])
     # each station's pixel is the nearest pixel centre by PROJ
     want_line, want_col = pyproj_linecol(idx["lon"].to_numpy(), idx["lat"].to_numpy())
     assert (idx["line"] == np.floor(want_line + 0.5)).all()
     assert (idx["column"] == np.floor(want_col + 0.5)).all()
-    # whole days per split (held-out stations aside: all their rows are test), and one manifest per
-    # (split, day) holding exactly those rows
+    # whole days per split (held-out stations aside: all their rows are test), and one part per (split, day)
+    # holding exactly those rows and the rejects of its chunk
     day = pd.to_datetime(idx["time"], unit="s").dt.strftime("%Y%m%d")
     held = held_out_station(idx["stn"], tiny_index["config"]["split"])
     assert (idx[~held].groupby(day[~held])["split"].nunique() == 1).all()
     assert (idx.loc[held, "split"] == "test").all()
     for (split, key), rows in idx.groupby(["split", "chunk"]):
-        manifest = pd.read_csv(tiny_index["dir"] / f"chunks/{split}_chunk_{key}.csv")
-        assert manifest["row"].tolist() == rows["row"].tolist()
+        part = pd.read_csv(out / "labels" / chunk_name(split, key, ".csv"))
+        chunk_rejects = pd.read_csv(out / "patch_pt" / chunk_name(split, key, ".rejects.csv"))
+        assert sorted(part["row"]) == sorted([*rows["row"], *chunk_rejects["row"]])
     # KST 09:00 is 00:00 UTC of the same day
     truth = pd.read_csv(tiny_demo["root"] / "resources/demo/truth/labels_truth.csv")
     merged = idx.merge(truth, left_on=["stn", "time"], right_on=["stn", "time_utc"])
@@ -110,23 +134,23 @@ def test_index_accounts_for_every_row_and_uses_proj_pixels(tiny_index, tiny_demo
     assert (np.abs(merged["ta_c"] - merged["ta_true_c"]) < 5 * 0.8).all()
 
 
-def test_rebuilding_the_index_keeps_manifests_untouched(tiny_index):
+def test_rerouting_keeps_parts_untouched(tiny_index):
     tiny_index["run"]()
-    def manifests():
-        return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tiny_index["dir"] / "chunks").glob("*.csv")}
 
-    before = manifests()
-    tiny_index["run"]()
-    assert manifests() == before
+    def parts():
+        return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tiny_index["dir"] / "labels").glob("*.csv")}
+
+    before = parts()
+    route_labels(tiny_index["config"]["inputs"]["labels"], Plan.from_config(
+        {**tiny_index["config"], "chunking": {"period": "D"}}), tiny_index["dir"] / "labels", force=True)
+    assert parts() == before
 
 
 def test_holdout_stations_go_to_test(tiny_index):
     cfg = tiny_index["config"]
-    tiny_index["run"]()
-    idx = pd.read_csv(tiny_index["dir"] / "index.csv")
+    _, idx = tiny_index["run"]()
     stn = int(idx["stn"].iloc[0])
-    tiny_index["run"]({**cfg["split"], "holdout_stations": [stn]})
-    held = pd.read_csv(tiny_index["dir"] / "index.csv")
+    _, held = tiny_index["run"]({**cfg["split"], "holdout_stations": [stn]})
     assert (held.loc[held["stn"] == stn, "split"] == "test").all()
     assert set(held.loc[held["stn"] != stn, "split"]) == set(idx.loc[idx["stn"] != stn, "split"])
     tiny_index["run"]()  # leave the shared index as the other tests expect
@@ -134,12 +158,11 @@ def test_holdout_stations_go_to_test(tiny_index):
 
 def test_time_block_and_held_out_stations_follow_the_scheme_rule(tiny_index):
     cfg = tiny_index["config"]
-    tiny_index["run"]()
-    stn = int(pd.read_csv(tiny_index["dir"] / "index.csv")["stn"].iloc[0])
+    _, idx = tiny_index["run"]()
+    stn = int(idx["stn"].iloc[0])
     split_cfg = {**cfg["split"], "holdout_stations": [stn], "holdout_station_fraction": 0.3,
                  "time_block_start": "2024-04-03"}
-    summary = tiny_index["run"](split_cfg)
-    idx = pd.read_csv(tiny_index["dir"] / "index.csv")
+    summary, idx = tiny_index["run"](split_cfg)
     day = pd.to_datetime(idx["time"], unit="s").dt.strftime("%Y%m%d")
     held = held_out_station(idx["stn"], split_cfg)
     assert (idx.loc[day >= "20240403", "split"] == "test").all()
@@ -147,16 +170,13 @@ def test_time_block_and_held_out_stations_follow_the_scheme_rule(tiny_index):
     want = assign_splits(idx["stn"], day, split_cfg)
     assert idx["split"].tolist() == want["split"].tolist()
     by_scheme = want.loc[want["split"] == "test", "scheme"].value_counts()
-    assert summary["test_rows_by_scheme"] == {s: int(by_scheme.get(s, 0)) for s in SCHEMES}
-    assert sum(summary["test_rows_by_scheme"].values()) == summary["rows_by_split"]["test"]
-    # every row in exactly one manifest, the one of its split and day
-    manifests = {p.name: pd.read_csv(p) for p in (tiny_index["dir"] / "chunks").glob("*.csv")}
-    rows = pd.concat([m["row"] for m in manifests.values()])
-    assert rows.is_unique and set(rows) == set(idx["row"])
-    for name, m in manifests.items():
-        split, key = name.removesuffix(".csv").split("_chunk_")
-        sub = idx[idx["row"].isin(m["row"])]
-        assert (sub["split"] == split).all() and (sub["chunk"].astype(str) == key).all()
+    assert summary["test_samples_by_scheme"] == {s: int(by_scheme.get(s, 0)) for s in SCHEMES}
+    assert sum(summary["test_samples_by_scheme"].values()) == summary["samples_by_split"]["test"]
+    # every sample in exactly one chunk, the one of its split and day; a test chunk on every day (stations held out)
+    plan = Plan.from_config({**cfg, "split": split_cfg, "chunking": {"period": "D"}})
+    assert {k for s, k in plan.chunks if s == "test"} == set(plan.keys)
+    assert set(zip(idx["split"], idx["chunk"].astype(str), strict=True)) <= set(plan.chunks)
+    assert idx["row"].is_unique
     tiny_index["run"]()  # leave the shared index as the other tests expect
 
 

@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 from chunk_factory import write_chunks
-from fakes import SMALL_RUNS, train_small_runs
+from fakes import SMALL_RUNS, chunk_from_manifest, train_small_runs
 from PIL import Image
 
-from ta2d.chunks.patches import build_patch_chunk
 from ta2d.cli import main as cli_main
 from ta2d.grid import Domain, domain_lonlat
 from ta2d.ingest.scene import SlotData, read_scene, write_scene
@@ -138,7 +137,7 @@ def test_day_pass_equals_predict_chunks_on_the_same_pixels(trained, scene_and_st
         time = f"2024-04-10T{hour:02d}:00"
         _manifest(s["scene"], pixels, time, tmp_path / f"m{hour}.csv")
         chunks[hour] = tmp_path / f"test_chunk_{hour}.pt"
-        res = build_patch_chunk(tmp_path / f"m{hour}.csv", s["scene"], static, 9, chunks[hour], tmp_path / "rej.csv")
+        res = chunk_from_manifest(tmp_path / f"m{hour}.csv", s["scene"], static, 9, chunks[hour])
         assert res["n_samples"] == len(pixels)
     times = day_slot_times(DAY, [0])
     for run in ("ridge", "cnn", "clay"):

@@ -11,9 +11,9 @@ import pytest
 import torch
 import xarray as xr
 from chunk_factory import I_IR105, compute_stats, make_chunk
+from fakes import chunk_from_manifest
 
 from ta2d.channels import X_CHANNELS
-from ta2d.chunks.patches import build_patch_chunk
 from ta2d.grid import Domain
 from ta2d.ingest.scene import SlotData, read_scene, write_scene
 from ta2d.maps.archive import day_slot_times, map_day
@@ -273,7 +273,7 @@ def test_map_equals_predict_chunks_on_the_same_pixels(chunk_files, tmp_path):
         for i, (li, co) in enumerate(pixels)
     ]).to_csv(tmp_path / "m.csv", index=False)
     chunk = tmp_path / "test_chunk_x.pt"
-    build_patch_chunk(tmp_path / "m.csv", scene, static, 9, chunk, tmp_path / "rej.csv")
+    chunk_from_manifest(tmp_path / "m.csv", scene, static, 9, chunk)
     model = load_model(run / "best.pt")
     want = predict_chunks(model, [chunk], device="cpu")["y_pred"].numpy()
     with read_scene(scene) as sc:

@@ -9,7 +9,6 @@ import re
 
 import pytest
 from bad_inputs import (
-    DAYS,
     TRAIN_CFG,
     one_day,
 )
@@ -17,18 +16,17 @@ from bad_inputs import (
 from ta2d.chunks.patches import build_patch_chunk
 from ta2d.chunks.stats import write_stats
 from ta2d.grid import Domain
-from ta2d.index.build import build_index
+from ta2d.index.route import route_labels
 from ta2d.ingest.archive import calibrate_period
+from ta2d.plan import Plan
 from ta2d.static import read_static
 from ta2d.training import train_run
 
 # --- unwritable results folder ---------------------------------------------------------------------------
 
-def _write_index(base, out):
+def _write_label_parts(base, out):
     cfg = base.config
-    build_index(cfg["inputs"]["labels"], cfg["inputs"]["stations"]["path"], cfg["inputs"]["static"],
-                [base.out / f"scenes/{k}.status.csv" for k in DAYS], Domain.from_config(cfg["domain"]),
-                cfg["period"], "D", cfg["split"], 9, out / "index")
+    route_labels(cfg["inputs"]["labels"], Plan.from_config(cfg), out / "labels", force=True)
 
 
 def _write_scene(base, out):
@@ -42,8 +40,9 @@ def _write_scene(base, out):
 def _write_chunk(base, out):
     st = base.config["inputs"]["static"]
     static = read_static(st["path"], Domain.from_config(base.config["domain"]))
-    build_patch_chunk(base.out / "index/chunks/train_chunk_20240401.csv", base.out / "scenes/20240401.nc", static,
-                      9, out / "patch_pt/x.pt", out / "patch_pt/x.rejects.csv")
+    build_patch_chunk(base.out / "labels/train_chunk_20240401.csv", base.config["inputs"]["stations"]["path"],
+                      base.out / "scenes/20240401.nc", static, 9, out / "patch_pt/train_chunk_x.pt",
+                      out / "patch_pt/train_chunk_x.rejects.csv", out / "patch_pt/train_chunk_x.index.csv")
 
 
 def _write_run(base, out):
@@ -53,7 +52,7 @@ def _write_run(base, out):
               progress=False, log=lambda s: None)
 
 
-WRITERS = {"calibrate": (_write_scene, "scenes"), "build_index": (_write_index, "index"),
+WRITERS = {"calibrate": (_write_scene, "scenes"), "label_parts": (_write_label_parts, "labels"),
            "build_patch_chunk": (_write_chunk, "patch_pt"), "train": (_write_run, "runs")}
 
 
@@ -75,7 +74,7 @@ def test_read_only_results_folder_is_a_clear_error(base, tmp_path):
     (results / "patch_pt").mkdir(parents=True)
     (results / "patch_pt").chmod(0o555)
     try:
-        message = f"cannot write {results}/patch_pt/x.pt: Permission denied"
+        message = f"cannot write {results}/patch_pt/train_chunk_x.pt: Permission denied"
         with pytest.raises(PermissionError, match=re.escape(message)):
             _write_chunk(base, results)
     finally:

@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import REPO
 
-TORCH_FREE_SCRIPTS = ("inventory.py", "calibrate.py", "build_index.py", "demo.py")
+TORCH_FREE_SCRIPTS = ("inventory.py", "calibrate.py", "label_parts.py", "build_index.py", "demo.py")
 
 
 def ta2d_imports(source: str) -> set[str]:

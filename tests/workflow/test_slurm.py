@@ -64,7 +64,7 @@ def test_workflow_runs_as_slurm_jobs(first_run):
         assert job["StdOut"] == str(job["log"]) and job["log"].is_file(), job  # SLURM wrote the log
         assert "Finished jobid" in job["log"].read_text(), job["log"]
     # all that is not a local rule went through SLURM ...
-    assert {"demo", "build_index", "stats", "train"} <= set(rules), rules
+    assert {"demo", "label_parts", "stats", "train"} <= set(rules), rules
     # ... and the per-day rules went as batches: one group job for the 3 calibrate jobs, one for the 3 chunks, ...
     for rule in GROUPED:
         batches = [r for r in rules if r.endswith(rule)]

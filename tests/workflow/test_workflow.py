@@ -60,7 +60,7 @@ def test_demo_end_to_end_then_nothing_to_do(demo_run):
     expected = {d["expected_reason"] for d in defects["records"] if d.get("expected_reason")}
     assert expected <= set(summary["rejected_by_reason"]), (expected, summary["rejected_by_reason"])
     # ... row by row: exactly the rows the generator planted, each with its reason
-    got = pd.concat([pd.read_csv(work / "results/index/rejects.csv")]
+    got = pd.concat([pd.read_csv(work / "results/labels/rejects.csv")]
                     + [pd.read_csv(p) for p in (work / "results/patch_pt").glob("*.rejects.csv")])
     want = pd.read_csv(work / "resources/demo/truth/expected_rejects.csv")
     assert sorted(zip(got["row"] + 1, got["reason"], strict=True)) == \
@@ -109,7 +109,8 @@ def test_head_change_reruns_only_that_run(demo_run):
     finally:
         config_path.write_text(original)
     assert jobs.get("train") == 1 and re.findall(r"Training run (\S+)", out) == ["clay_frozen"], (jobs, out[-3000:])
-    upstream = {"demo", "inventory", "calibrate", "build_index", "build_patch_chunk", "stats", "embed_chunk"}
+    upstream = {"demo", "inventory", "calibrate", "label_parts", "build_index", "build_patch_chunk", "stats",
+                "embed_chunk"}
     assert not upstream & set(jobs), jobs
     assert mtimes((work / "results/embed").rglob("*.pt")) == embeddings  # a dry run changes nothing
 
@@ -180,6 +181,8 @@ def test_changes_rerun_only_what_they_touch(tmp_path, four_days):
     fields[3] = f"{float(fields[3]) + 1.5:.1f}"
     text[i] = ",".join(fields)
     (data / "labels.csv").write_bytes("".join(text).encode("cp949"))
+    jobs, _ = dry_run(work, UP_TO_CHUNKS)  # the parse reads the changed file and rewrites one chunk's label part
+    assert jobs == {"build_patch_chunk": 1, "build_index": 1, "summary": 1}, jobs
     run_snakemake(work, UP_TO_CHUNKS)
     s2, c2 = scenes(), chunks()
     assert s2 == s1

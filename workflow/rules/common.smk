@@ -5,13 +5,16 @@ import os
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
 from ta2d.chunks.contract import CHUNK_STEM, chunk_name
 from ta2d.config import uses_embedding_cache, validate_config
-from ta2d.periods import period_days, period_keys
+from ta2d.index.route import LABELS_DIR, refresh_label_parts
+from ta2d.periods import period_days
+from ta2d.plan import Plan
 
 validate_config(config, source="config")
 
 PERIOD = config["period"]
 FREQ = config["chunking"]["period"]
-KEYS = period_keys(PERIOD["start"], PERIOD["end"], FREQ)
+PLAN = Plan.from_config(config)  # every period, chunk and index period, from the config alone
+KEYS = PLAN.keys
 DEMO = config["demo"]["enabled"]
 DEMO_MANIFEST = os.path.join(config["demo"]["out_dir"], "demo.json")
 SPLITS = ("train", "val", "test")
@@ -21,6 +24,7 @@ RAW_INPUTS = {k: config["inputs"][k] for k in ("kind", "l1b", "calibrated")}
 
 wildcard_constraints:
     key="[0-9W]+",
+    ikey="[0-9]+",
     split="train|val|test",
 
 
@@ -28,8 +32,11 @@ wildcard_constraints:
 # changed since the last run rewrite their period's inventory (bytes compared, mtime kept when
 # equal) and Snakemake reruns exactly those calibrate jobs. Inventories that do not exist yet
 # are made by rule inventory, after the demo data (if any) has been generated.
+# Label files likewise: only files changed since the last run are read, and only the chunk parts whose rows
+# changed are rewritten (ta2d.index.route), so a changed label row rebuilds exactly its chunk.
 if workflow.is_main_process:
     refresh_inventories(RAW_INPUTS, KEYS, FREQ, PERIOD, "results/inventory")
+    refresh_label_parts(config["inputs"]["labels"], PLAN, LABELS_DIR)
 
 
 def period_bounds(wildcards):
@@ -44,22 +51,8 @@ def demo_inputs(wildcards):
 
 
 def chunk_files(splits=SPLITS):
-    """Input function over the chunks that build_index decided on (evaluated after the checkpoint)."""
-
-    def files(wildcards):
-        chunk_dir = checkpoints.build_index.get().output.chunks
-        found = glob_wildcards(os.path.join(chunk_dir, f"{CHUNK_STEM}.csv"))
-        return sorted(
-            f"results/patch_pt/{chunk_name(s, k)}"
-            for s, k in zip(found.split, found.key)
-            if s in splits
-        )
-
-    return files
-
-
-def chunk_rejects(wildcards):
-    return [p.replace(".pt", ".rejects.csv") for p in chunk_files()(wildcards)]
+    """The planned chunk files of the given splits (ta2d.plan: known from the config alone)."""
+    return [f"results/patch_pt/{name}" for name in PLAN.chunk_names(splits)]
 
 
 # --- training runs -----------------------------------------------------------------------------
@@ -97,7 +90,7 @@ def train_threads(wildcards):
 def embedding_files(wildcards):
     if not uses_embedding_cache(RUNS[wildcards.run]):
         return []
-    chunks = chunk_files(("train", "val"))(wildcards)
+    chunks = chunk_files(("train", "val"))
     return [f"results/embed/{wildcards.run}/{os.path.basename(c)}" for c in chunks]
 
 

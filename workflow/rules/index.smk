@@ -1,39 +1,57 @@
-# Labels x stations x scene slots -> index, splits and one manifest per chunk. A checkpoint: the set
-# of chunks is known only after it ran, and only chunks whose manifest content changed are rebuilt.
+# Labels -> one part per planned chunk (label_parts: the first build only; afterwards the parse-time refresh
+# of common.smk keeps the parts up to date), and per index period the index rows and rejects of its chunks
+# (build_index, downstream of the chunks). The DAG is static: see docs/architecture.md.
 
 
-checkpoint build_index:
+rule label_parts:
     message:
-        "Matching labels to scenes and stations; writing per-chunk manifests"
+        "Routing every label row to its chunk's part (first build)"
     input:
-        labels=config["inputs"]["labels"]["path"],
-        stations=config["inputs"]["stations"]["path"],
-        static=config["inputs"]["static"]["path"],
-        status=expand("results/scenes/{key}.status.csv", key=KEYS),
+        demo_inputs,
     output:
-        index="results/index/index.csv",
-        splits=expand("results/index/index_{split}.csv", split=SPLITS),
-        rejects="results/index/rejects.csv",
-        summary="results/index/summary.json",
-        chunks=directory("results/index/chunks"),
-    params:
-        labels=config["inputs"]["labels"],
-        static=config["inputs"]["static"],
-        domain=config["domain"],
-        period=PERIOD,
-        freq=FREQ,
-        split=config["split"],
-        patch_size=config["patch"]["size"],
+        parts=expand(f"{LABELS_DIR}/{{chunk}}", chunk=PLAN.chunk_names(suffix=".csv")),
+        rejects=f"{LABELS_DIR}/rejects.csv",
+        summary=f"{LABELS_DIR}/summary.json",
+    # no params on purpose: the label config and the split are read from snakemake.config, so that changing
+    # them does not rerun this job (which would rewrite every part and so rebuild every chunk); the parse-time
+    # refresh reroutes instead and rewrites only the parts whose rows change
     log:
-        "logs/build_index.log",
+        "logs/label_parts.log",
     benchmark:
-        "results/benchmarks/build_index.tsv"
+        "results/benchmarks/label_parts.tsv"
     threads: 1
     resources:
-        # measured: ~18x the label CSV's size (bench_dag: 3.1 GB for a 177 MB year of 600 stations);
-        # input.size_mb is the total of all inputs, which the label file dominates
-        mem_mb=lambda wc, input, attempt: max(4000, 25 * int(input.size_mb)) * attempt,
-        runtime=lambda wc, input, attempt: max(30, int(input.size_mb / 10)) * attempt,
+        # one label file at a time: ~6x the largest file's size (measured: benchmarks/bench_memory.py)
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../../envs/ta2d.yaml"
+    script:
+        "../../scripts/label_parts.py"
+
+
+rule build_index:
+    message:
+        "Index rows and rejects of the chunks of {wildcards.ikey}"
+    input:
+        index=lambda wc: [f"results/patch_pt/{chunk_name(s, k, '.index.csv')}" for s, k in PLAN.chunks_of_index(wc.ikey)],
+        rejects=lambda wc: [f"results/patch_pt/{chunk_name(s, k, '.rejects.csv')}"
+                            for s, k in PLAN.chunks_of_index(wc.ikey)],
+    output:
+        index="results/index/{ikey}/index.csv",
+        rejects="results/index/{ikey}/rejects.csv",
+        summary="results/index/{ikey}/summary.json",
+    params:
+        split=config["split"],
+    log:
+        "logs/build_index/{ikey}.log",
+    benchmark:
+        "results/benchmarks/build_index/{ikey}.tsv"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         "../../envs/ta2d.yaml"
     script:

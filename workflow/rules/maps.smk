@@ -23,7 +23,8 @@ rule map_day:
         metrics=lambda wc: ["results/eval/metrics.csv"] if wc.maprun == BEST else [],
         scene=lambda wc: f"results/scenes/{day_period_key(wc.day, FREQ)}.nc",
         static=config["inputs"]["static"]["path"],
-        index="results/index/index.csv",
+        # the station observations of the day: the index of the index period its chunks belong to
+        index=lambda wc: f"results/index/{PLAN.index_key(day_period_key(wc.day, FREQ))}/index.csv",
     output:
         nc="results/maps/{maprun}/{day}.nc",
         stations="results/maps/{maprun}/{day}_stations.csv",

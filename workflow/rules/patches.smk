@@ -1,4 +1,4 @@
-# Manifest + scene -> one chunk of patches per (split, period); then train-split statistics and the
+# Label part + scene -> one chunk of patches per planned (split, period); then train-split statistics and the
 # run summary that checks that every label row is a sample or a counted reject.
 
 
@@ -6,12 +6,14 @@ rule build_patch_chunk:
     message:
         "Building chunk {wildcards.split}/{wildcards.key}"
     input:
-        manifest=f"results/index/chunks/{CHUNK_STEM}.csv",
+        part=f"{LABELS_DIR}/{CHUNK_STEM}.csv",
         scene="results/scenes/{key}.nc",
+        stations=config["inputs"]["stations"]["path"],
         static=config["inputs"]["static"]["path"],
     output:
         chunk=f"results/patch_pt/{CHUNK_STEM}.pt",
         rejects=f"results/patch_pt/{CHUNK_STEM}.rejects.csv",
+        index=f"results/patch_pt/{CHUNK_STEM}.index.csv",
     params:
         static=config["inputs"]["static"],
         domain=config["domain"],
@@ -56,9 +58,8 @@ rule summary:
     message:
         "Checking that every label row is a sample or a counted reject"
     input:
-        index_summary="results/index/summary.json",
-        chunks=chunk_files(),
-        rejects=chunk_rejects,
+        labels=f"{LABELS_DIR}/summary.json",
+        months=expand("results/index/{ikey}/summary.json", ikey=PLAN.index_keys),
     output:
         "results/summary.json",
     log:

@@ -15,18 +15,14 @@ import torch
 import xarray as xr
 
 from ta2d.atomic import atomic_path
-from ta2d.chunks.contract import REJECT_COLUMNS, save_tensors, valid_landcover
+from ta2d.chunks.contract import parse_chunk_name, save_tensors
 from ta2d.features import time7_features
 from ta2d.grid import GSD_M, Domain
+from ta2d.index.match import as_rejects, index_text, match_part, reject
+from ta2d.index.route import read_part
 from ta2d.static import StaticFields
 
 log = logging.getLogger(__name__)
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"row": "int64", "stn": "int32", "time": "int64", "ta_c": "float32",
-                                    "lat": "float64", "lon": "float64", "elev_m": "float64", "line": "int32",
-                                    "column": "int32"})
-
 
 def extract_patches(scene: xr.Dataset, static: StaticFields, times: np.ndarray, lines: np.ndarray,
                     columns: np.ndarray, size: int) -> np.ndarray:
@@ -73,46 +69,55 @@ def model_inputs(x: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndar
     }
 
 
-def build_patch_chunk(manifest_path: str | Path, scene_path: str | Path, static: StaticFields,
-                      patch_size: int, out_path: str | Path, rejects_path: str | Path,
-                      x_dtype: str = "float32") -> dict:
-    """Write the chunk .pt (ta2d.chunks.contract: tensors + their CRCs) and its .rejects.csv; returns counts.
-    `x_dtype` float16 stores x at half the bytes (the models compute in float32)."""
-    manifest = read_manifest(manifest_path)
+def build_patch_chunk(part_path: str | Path, stations: pd.DataFrame | str | Path, scene_path: str | Path,
+                      static: StaticFields, patch_size: int, out_path: str | Path, rejects_path: str | Path,
+                      index_path: str | Path, x_dtype: str = "float32") -> dict:
+    """One chunk from its label part (ta2d.index.route) and its period's scene: match the rows to stations,
+    pixels and slots (ta2d.index.match), cut the patches, and write the chunk .pt (ta2d.chunks.contract:
+    tensors + their CRCs), its .rejects.csv and its index rows (what build_index collects per month).
+    `x_dtype` float16 stores x at half the bytes (the models compute in float32). A part whose rows are all
+    rejected gives a chunk with zero rows."""
+    split, key = parse_chunk_name(out_path) or ("", "")  # the index rows name the chunk; any name works
+    if not isinstance(stations, pd.DataFrame):
+        from ta2d.index.stations import read_stations
+
+        stations = read_stations(stations)
     with xr.open_dataset(scene_path, engine="h5netcdf") as scene:
         _check_scene_covers(scene, static.domain, scene_path)
+        status = pd.DataFrame({"time": scene["time"].values.astype("datetime64[s]").astype("int64"),
+                               "status": scene["status"].values.astype(str)})
+        manifest, match_rejects = match_part(read_part(part_path), stations, static, status, patch_size)
         x = extract_patches(scene, static, manifest["time"].to_numpy(), manifest["line"].to_numpy(),
                             manifest["column"].to_numpy(), patch_size)
-    finite = np.isfinite(x).reshape(len(x), x.shape[1], -1).all(axis=2)  # (N, 19)
-    lc = static.landcover[manifest["line"].to_numpy() - static.domain.first_line,
-                          manifest["column"].to_numpy() - static.domain.first_column]
-    valid_lc = valid_landcover(lc)
+    finite = np.isfinite(x).reshape(len(x), x.shape[1], patch_size * patch_size).all(axis=2)  # (N, 19)
     nan = ~finite.all(axis=1)
-    ok = ~nan & valid_lc
-    rejects = pd.concat([
-        manifest.loc[nan, ["row", "stn", "time"]].assign(
-            reason="nan_in_patch", detail=[_nan_detail(f) for f in finite[nan]]),
-        manifest.loc[~nan & ~valid_lc, ["row", "stn", "time"]].assign(
-            reason="invalid_landcover", detail=[f"land cover code {c}" for c in lc[~nan & ~valid_lc]]),
-    ]).sort_values("row")
-    keep = manifest[ok]
-    xk = x if ok.all() else x[ok]  # no copy in the usual case: peak memory stays at one chunk
+    keep = manifest[~nan]
+    rejects = pd.concat([match_rejects, as_rejects(reject(manifest, nan, "nan_in_patch",
+                                                          [_nan_detail(f) for f in finite] if len(x) else []))])
+    xk = x if not nan.any() else x[~nan]  # no copy in the usual case: peak memory stays at one chunk
     del x
+    lc = static.landcover[keep["line"].to_numpy() - static.domain.first_line,
+                          keep["column"].to_numpy() - static.domain.first_column]
     tensors = {
-        **model_inputs(xk, keep["time"].to_numpy(), keep["lat"].to_numpy(), keep["lon"].to_numpy(), lc[ok],
-                       keep["elev_m"].to_numpy() if "elev_m" in keep else None),
+        **model_inputs(xk, keep["time"].to_numpy(), keep["lat"].to_numpy(), keep["lon"].to_numpy(), lc,
+                       keep["elev_m"].to_numpy()),
         "y": torch.tensor(keep["ta_c"].to_numpy(np.float32)),
         "stn": torch.tensor(keep["stn"].to_numpy(np.int32)),
         "time": torch.tensor(keep["time"].to_numpy(np.int64)),
         "pixel": torch.from_numpy(np.stack([keep["line"].to_numpy(), keep["column"].to_numpy()],
-                                           axis=1).astype(np.int32)),
+                                           axis=1).astype(np.int32).reshape(-1, 2)),
     }
     tensors["x"] = tensors["x"].to(getattr(torch, x_dtype))
     save_tensors(tensors, out_path)
     with atomic_path(rejects_path) as tmp:
-        rejects.reindex(columns=REJECT_COLUMNS).to_csv(tmp, index=False, lineterminator="\n")
-    log.info("%s: %d samples, %d rejected", Path(out_path).name, int(ok.sum()), int((~ok).sum()))
-    return {"n_rows": len(manifest), "n_samples": int(ok.sum()), "n_rejected": int((~ok).sum())}
+        rejects.sort_values(["source", "row"]).to_csv(tmp, index=False, lineterminator="\n")
+    with atomic_path(index_path) as tmp:
+        tmp.write_text(index_text(keep.assign(split=split, chunk=key)))
+    if len(keep) == 0:
+        log.warning("%s: no samples (%d label rows, all rejected: %s)", Path(out_path).name, len(rejects),
+                    dict(rejects["reason"].value_counts()))
+    log.info("%s: %d samples, %d rejected", Path(out_path).name, len(keep), len(rejects))
+    return {"n_rows": len(manifest) + len(match_rejects), "n_samples": len(keep), "n_rejected": len(rejects)}
 
 
 def _nan_detail(finite_row: np.ndarray) -> str:

@@ -1,4 +1,8 @@
-"""The run summary: every label row is a sample or a counted reject (DESIGN.md invariant)."""
+"""The run summary: every label row is a sample or a counted reject (DESIGN.md invariant).
+
+Totals come from the label routing (rows read per file, rows no chunk could take) and from each index
+period's summary (samples and the chunks' rejects), so the job reads small JSON files only.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +10,43 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pandas as pd
-
 from ta2d.atomic import atomic_path
-from ta2d.chunks.contract import chunk_len, parse_chunk_name
+
+SPLITS = ("train", "val", "test")
 
 
 class InvariantError(RuntimeError):
     pass
 
 
-def summarize(index_summary_path: str | Path, chunk_paths: list[str | Path], out_path: str | Path) -> dict:
-    index_summary = json.loads(Path(index_summary_path).read_text())
+def summarize(label_summary_path: str | Path, index_summary_paths: list[str | Path], out_path: str | Path) -> dict:
+    labels = json.loads(Path(label_summary_path).read_text())
+    months = [json.loads(Path(p).read_text()) for p in index_summary_paths]
     per_split: Counter = Counter()
-    reasons: Counter = Counter(index_summary["rejected_by_reason"])
-    n_chunk_rejects = 0
-    for path in chunk_paths:
-        path = Path(path)
-        split = parse_chunk_name(path)[0]
-        n = chunk_len(path)
-        per_split[split] += n
-        rejects = pd.read_csv(path.with_suffix(".rejects.csv"))
-        n_chunk_rejects += len(rejects)
-        reasons.update(rejects["reason"].value_counts().to_dict())
+    reasons: Counter = Counter(labels["rejected_by_reason"])
+    days: dict[str, set] = {s: set() for s in SPLITS}
+    stations: set = set()
+    for m in months:
+        per_split.update(m["samples_by_split"])
+        reasons.update(m["rejected_by_reason"])
+        for s in SPLITS:
+            days[s] |= set(m["days_by_split"][s])
+        stations |= set(m["stations"])
     n_samples = sum(per_split.values())
-    n_rejected = index_summary["n_rejected"] + n_chunk_rejects
+    n_rejected = labels["n_rejected"] + sum(m["n_rejected"] for m in months)
     summary = {
-        "n_label_rows": index_summary["n_label_rows"],
+        "n_label_rows": labels["n_label_rows"],
         "n_samples": n_samples,
         "n_rejected": n_rejected,
-        "invariant_holds": index_summary["n_label_rows"] == n_samples + n_rejected,
-        "samples_by_split": {s: per_split.get(s, 0) for s in ("train", "val", "test")},
+        "invariant_holds": labels["n_label_rows"] == n_samples + n_rejected,
+        "samples_by_split": {s: per_split.get(s, 0) for s in SPLITS},
         "rejected_by_reason": dict(sorted(reasons.items())),
-        "n_chunks": len(chunk_paths),
-        "days_by_split": index_summary["days_by_split"],
-        "n_stations": index_summary["n_stations"],
+        "n_chunks": sum(m["n_chunks"] for m in months),
+        "empty_chunks": sorted(c for m in months for c in m["empty_chunks"]),
+        "days_by_split": {s: len(days[s]) for s in SPLITS},
+        "n_stations": len(stations),
+        "test_samples_by_scheme": dict(sum((Counter(m["test_samples_by_scheme"]) for m in months), Counter())),
+        "rows_by_label_file": labels["rows_by_file"],
     }
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,241 @@
+"""Label routing: label files -> one small part per planned chunk, rewritten only where rows changed.
+
+Why this runs when the Snakefile is parsed: in a static DAG Snakemake reruns every consumer of a job
+that reruns, whatever bytes that job then writes. So the step that decides *which* chunks a label
+change touches cannot be a job upstream of the chunks (that is what the old checkpoint was for). It runs
+in the main Snakemake process before the DAG is built, like the raw-file inventories: it stats the label
+files, reads only those whose size or mtime changed since ``state.json``, and rewrites only the parts
+whose rows changed (``write_text_if_changed``), so Snakemake sees exactly those parts as newer and
+rebuilds exactly those chunks.
+
+Files under ``results/labels/`` (``LABELS_DIR``):
+  {split}_chunk_{key}.csv   the label rows of one planned chunk (PART_COLUMNS), sorted; header only when none
+  rejects.csv               rows no chunk can take: unreadable (ta2d.index.labels reasons) or outside_period
+  summary.json              rows read per label file and the rejects by reason (the run summary's totals)
+  state.json                size + mtime of every label file read, its chunks and time range (not a
+                            workflow file: only this module reads it)
+
+The first build has no parts yet (and the demo's labels do not exist before its rule ran), so rule
+``label_parts`` makes them once, with :func:`route_labels` (force=True); after that every change is seen
+at parse time. A change of the label config or of the split reroutes every file (parts still rewritten
+only where bytes change); a changed period rereads only the files whose rows reach a day that entered or
+left it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ta2d.atomic import atomic_path, write_text_if_changed
+from ta2d.chunks.contract import chunk_name
+from ta2d.plan import Plan
+from ta2d.rejects import REJECT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+LABELS_DIR = "results/labels"
+PART_COLUMNS = ["source", "row", "stn", "time", "ta_c"]
+LABEL_REJECT_COLUMNS = ["source", *REJECT_COLUMNS]
+STATE_VERSION = 1
+
+
+class RoutingError(ValueError):
+    """Label files that cannot be routed (none found, a row routed to no planned chunk)."""
+
+
+def label_files(labels_cfg: dict) -> list[str]:
+    """The label files of inputs.labels.path: one file, or a glob pattern (e.g. one file per month), sorted."""
+    pattern = str(labels_cfg["path"])
+    if glob.has_magic(pattern):
+        return sorted(glob.glob(pattern))
+    return [pattern]
+
+
+def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR, *, force: bool = False) -> dict:
+    """Bring the parts under `out_dir` up to date with the label files; returns what was done.
+
+    force: reread every file and rewrite every part (rule label_parts, the first build). Otherwise only the
+    files changed since state.json are read, and nothing at all happens when none changed.
+    """
+    out_dir = Path(out_dir)
+    files = label_files(labels_cfg)
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing or not files:
+        raise RoutingError(f"inputs.labels.path: {missing[0] if missing else labels_cfg['path']}: no such label file")
+    state = {} if force else _read_state(out_dir / "state.json")
+    fingerprint = _fingerprint(labels_cfg, plan)
+    stats = {f: _stat(f) for f in files}
+    planned = [chunk_name(s, k, ".csv") for s, k in plan.chunks]
+    reroute_all = force or {k: v for k, v in state.get("fingerprint", {}).items() if k != "period"} != \
+        {k: v for k, v in fingerprint.items() if k != "period"}
+    if reroute_all:
+        to_read, gone = list(files), set(state.get("files", {})) - set(files)
+    else:
+        old = state["files"]
+        to_read = [f for f in files if old.get(f, {}).get("stat") != stats[f]]
+        to_read += _files_touching_changed_days(old, state["fingerprint"]["period"], fingerprint["period"],
+                                                exclude=to_read)
+        gone = set(old) - set(files)
+    absent = [p for p in planned if not (out_dir / p).is_file()]
+    if not to_read and not gone and not absent and not reroute_all:
+        return {"read": 0, "parts_written": 0}
+
+    replaced = set(to_read) | gone
+    old_files = state.get("files", {})
+    affected = set(absent) | {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
+    new_rows: dict[str, list[pd.DataFrame]] = {}
+    new_rejects, file_state = [], {f: v for f, v in old_files.items() if f not in replaced}
+    for path in to_read:
+        parts, rejects, info = _route_file(path, labels_cfg, plan)
+        for name, rows in parts.items():
+            new_rows.setdefault(name, []).append(rows)
+        new_rejects.append(rejects)
+        file_state[path] = {"stat": stats[path], **info, "parts": sorted(parts)}
+    affected |= set(new_rows)
+    if reroute_all:
+        affected |= set(planned)
+    unplanned = affected - set(planned) - {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
+    if unplanned:
+        raise RoutingError(f"label rows routed to chunks the plan does not have: {sorted(unplanned)[:3]} "
+                           "(a bug: ta2d.plan and ta2d.index.schemes disagree)")
+
+    written = 0
+    for name in sorted(affected & set(planned)):
+        kept = None if reroute_all else _read_part(out_dir / name, exclude_sources=replaced)
+        frames = ([kept] if kept is not None else []) + new_rows.get(name, [])
+        written += write_text_if_changed(out_dir / name, part_text(frames))
+    kept_rejects = None if reroute_all else _read_table(out_dir / "rejects.csv", LABEL_REJECT_COLUMNS, replaced)
+    rejects = pd.concat(([kept_rejects] if kept_rejects is not None else []) + new_rejects, ignore_index=True)
+    write_text_if_changed(out_dir / "rejects.csv", _rejects_text(rejects))
+    write_text_if_changed(out_dir / "summary.json", json.dumps(_summary(file_state, rejects), indent=2) + "\n")
+    with atomic_path(out_dir / "state.json") as tmp:
+        tmp.write_text(json.dumps({"version": STATE_VERSION, "fingerprint": fingerprint, "files": file_state}))
+    log.info("labels: read %d file(s), rewrote %d of %d chunk parts", len(to_read), written, len(planned))
+    return {"read": len(to_read), "parts_written": written}
+
+
+def refresh_label_parts(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR) -> dict | None:
+    """The parse-time refresh: :func:`route_labels` once rule label_parts has made the parts, else nothing
+    (the first build, or the demo's labels that do not exist yet)."""
+    if not (Path(out_dir) / "summary.json").is_file():
+        return None
+    return route_labels(labels_cfg, plan, out_dir)
+
+
+def read_part(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"source": str, "row": "int64", "stn": "int32", "time": "int64",
+                                    "ta_c": "float32"}, keep_default_na=False)
+
+
+def part_text(frames: Iterable[pd.DataFrame]) -> str:
+    """A part's bytes: the same rows always give the same text (sorted, fixed float format)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return ",".join(PART_COLUMNS) + "\n"
+    rows = pd.concat(frames, ignore_index=True).sort_values(["time", "stn", "source", "row"], kind="stable")
+    rows = rows.assign(ta_c=rows["ta_c"].map("{:.2f}".format))
+    return rows[PART_COLUMNS].to_csv(index=False, lineterminator="\n")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _route_file(path: str, labels_cfg: dict, plan: Plan):
+    from ta2d.index.labels import read_labels
+    from ta2d.index.schemes import assign_splits
+    from ta2d.periods import period_key
+
+    labels, rejects = read_labels(path, fmt=labels_cfg.get("format", "auto"),
+                                  timezone=labels_cfg.get("timezone", "KST"),
+                                  encoding=labels_cfg.get("encoding", "auto"))
+    n_rows = len(labels) + len(rejects)
+    times = pd.concat([labels["time"], rejects["time"].dropna().astype("int64")])
+    info = {"n_rows": int(n_rows), "tmin": int(times.min()) if len(times) else None,
+            "tmax": int(times.max()) if len(times) else None}
+    start = pd.Timestamp(plan.start, tz="UTC").timestamp()
+    end = (pd.Timestamp(plan.end, tz="UTC") + pd.Timedelta(days=1)).timestamp()
+    inside = ((labels["time"] >= start) & (labels["time"] < end)).to_numpy()
+    outside = labels.loc[~inside, ["row", "stn", "time"]].assign(
+        reason="outside_period", detail=f"outside period {plan.start}..{plan.end} (UTC)")
+    labels = labels[inside]
+    day = pd.to_datetime(labels["time"], unit="s", utc=True).dt.strftime("%Y%m%d")
+    split = assign_splits(labels["stn"].to_numpy(), day.to_numpy(), dict(plan.split_cfg))["split"].to_numpy()
+    key = np.asarray(period_key(labels["time"].to_numpy(), plan.freq), dtype=object)
+    name = pd.Series(split, dtype=object) + "_chunk_" + pd.Series(key, dtype=object) + ".csv"
+    labels = labels.assign(source=path)
+    parts = {n: rows for n, rows in labels.groupby(name.to_numpy(), sort=True)}
+    rejects = pd.concat([rejects, outside], ignore_index=True).assign(source=path)
+    return parts, rejects, info
+
+
+def _files_touching_changed_days(old_files: dict, old_period: dict, new_period: dict, exclude) -> list[str]:
+    """Files whose rows reach a day that entered or left the configured period (their routing changed)."""
+    if old_period == new_period:
+        return []
+    old_days = pd.date_range(old_period["start"], old_period["end"], freq="D")
+    new_days = pd.date_range(new_period["start"], new_period["end"], freq="D")
+    changed = old_days.symmetric_difference(new_days)
+    if changed.empty:
+        return []
+    lo = pd.Timestamp(changed.min(), tz="UTC").timestamp()
+    hi = (pd.Timestamp(changed.max(), tz="UTC") + pd.Timedelta(days=1)).timestamp()
+    return [f for f, v in old_files.items() if f not in exclude and os.path.isfile(f)
+            and v.get("tmin") is not None and v["tmin"] < hi and v["tmax"] >= lo]
+
+
+def _fingerprint(labels_cfg: dict, plan: Plan) -> dict:
+    return {"labels": {k: labels_cfg.get(k) for k in ("path", "format", "timezone", "encoding")},
+            "split": json.loads(json.dumps(dict(plan.split_cfg), sort_keys=True, default=str)),
+            "freq": plan.freq, "period": {"start": plan.start, "end": plan.end}, "version": STATE_VERSION}
+
+
+def _stat(path: str) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if state.get("version") == STATE_VERSION else {}
+
+
+def _read_part(path: Path, exclude_sources) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    part = read_part(path)
+    return part[~part["source"].isin(exclude_sources)]
+
+
+def _read_table(path: Path, columns, exclude_sources) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"source": str, "detail": str}, keep_default_na=False)
+    return table[~table["source"].isin(exclude_sources)].reindex(columns=columns)
+
+
+def _rejects_text(rejects: pd.DataFrame) -> str:
+    out = rejects.reindex(columns=LABEL_REJECT_COLUMNS).copy()
+    out["stn"] = pd.to_numeric(out["stn"], errors="coerce").astype("Int64")
+    out["time"] = pd.to_numeric(out["time"], errors="coerce").astype("Int64")
+    out = out.sort_values(["source", "row"], kind="stable")
+    return out.to_csv(index=False, lineterminator="\n")
+
+
+def _summary(file_state: dict, rejects: pd.DataFrame) -> dict:
+    return {
+        "n_label_rows": int(sum(v["n_rows"] for v in file_state.values())),
+        "rows_by_file": {f: int(v["n_rows"]) for f, v in sorted(file_state.items())},
+        "n_rejected": int(len(rejects)),
+        "rejected_by_reason": {k: int(v) for k, v in rejects["reason"].value_counts().sort_index().items()},
+    }

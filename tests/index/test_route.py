@@ -1,0 +1,163 @@
+"""Label routing (ta2d.index.route) and the plan (ta2d.plan): several label files, and what each kind of change
+rereads and rewrites. Real KMA portal CSV files are written here; parts are checked against the rows written."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ta2d.chunks.contract import chunk_name
+from ta2d.grid import Domain, linecol_to_lonlat
+from ta2d.index.match import match_part
+from ta2d.index.route import read_part, route_labels
+from ta2d.index.schemes import assign_splits
+from ta2d.plan import Plan
+from ta2d.static import StaticFields
+
+HEADER = "지점,지점명,일시,기온(°C),기온 QC플래그\n"
+STATIONS = (108, 119, 133)
+SPLIT = {"fractions": {"train": 0.5, "val": 0.25, "test": 0.25}, "block_days": 4, "seed": 3,
+         "holdout_stations": [], "holdout_station_fraction": 0, "time_block_start": None}
+
+
+def write_labels(path, days, ta=lambda stn, day, hour: 10.0 + stn / 100 + hour / 10, extra_lines=()):
+    """A data-portal CSV (KST) of every station at every hour of the given UTC days."""
+    lines = []
+    for stn in STATIONS:
+        for day in days:
+            for hour in range(24):
+                kst = pd.Timestamp(day) + pd.Timedelta(hours=hour + 9)
+                lines.append(f"{stn},X,{kst:%Y-%m-%d %H:%M},{ta(stn, day, hour):.1f},\n")
+    path.write_bytes((HEADER + "".join(lines) + "".join(extra_lines)).encode("cp949"))
+
+
+def plan(end="2024-04-04", split=SPLIT, freq="D"):
+    return Plan(start="2024-04-01", end=end, freq=freq, split_cfg=split)
+
+
+@pytest.fixture
+def archive(tmp_path):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    write_labels(folder / "OBS_a.csv", ["2024-04-01", "2024-04-02"])
+    write_labels(folder / "OBS_b.csv", ["2024-04-03", "2024-04-04"])
+    return {"cfg": {"path": str(folder / "OBS_*.csv"), "format": "kma_portal_csv", "timezone": "KST"},
+            "folder": folder, "out": tmp_path / "parts"}
+
+
+def parts(out):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("*_chunk_*.csv")}
+
+
+def test_plan_names_a_chunk_per_split_of_each_period():
+    p = plan()
+    days = pd.Series(pd.date_range("2024-04-01", "2024-04-04").strftime("%Y%m%d"))
+    want = set(zip(assign_splits(np.zeros(4, int), days, SPLIT)["split"], days, strict=True))
+    assert set(p.chunks) == want and len(p.chunks) == 4  # whole days, nothing held out: one split per day
+    held = plan(split={**SPLIT, "holdout_station_fraction": 0.2})
+    assert set(held.chunks) == want | {("test", d) for d in days}  # a test chunk on every day
+    weekly = plan(end="2024-05-31", freq="W")
+    assert weekly.index_keys == ["202404", "202405"]
+    # 2024W18 (Mon 2024-04-29 .. Sun 2024-05-05) belongs to the index period of its first day only
+    assert "2024W18" in {k for s, k in weekly.chunks_of_index("202404")}
+    assert min(k for s, k in weekly.chunks_of_index("202405")) == "2024W19"
+
+
+def test_rows_go_to_the_part_of_their_split_and_day(archive):
+    p = plan()
+    route_labels(archive["cfg"], p, archive["out"], force=True)
+    assert sorted(x.name for x in archive["out"].glob("*_chunk_*.csv")) == sorted(p.chunk_names(suffix=".csv"))
+    rows = pd.concat([read_part(archive["out"] / n) for n in p.chunk_names(suffix=".csv")])
+    assert len(rows) == 2 * 2 * 24 * len(STATIONS)
+    assert set(rows["source"]) == {str(archive["folder"] / "OBS_a.csv"), str(archive["folder"] / "OBS_b.csv")}
+    for split, key in p.chunks:
+        part = read_part(archive["out"] / chunk_name(split, key, ".csv"))
+        day = pd.to_datetime(part["time"], unit="s", utc=True).dt.strftime("%Y%m%d")
+        assert (day == key).all() and len(part) == 24 * len(STATIONS)
+    # KST 09:00 of 2024-04-01 is 00:00 UTC; the row number is the data row in its file
+    first = read_part(archive["out"] / chunk_name(*p.chunks[0], ".csv")).iloc[0]
+    assert first["time"] == pd.Timestamp("2024-04-01", tz="UTC").timestamp() and first["row"] == 1
+
+
+def test_a_changed_row_rereads_its_file_and_rewrites_one_part(archive):
+    p = plan()
+    route_labels(archive["cfg"], p, archive["out"], force=True)
+    before = parts(archive["out"])
+    assert route_labels(archive["cfg"], p, archive["out"]) == {"read": 0, "parts_written": 0}
+    write_labels(archive["folder"] / "OBS_b.csv", ["2024-04-03", "2024-04-04"],
+                 ta=lambda stn, day, hour: 10.0 + stn / 100 + hour / 10
+                 + 5 * ((stn, day, hour) == (119, "2024-04-04", 7)))
+    assert route_labels(archive["cfg"], p, archive["out"]) == {"read": 1, "parts_written": 1}
+    after = parts(archive["out"])
+    changed = [n for n in after if after[n] != before[n]]
+    assert len(changed) == 1
+    part = read_part(archive["out"] / changed[0])
+    hit = part[(part["stn"] == 119) & (part["ta_c"] > 15)]
+    assert len(hit) == 1 and pd.Timestamp(hit["time"].iloc[0], unit="s").hour == 7
+
+
+def test_a_removed_file_takes_its_rows_with_it(archive):
+    p = plan()
+    route_labels(archive["cfg"], p, archive["out"], force=True)
+    os.unlink(archive["folder"] / "OBS_b.csv")
+    route_labels(archive["cfg"], p, archive["out"])
+    for split, key in p.chunks:
+        n = len(read_part(archive["out"] / chunk_name(split, key, ".csv")))
+        assert n == (24 * len(STATIONS) if key < "20240403" else 0)
+
+
+def test_extending_the_period_rereads_only_files_that_reach_the_new_days(archive):
+    route_labels(archive["cfg"], plan(end="2024-04-03"), archive["out"], force=True)
+    rejects = pd.read_csv(archive["out"] / "rejects.csv")
+    assert set(rejects["reason"]) == {"outside_period"} and len(rejects) == 24 * len(STATIONS)
+    before = parts(archive["out"])
+    done = route_labels(archive["cfg"], plan(end="2024-04-04"), archive["out"])
+    assert done["read"] == 1  # OBS_b.csv only: OBS_a.csv has no row on 2024-04-04
+    after = parts(archive["out"])
+    assert {n for n in before if after[n] != before[n]} == set()  # no existing part rewritten
+    assert {n.split("_chunk_")[1] for n in set(after) - set(before)} == {"20240404.csv"}
+    assert pd.read_csv(archive["out"] / "rejects.csv").empty
+
+
+def test_a_split_change_reroutes_every_file(archive):
+    route_labels(archive["cfg"], plan(), archive["out"], force=True)
+    other = plan(split={**SPLIT, "seed": 4})
+    assert route_labels(archive["cfg"], other, archive["out"])["read"] == 2
+    for split, key in other.chunks:
+        assert len(read_part(archive["out"] / chunk_name(split, key, ".csv"))) == 24 * len(STATIONS)
+
+
+def test_unreadable_rows_and_rows_outside_the_period_are_counted_rejects(archive):
+    write_labels(archive["folder"] / "OBS_b.csv", ["2024-04-03"],
+                 extra_lines=["119,X,2024-04-03 12:00,,\n", "119,X,not a time,3.0,\n", "119,X,2030-01-01 09:00,1.0,\n"])
+    route_labels(archive["cfg"], plan(), archive["out"], force=True)
+    rejects = pd.read_csv(archive["out"] / "rejects.csv")
+    n_data = 24 * len(STATIONS)
+    assert sorted(zip(rejects["row"], rejects["reason"], strict=True)) == \
+        [(n_data + 1, "missing_ta"), (n_data + 2, "unparseable_row"), (n_data + 3, "outside_period")]
+    assert (rejects["source"] == str(archive["folder"] / "OBS_b.csv")).all()
+    summary = pd.read_json(archive["out"] / "summary.json", typ="series")
+    assert summary["n_label_rows"] == 2 * n_data + n_data + 3 and summary["n_rejected"] == 3
+
+
+def test_the_same_observation_in_two_files_is_kept_once(archive):
+    write_labels(archive["folder"] / "OBS_c.csv", ["2024-04-01"], ta=lambda stn, day, hour: 30.0)
+    p = plan()
+    route_labels(archive["cfg"], p, archive["out"], force=True)
+    name = chunk_name(*next(c for c in p.chunks if c[1] == "20240401"), ".csv")
+    part = read_part(archive["out"] / name)
+    assert len(part) == 2 * 24 * len(STATIONS)
+    domain = Domain(880, 919, 2680, 2727)
+    shape = domain.shape
+    static = StaticFields(np.zeros(shape, np.float32), np.ones(shape, np.float32), np.full(shape, 5, np.int16), domain)
+    lon, lat = linecol_to_lonlat(np.array([890.0, 900.0, 910.0]), np.array([2690.0, 2700.0, 2710.0]))
+    stations = pd.DataFrame({"stn": STATIONS, "lat": lat, "lon": lon, "elev_m": 10.0,
+                             "valid_from": pd.NaT, "valid_to": pd.NaT})
+    status = pd.DataFrame({"time": part["time"].unique(), "status": "ok"})
+    kept, rejects = match_part(part, stations, static, status, 9)
+    assert len(kept) == 24 * len(STATIONS) and (kept["source"].str.endswith("OBS_a.csv")).all()
+    assert set(rejects["reason"]) == {"duplicate_row"} and len(rejects) == 24 * len(STATIONS)
+    assert rejects["detail"].str.match(r"^duplicate of .*OBS_a\.csv row \d+: TA 30 differs from kept").all()
