@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
 
+    text = ("list every period that has an inventory again, stating every raw file: the parse-time refresh trusts "
+            "unchanged directory mtimes, so run this (in the workflow's folder) after editing a raw file in place")
+    p = sub.add_parser("refresh-inventories", help=text, description=text)
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--results", default="results", help="the results folder holding inventory/ (default results)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -97,6 +103,27 @@ def _validate(args) -> int:
     return 0
 
 
+def _refresh_inventories(args) -> int:
+    from pathlib import Path
+
+    from ta2d.config import load_config
+    from ta2d.ingest.archive import refresh_inventories
+    from ta2d.periods import period_keys
+
+    # the same arguments as the parse-time refresh (workflow/rules/common.smk), so both write the same bytes
+    config = load_config(args.config)
+    period, freq = config["period"], config["chunking"]["period"]
+    keys = period_keys(period["start"], period["end"], freq)
+    inventory_dir = Path(args.results) / "inventory"
+    if not inventory_dir.is_dir():
+        raise FileNotFoundError(f"{inventory_dir} does not exist: run this in the workflow's folder, or give --results")
+    raw_inputs = {k: config["inputs"][k] for k in ("kind", "l1b", "calibrated")}
+    present = sum((inventory_dir / f"{key}.tsv").is_file() for key in keys)
+    changed = refresh_inventories(raw_inputs, keys, freq, period, inventory_dir, full=True)
+    print(f"{present} inventories under {inventory_dir} listed again: {changed} changed")
+    return 0
+
+
 def _map_day(args) -> int:
     from pathlib import Path
 
@@ -122,7 +149,8 @@ def _map_day(args) -> int:
     return 0
 
 
-_COMMANDS = {"demo": _demo, "inspect": _inspect, "verify": _verify, "validate-config": _validate, "map-day": _map_day}
+_COMMANDS = {"demo": _demo, "inspect": _inspect, "verify": _verify, "validate-config": _validate, "map-day": _map_day,
+             "refresh-inventories": _refresh_inventories}
 
 if __name__ == "__main__":
     sys.exit(main())

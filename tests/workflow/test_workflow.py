@@ -6,6 +6,7 @@ do: "nothing to be done", and the jobs a config change would start."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -163,12 +164,16 @@ def test_changes_rerun_only_what_they_touch(tmp_path, four_days):
     assert jobs == {}
     assert scenes() == s0 and chunks() == c0
 
-    # 2. one raw L1B file of 2024-04-02 changes: that day's scene and chunks, nothing else
+    # 2. one raw L1B file of 2024-04-02 is reprocessed (it arrives by rename, as archives deliver a new version):
+    # that day's scene and chunks, nothing else
     raw = sorted((data / "raw").glob("202404/02/05/gk2a_ami_le1b_ir105_*.nc"))[0]
-    with h5py.File(raw, "r+") as f:
+    incoming = raw.with_name(raw.name + ".part")  # not an L1B name: the listing ignores it
+    shutil.copy2(raw, incoming)
+    with h5py.File(incoming, "r+") as f:
         v = f["image_pixel_values"]
         block = v[5:9, 5:9]
         v[5:9, 5:9] = np.where(block < 16384, np.maximum(block.astype(np.int64) - 40, 0), block).astype(np.uint16)
+    os.replace(incoming, raw)
     run_snakemake(work, UP_TO_CHUNKS)
     s1, c1 = scenes(), chunks()
     assert changed(s0, s1) == {"20240402.nc"}

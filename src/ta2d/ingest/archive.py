@@ -12,7 +12,13 @@ import pandas as pd
 
 from ta2d.atomic import atomic_path, write_text_if_changed
 from ta2d.grid import Domain
-from ta2d.ingest.inventory import calibrated_period_inventory, inventory_text, l1b_period_inventory_text
+from ta2d.ingest.inventory import (
+    calibrated_period_inventory,
+    inventory_text,
+    l1b_inventory_current,
+    l1b_period_inventory_text,
+    write_l1b_inventory,
+)
 
 # ta2d.ingest.scene (xarray, h5netcdf, tqdm) is imported inside calibrate_period only: the Snakefile (parsed by
 # every snakemake process, incl. each SLURM job's) and the inventory jobs import this module and need none
@@ -34,20 +40,31 @@ def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> st
 
 
 def write_inventory(inputs: dict, key: str, freq: str, period: dict, out_path: str | Path) -> bool:
-    return write_text_if_changed(out_path, period_inventory_text(inputs, key, freq, period))
+    """Write period `key`'s inventory when its bytes changed (returns whether); for L1B also its sidecar."""
+    if inputs["kind"] == "calibrated":
+        return write_text_if_changed(out_path, period_inventory_text(inputs, key, freq, period))
+    return write_l1b_inventory(inputs["l1b"], key, freq, period["start"], period["end"], out_path)
 
 
-def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, inventory_dir: str | Path) -> int:
+def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, inventory_dir: str | Path,
+                        full: bool = False) -> int:
     """Rewrite the existing inventories whose archive listing changed; returns how many changed.
 
     Missing inventories are left to rule `inventory` (the archive may not exist yet: the demo rule
-    writes it during the run).
+    writes it during the run). An L1B period whose slot directories are as its sidecar recorded them is
+    not listed at all (the parse-time cost); `full` lists and stats every file of every period, the only
+    way to see a raw file rewritten in place (`ta2d refresh-inventories`). Calibrated inputs are
+    per-timestamp files: one stat each, always.
     """
     changed = 0
     for key in keys:
         path = Path(inventory_dir) / f"{key}.tsv"
-        if path.is_file():
-            changed += write_inventory(inputs, key, freq, period, path)
+        if not path.is_file():
+            continue
+        if not full and inputs["kind"] == "l1b" and l1b_inventory_current(
+                inputs["l1b"], key, freq, period["start"], period["end"], path):
+            continue
+        changed += write_inventory(inputs, key, freq, period, path)
     return changed
 
 

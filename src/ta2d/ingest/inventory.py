@@ -7,23 +7,35 @@ file changes the text and, through :func:`ta2d.atomic.write_text_if_changed`, th
 so the scene reruns; an unchanged archive leaves every inventory byte-identical and untouched.
 
 Only the directories of the period's own slots are listed (never a walk of the archive): this runs for
-every period of a multi-year archive each time the Snakefile is parsed.
+every period of a multi-year archive each time the Snakefile is parsed. For L1B archives even that listing
+is skipped when it cannot have changed: beside each inventory a sidecar (``{key}.dirs``, not a Snakemake
+file) records the mtime of each slot directory at the listing, and the parse-time refresh stats only those
+directories (:func:`l1b_inventory_current`). An archive is append-only in practice and a reprocessed file
+arrives by rename, both of which change the directory's mtime; a file rewritten in place does not, and
+needs the full refresh (``ta2d refresh-inventories``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
 
+from ta2d.atomic import atomic_path, write_text_if_changed
 from ta2d.channels import CHANNELS, l1b_filename
 from ta2d.ingest.l1b import parse_l1b_name
-from ta2d.periods import period_slots
+from ta2d.periods import period_days, period_slots
 
 COLUMNS = ("slot", "channel", "path", "size", "mtime_ns")
 SLOT_FORMAT = "%Y%m%d%H%M"  # slot column: nominal slot time, UTC, as in L1B file names
+DIRS_VERSION = "# ta2d inventory dirs 1"  # bump when the inventory text or the sidecar changes meaning
+# A directory's mtime only moves in steps (a kernel tick; 1-2 s on some file systems and NFS servers): a file
+# added in the same step as our listing leaves the mtime we recorded unchanged, yet is not in the listing.
+# So a directory changed less than this before the listing is recorded "unsettled" and listed again next time.
+SETTLE_NS = 2_000_000_000
 
 
 def l1b_inventory(l1b_cfg: dict, slots) -> pd.DataFrame:
@@ -41,13 +53,21 @@ def l1b_inventory_rows(l1b_cfg: dict, slots) -> list[tuple]:
     This runs for every period at every parse of the Snakefile, so it avoids the per-file costs:
     a file with its standard name is recognised by a set lookup (only other names are parsed).
     """
-    root = os.fspath(l1b_cfg["dir"])
+    return _list_slot_dirs(l1b_cfg, l1b_slot_dirs(l1b_cfg, slots))
+
+
+def l1b_slot_dirs(l1b_cfg: dict, slots) -> dict[str, set[str]]:
+    """{directory relative to inputs.l1b.dir: slot stamps (YYYYMMDDhhmm) whose files it holds}."""
     subdir = l1b_cfg.get("subdir", "") or ""
-    area = str(l1b_cfg["area"]).lower()
     stamps_by_dir: dict[str, set[str]] = {}
     for slot in pd.DatetimeIndex(slots).to_pydatetime():
         stamps_by_dir.setdefault(slot.strftime(subdir), set()).add(slot.strftime(SLOT_FORMAT))
+    return stamps_by_dir
 
+
+def _list_slot_dirs(l1b_cfg: dict, stamps_by_dir: dict[str, set[str]]) -> list[tuple]:
+    root = os.fspath(l1b_cfg["dir"])
+    area = str(l1b_cfg["area"]).lower()
     rows = []
     for rel_dir, stamps in stamps_by_dir.items():
         try:
@@ -96,6 +116,94 @@ def l1b_period_inventory(l1b_cfg: dict, key: str, freq: str, start=None, end=Non
 def l1b_period_inventory_text(l1b_cfg: dict, key: str, freq: str, start=None, end=None) -> str:
     """inventory_text(l1b_period_inventory(...)), without the DataFrame (the parse-time refresh)."""
     return rows_text(l1b_inventory_rows(l1b_cfg, period_slots(key, freq, l1b_cfg["slot_minutes"], start, end)))
+
+
+def write_l1b_inventory(l1b_cfg: dict, key: str, freq: str, start, end, out_path) -> bool:
+    """List period `key`, write its inventory when the bytes changed and (always) its sidecar; returns whether
+    the inventory changed."""
+    stamps_by_dir = l1b_slot_dirs(l1b_cfg, period_slots(key, freq, l1b_cfg["slot_minutes"], start, end))
+    root = os.fspath(l1b_cfg["dir"])
+    # the directories are stat'ed before they are listed: a file arriving in between is in the listing
+    # and moves the mtime, so it costs one more listing, never a missed file
+    settled_before = time.time_ns() - SETTLE_NS
+    states = [(rel_dir, _dir_state(os.path.join(root, rel_dir), settled_before)) for rel_dir in stamps_by_dir]
+    out_path = os.fspath(out_path)
+    changed, inv = _write_if_changed(out_path, rows_text(_list_slot_dirs(l1b_cfg, stamps_by_dir)).encode())
+    lines = [_dirs_fingerprint(l1b_cfg, key, freq, start, end), _inventory_state(inv)]
+    lines += [f"{rel_dir}\t{state}" for rel_dir, state in states]
+    write_text_if_changed(dirs_path(out_path), "\n".join(lines) + "\n")
+    return changed
+
+
+def l1b_inventory_current(l1b_cfg: dict, key: str, freq: str, start, end, inventory_path) -> bool:
+    """Whether the inventory's sidecar vouches for it: same listing parameters, the inventory it was written
+    with, and every slot directory as it was then (one stat per directory, no listing, no file stat).
+
+    Anything else (no sidecar, an older format, a directory "unsettled" or changed) answers False.
+    """
+    try:
+        inv = os.stat(inventory_path)
+        with open(dirs_path(inventory_path)) as fh:
+            lines = fh.read().split("\n")
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if lines[:2] != [_dirs_fingerprint(l1b_cfg, key, freq, start, end), _inventory_state(inv)] or lines[-1] != "":
+        return False
+    root = os.fspath(l1b_cfg["dir"])
+    for line in lines[2:-1]:
+        rel_dir, _, state = line.partition("\t")
+        if state == "unsettled" or _dir_state(os.path.join(root, rel_dir), None) != state:
+            return False
+    return True
+
+
+def dirs_path(inventory_path) -> str:
+    """The sidecar of an inventory: results/inventory/{key}.tsv -> results/inventory/{key}.dirs."""
+    return os.path.splitext(os.fspath(inventory_path))[0] + ".dirs"
+
+
+def _dirs_fingerprint(l1b_cfg: dict, key: str, freq: str, start, end) -> str:
+    # everything the set of slot directories and the inventory's rows depend on besides the directories'
+    # contents: the sidecar's directory list is trusted only for the same fingerprint
+    days = period_days(key, freq, start, end)
+    span = f"{days[0]:%Y%m%d}..{days[-1]:%Y%m%d}" if len(days) else "none"
+    minutes = ",".join(str(int(m)) for m in sorted(l1b_cfg["slot_minutes"]))
+    return (f"{DIRS_VERSION}\tdir={os.fspath(l1b_cfg['dir'])}\tsubdir={l1b_cfg.get('subdir', '') or ''}"
+            f"\tarea={str(l1b_cfg['area']).lower()}\tminutes={minutes}\tdays={span}")
+
+
+def _inventory_state(st: os.stat_result) -> str:
+    # the inventory the sidecar was written with: an inventory rewritten or touched by anything else
+    # (older code, a user, `snakemake --touch`) is listed again instead of trusted
+    return f"# inventory\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}"
+
+
+def _dir_state(path: str, settled_before: int | None) -> str:
+    """ "mtime_ns<TAB>inode", "missing", or "unsettled" (changed at or after `settled_before`)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    if settled_before is not None and st.st_mtime_ns >= settled_before:
+        return "unsettled"
+    # the inode too: a whole directory renamed into place may carry an old mtime of its own
+    return f"{st.st_mtime_ns}\t{st.st_ino}"
+
+
+def _write_if_changed(path: str, data: bytes) -> tuple[bool, os.stat_result]:
+    """write_text_if_changed, returning also the stat of the file as it holds exactly `data` (stat'ed
+    through our own handle or temp file: a concurrent writer cannot slip its file under our sidecar)."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size == len(data) and fh.read() == data:
+                return False, st
+    except FileNotFoundError:
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        st = os.stat(tmp)  # rename keeps the inode and mtime
+    return True, st
 
 
 def calibrated_period_inventory(calibrated_cfg: dict, key: str, freq: str, start=None, end=None) -> pd.DataFrame:
