@@ -127,3 +127,40 @@ def test_float16_chunk_holds_the_rounded_float32_patches(scene_and_static, tmp_p
     assert half["x"].dtype == torch.float16 and contract_problems(half) == []
     assert torch.equal(half["x"], full["x"].half())
     assert half["x"].element_size() * half["x"].nelement() * 2 == full["x"].element_size() * full["x"].nelement()
+
+
+def test_a_chunk_whose_rows_are_all_rejected_has_zero_rows_and_is_skipped(scene_and_static, tmp_path):
+    """A planned chunk with no usable row is a valid file with N = 0: the loader, the statistics and the
+    predictions read past it."""
+    from fakes import write_chunks
+
+    from ta2d.chunks.contract import open_chunk
+    from ta2d.chunks.loader import ChunkBatches
+    from ta2d.chunks.stats import write_stats
+    from ta2d.models import load_model
+    from ta2d.training import train_run
+    from ta2d.training.inference import predict_chunks
+
+    scene_path, static_path, _, _ = scene_and_static
+    t0 = int(pd.Timestamp("2024-04-01", tz="UTC").timestamp())
+    pd.DataFrame({"row": [1], "stn": [108], "time": [t0 + 86400], "ta_c": [1.0],  # no slot of this scene
+                  "line": [915], "column": [2710]}).to_csv(tmp_path / "m.csv", index=False)
+    empty = tmp_path / "train_chunk_20240402.pt"
+    counts = chunk_from_manifest(tmp_path / "m.csv", scene_path, read_static(static_path, DOMAIN), 9, empty)
+    assert counts == {"n_rows": 1, "n_samples": 0, "n_rejected": 1}
+    d = open_chunk(empty)
+    assert contract_problems(d) == [] and d["y"].shape == (0,) and d["x"].shape == (0, 19, 9, 9)
+    assert pd.read_csv(empty.with_suffix(".rejects.csv"))["reason"].tolist() == ["no_scene"]
+    assert len(pd.read_csv(empty.with_suffix(".index.csv"))) == 0
+
+    full = write_chunks(tmp_path / "full", "train", 2, 50)
+    batches = ChunkBatches([empty, *full], batch_size=16, shuffle_files=True, shuffle_within_file=True)
+    batches.set_epoch(0)
+    assert sum(len(b["y"]) for b in batches) == sum(len(open_chunk(p)["y"]) for p in full)
+    with_empty, without = compute_stats([empty, *full]), compute_stats(full)
+    assert {**with_empty, "n_chunks": 0} == {**without, "n_chunks": 0}
+    write_stats([empty, *full], tmp_path / "stats.json")
+    train_run({"model": "cnn", "epochs": 1, "batch_size": 16, "cnn_channels": [4], "head_hidden": 8, "device": "cpu"},
+              [empty, *full], [empty], tmp_path / "stats.json", tmp_path / "run", progress=False, log=lambda s: None)
+    preds = predict_chunks(load_model(tmp_path / "run/best.pt"), [empty, full[0]], device="cpu")
+    assert len(preds["y_pred"]) == len(open_chunk(full[0])["y"])

@@ -24,6 +24,8 @@ from bad_inputs import (
 )
 from conftest import REPO, make_workdir, run_snakemake
 
+from ta2d.chunks.contract import open_chunk
+
 # --- through the real Snakefile ----------------------------------------------------------------------------
 
 def _workflow(base: Base, case: Case, tmp_path: Path, **changes) -> Path:
@@ -75,7 +77,11 @@ def test_snakemake_empty_day(base, case, tmp_path):
     day2 = set(base.index.loc[base.index["time"] >= day2_start, "row"])
     lost = {k for k in base.result.samples if k[1] >= day2_start}
     assert_outcome(res, base, dict.fromkeys(day2, "no_scene"), lost, r"^no satellite files for 2024-04-02 ")
-    assert sorted(p.name for p in (work / "results/patch_pt").glob("*.pt")) == ["train_chunk_20240401.pt"]
+    # the day's planned chunk is still written, with zero rows, and the summary names it
+    assert sorted(p.name for p in (work / "results/patch_pt").glob("*.pt")) == \
+        ["train_chunk_20240401.pt", "train_chunk_20240402.pt"]
+    assert open_chunk(work / "results/patch_pt/train_chunk_20240402.pt")["y"].shape == (0,)
+    assert res.summary["empty_chunks"] == ["train_chunk_20240402"]
 
 
 @pytest.mark.slow
