@@ -161,3 +161,39 @@ def test_the_same_observation_in_two_files_is_kept_once(archive):
     assert len(kept) == 24 * len(STATIONS) and (kept["source"].str.endswith("OBS_a.csv")).all()
     assert set(rejects["reason"]) == {"duplicate_row"} and len(rejects) == 24 * len(STATIONS)
     assert rejects["detail"].str.match(r"^duplicate of .*OBS_a\.csv row \d+: TA 30 differs from kept").all()
+
+
+@pytest.mark.parametrize("layout", ["portal", "apihub"])
+def test_labels_read_in_blocks_equal_the_whole_file_read(tmp_path, layout):
+    """iter_labels (what routing uses, so memory holds one block) gives read_labels' rows with the file's row
+    numbers; a repeat in another block is left to the chunk job, which keeps the first row."""
+    from ta2d.index.labels import iter_labels, read_labels
+
+    path = tmp_path / "labels.txt"
+    if layout == "portal":
+        write_labels(path, ["2024-04-01", "2024-04-02"], extra_lines=["119,X,2024-04-01 10:00,99.0,\n",
+                                                                         "119,X,bad,1.0,\n"])
+        kw = {"fmt": "kma_portal_csv"}
+    else:
+        lines = ["# YYMMDDHHMI STN  WD   WS GST  GST  GST     PA     PS PT    PR    TA\n", "#START7777\n"]
+        for day in ("2024-04-01", "2024-04-02"):
+            for hour in range(24):
+                for stn in STATIONS:
+                    t = pd.Timestamp(day) + pd.Timedelta(hours=hour + 9)
+                    lines.append(f"{t:%Y%m%d%H%M} {stn} 1 2 3 4 5 6 7 8 9 {stn / 10 + hour / 10:.1f}\n")
+        lines.append(f"202404011000 119 1 2 3 4 5 6 7 8 9 {119 / 10 + 1 / 10:.1f}\n")  # a repeat of a row
+        path.write_text("".join(lines))
+        kw = {"fmt": "kma_apihub_text"}
+    whole, whole_rejects = read_labels(path, **kw)
+    blocks = list(iter_labels(path, block_chars=500, **kw))
+    assert len(blocks) > 5
+    labels = pd.concat([b[0] for b in blocks], ignore_index=True)
+    rejects = pd.concat([b[1] for b in blocks], ignore_index=True)
+    assert len(labels) + len(rejects) == len(whole) + len(whole_rejects)
+    # the reader's rejects, except a repeat that lies in another block than its first copy
+    repeats = set(whole_rejects.loc[whole_rejects["reason"] == "duplicate_row", "row"])
+    assert set(zip(rejects["row"], rejects["reason"], strict=True)) == \
+        {(r, why) for r, why in zip(whole_rejects["row"], whole_rejects["reason"], strict=True) if r not in repeats}
+    pd.testing.assert_frame_equal(labels[~labels["row"].isin(repeats)].reset_index(drop=True),
+                                  whole.reset_index(drop=True), check_dtype=False)
+    assert repeats <= set(labels["row"])

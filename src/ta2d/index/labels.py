@@ -138,12 +138,59 @@ def read_labels(
         raise LabelsError(f"{path}: empty file")
     lines = text.split("\n")
     fmt = detect_format(lines, path) if fmt == "auto" else fmt
+    return _read_lines(lines, path, fmt, ta_field, 0, timezone=timezone, reject_qc_flags=reject_qc_flags,
+                       missing_qc_flags=missing_qc_flags, ta_range=ta_range)
+
+
+def iter_labels(path, fmt: str = "auto", timezone: str = "KST", encoding: str = "auto", *,
+                block_chars: int = 16_000_000, ta_field: int | None = None, **checks) -> Iterator[tuple]:
+    """:func:`read_labels` in blocks of about `block_chars` characters of whole lines: yields (labels, rejects)
+    per block, with the file's own row numbers. Memory holds the file's text and one block's parsed rows (a
+    year of 600 stations parsed at once took 2.3 GB). A (stn, time) repeated in another block is not rejected
+    here: whoever gathers the rows must (the chunk job does, ta2d.index.match); inside a block it is.
+    """
+    if timezone not in TIMEZONE_OFFSET_S:
+        raise ValueError(f"timezone must be one of {list(TIMEZONE_OFFSET_S)}, got {timezone!r}")
+    text = read_text(path, encoding)
+    if not text.strip():
+        raise LabelsError(f"{path}: empty file")
+    start, preamble, rows_before = 0, None, 0
+    while start < len(text):
+        end = len(text) if start + block_chars >= len(text) else text.rfind("\n", start, start + block_chars) + 1
+        if end <= start:  # one line longer than a block
+            end = text.find("\n", start + block_chars)
+            end = len(text) if end < 0 else end + 1
+        lines = text[start:end].split("\n")
+        start = end
+        if preamble is None:
+            fmt = detect_format(lines, path) if fmt == "auto" else fmt
+            preamble = _preamble(lines, fmt)
+            block = lines
+        else:
+            block = preamble + lines
+        labels, rejects = _read_lines(block, path, fmt, ta_field, rows_before, timezone=timezone, **checks)
+        rows_before += len(labels) + len(rejects)
+        yield labels, rejects
+
+
+def _preamble(lines: list[str], fmt: str) -> list[str]:
+    """The lines every block needs before its data: the CSV header, or the '#' header lines of an API Hub file."""
+    comment = "#" if fmt == "kma_apihub_text" else None
+    first_data = next((i for i, line in enumerate(lines)
+                       if line.strip() and not (comment and line.lstrip().startswith(comment))), len(lines))
+    return lines[:first_data + 1] if fmt == "kma_portal_csv" else lines[:first_data]
+
+
+def _read_lines(lines: list[str], path, fmt: str, ta_field, rows_before: int, *, timezone: str = "KST",
+                reject_qc_flags: Iterable[int] = (1,), missing_qc_flags: Iterable[int] = (9,),
+                ta_range: tuple[float, float] = (-50.0, 50.0)):
     if fmt == "kma_portal_csv":
         raw, time_format, time_re = _portal_rows(lines, path), _PORTAL_TIME_FORMAT, _PORTAL_TIME_RE
     elif fmt == "kma_apihub_text":
         raw, time_format, time_re = _apihub_rows(lines, path, ta_field), _APIHUB_TIME_FORMAT, _APIHUB_TIME_RE
     else:
         raise ValueError(f"fmt must be 'auto' or one of {FORMATS}, got {fmt!r}")
+    raw["row"] += rows_before
     return _classify(
         raw,
         time_format=time_format,

@@ -22,12 +22,12 @@ def match_part(part: pd.DataFrame, stations: pd.DataFrame, static: StaticFields,
                patch_size: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows with station metadata and pixel, MATCHED_COLUMNS; rejects, LABEL_REJECT_COLUMNS).
 
-    `status`: the scene's (time, status) per slot. Checks in order, first failing one wins: duplicate
-    (stn, time) across label files, unknown_station, off_disk / out_of_domain, invalid_landcover,
+    `status`: the scene's (time, status) per slot. Checks in order, first failing one wins: a (stn, time) repeated
+    across label files or blocks of one, unknown_station, off_disk / out_of_domain, invalid_landcover,
     no_scene / bad_scene.
     """
     rejected = []
-    part, r = _drop_duplicates_across_files(part)
+    part, r = _drop_repeats(part)
     rejected.append(r)
     part, r = _station_metadata(part, stations)
     rejected.append(r)
@@ -70,9 +70,10 @@ def _station_metadata(part: pd.DataFrame, stations: pd.DataFrame):
     return kept, rejects
 
 
-def _drop_duplicates_across_files(part: pd.DataFrame):
-    """A (stn, time) that two label files both report: the first file (sorted by name) keeps it. Repeats
-    inside one file were rejected by the label reader already."""
+def _drop_repeats(part: pd.DataFrame):
+    """A (stn, time) reported twice: the first row (by file name, then row) is kept, as the label reader keeps the
+    first of a repeat inside the rows it parses together; this finds repeats across label files and across the
+    reader's blocks of one large file."""
     ordered = part.sort_values(["source", "row"], kind="stable")
     dup = ordered.duplicated(["stn", "time"], keep="first").to_numpy()
     if not dup.any():
@@ -81,8 +82,10 @@ def _drop_duplicates_across_files(part: pd.DataFrame):
     same = ordered["ta_c"].to_numpy() == first["ta_c"].to_numpy()
     detail = np.where(same, "same TA", "TA " + ordered["ta_c"].map("{:g}".format) + " differs from kept "
                       + first["ta_c"].map("{:g}".format))
-    detail = "duplicate of " + first["source"] + " row " + first["row"].astype(str) + ": " + detail
-    rejects = reject(ordered, dup, "duplicate_row", detail.to_numpy())
+    where = np.where(first["source"].to_numpy() == ordered["source"].to_numpy(), "",
+                     first["source"].to_numpy().astype(object) + " ")
+    detail = "duplicate of " + where + "row " + first["row"].astype(str) + ": " + detail
+    rejects = reject(ordered, dup, "duplicate_row", np.asarray(detail))
     return ordered[~dup].sort_values(["time", "stn", "source", "row"], kind="stable"), rejects
 
 

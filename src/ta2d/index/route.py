@@ -149,17 +149,31 @@ def part_text(frames: Iterable[pd.DataFrame]) -> str:
 
 
 def _route_file(path: str, labels_cfg: dict, plan: Plan):
-    from ta2d.index.labels import read_labels
+    from ta2d.index.labels import iter_labels
+
+    parts: dict[str, list[pd.DataFrame]] = {}
+    rejected, n_rows, tmin, tmax = [], 0, None, None
+    for labels, rejects in iter_labels(path, fmt=labels_cfg.get("format", "auto"),
+                                       timezone=labels_cfg.get("timezone", "KST"),
+                                       encoding=labels_cfg.get("encoding", "auto")):
+        n_rows += len(labels) + len(rejects)
+        times = pd.concat([labels["time"], rejects["time"].dropna().astype("int64")])
+        if len(times):
+            tmin = min(int(times.min()), tmin if tmin is not None else int(times.min()))
+            tmax = max(int(times.max()), tmax if tmax is not None else int(times.max()))
+        block_parts, block_rejects = _route_rows(labels, rejects, path, plan)
+        for name, rows in block_parts.items():
+            parts.setdefault(name, []).append(rows)
+        rejected.append(block_rejects)
+    parts = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+    return parts, pd.concat(rejected, ignore_index=True), {"n_rows": int(n_rows), "tmin": tmin, "tmax": tmax}
+
+
+def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, path: str, plan: Plan):
+    """One block of a label file: accepted rows by chunk part, and its rejects plus the rows outside the period."""
     from ta2d.index.schemes import assign_splits
     from ta2d.periods import period_key
 
-    labels, rejects = read_labels(path, fmt=labels_cfg.get("format", "auto"),
-                                  timezone=labels_cfg.get("timezone", "KST"),
-                                  encoding=labels_cfg.get("encoding", "auto"))
-    n_rows = len(labels) + len(rejects)
-    times = pd.concat([labels["time"], rejects["time"].dropna().astype("int64")])
-    info = {"n_rows": int(n_rows), "tmin": int(times.min()) if len(times) else None,
-            "tmax": int(times.max()) if len(times) else None}
     start = pd.Timestamp(plan.start, tz="UTC").timestamp()
     end = (pd.Timestamp(plan.end, tz="UTC") + pd.Timedelta(days=1)).timestamp()
     inside = ((labels["time"] >= start) & (labels["time"] < end)).to_numpy()
@@ -173,7 +187,7 @@ def _route_file(path: str, labels_cfg: dict, plan: Plan):
     labels = labels.assign(source=path)
     parts = {n: rows for n, rows in labels.groupby(name.to_numpy(), sort=True)}
     rejects = pd.concat([rejects, outside], ignore_index=True).assign(source=path)
-    return parts, rejects, info
+    return parts, rejects
 
 
 def _files_touching_changed_days(old_files: dict, old_period: dict, new_period: dict, exclude) -> list[str]:
