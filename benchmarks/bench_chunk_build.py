@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_chunk_build.py [--stations 600] [--slots 24] [--repeat 3]
 
 Both build the same chunk from the same scene file (a day of hourly slots on the default demo
-domain, written here with random values) and the same manifest (every station at every slot):
-* ta2d: ta2d.chunks.patches.build_patch_chunk (one gather per slot, one torch.save);
+domain, written here with random values) and the same rows (every station at every slot):
+* ta2d: ta2d.chunks.patches.build_patch_chunk from the label part and the station table, as the rule runs
+  it (matching to stations, pixels and slots included; one gather per slot, one torch.save);
 * naive: what the seed did per row group: open the scene for each (slot) group, slice each row's
   patch with Python indexing, append to lists, stack, torch.save per group, then concatenate.
 The two outputs are checked to be equal before timing is reported.
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from ta2d.chunks.patches import build_patch_chunk, read_manifest
+from ta2d.chunks.patches import build_patch_chunk
 from ta2d.grid import Domain, linecol_to_lonlat
 from ta2d.static import read_static
 
@@ -36,7 +37,8 @@ def make_inputs(root: Path, n_stations: int, n_slots: int, seed: int = 0):
     ds = xr.Dataset(
         {"bt": (("time", "bt_channel", "line", "column"), rng.uniform(200, 320, (n_slots, 10, nl, nc)).astype("f4")),
          "rf": (("time", "rf_channel", "line", "column"), rng.uniform(0, 1, (n_slots, 6, nl, nc)).astype("f4")),
-         "sza": (("time", "line", "column"), rng.uniform(0, 120, (n_slots, nl, nc)).astype("f4"))},
+         "sza": (("time", "line", "column"), rng.uniform(0, 120, (n_slots, nl, nc)).astype("f4")),
+         "status": (("time",), np.array(["ok"] * n_slots))},
         coords={"time": times, "line": DOMAIN.lines, "column": DOMAIN.columns},
     )
     enc = {v: {"chunksizes": (1,) + ds[v].shape[1:], "zlib": True, "complevel": 1} for v in ("bt", "rf", "sza")}
@@ -58,12 +60,15 @@ def make_inputs(root: Path, n_stations: int, n_slots: int, seed: int = 0):
         "line": np.tile(lines, n_slots), "column": np.tile(cols, n_slots),
     })
     m.to_csv(root / "manifest.csv", index=False)
-    return root / "manifest.csv", root / "scene.nc", root / "static.nc"
+    m.assign(source="labels.csv")[["source", "row", "stn", "time", "ta_c"]].to_csv(root / "part.csv", index=False)
+    pd.DataFrame({"stn": np.arange(n_stations) + 100, "lat": lat.round(5), "lon": lon.round(5),
+                  "elev_m": 50.0}).to_csv(root / "stations.csv", index=False)
+    return root / "part.csv", root / "stations.csv", root / "scene.nc", root / "static.nc"
 
 
 def naive_build(manifest_path, scene_path, static, out_path):
     """Seed-style: per group open + per-row slicing into Python lists + torch.save per group."""
-    m = read_manifest(manifest_path)
+    m = pd.read_csv(manifest_path)
     parts = []
     for i, (t, group) in enumerate(m.groupby("time", sort=True)):
         with xr.open_dataset(scene_path, engine="h5netcdf") as scene:
@@ -93,18 +98,20 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        manifest, scene, static_path = make_inputs(root, args.stations, args.slots)
+        part, stations, scene, static_path = make_inputs(root, args.stations, args.slots)
+        manifest = root / "manifest.csv"
         static = read_static(static_path, DOMAIN)
         n = args.stations * args.slots
         best = {"ta2d": np.inf, "naive": np.inf}
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            build_patch_chunk(manifest, scene, static, 9, root / "chunk.pt", root / "chunk.rejects.csv")
+            build_patch_chunk(part, stations, scene, static, 9, root / "train_chunk_x.pt",
+                              root / "train_chunk_x.rejects.csv", root / "train_chunk_x.index.csv")
             best["ta2d"] = min(best["ta2d"], time.perf_counter() - t0)
             t0 = time.perf_counter()
             x_naive = naive_build(manifest, scene, static, root / "naive.pt")
             best["naive"] = min(best["naive"], time.perf_counter() - t0)
-        x = torch.load(root / "chunk.pt", weights_only=True)["x"]
+        x = torch.load(root / "train_chunk_x.pt", weights_only=True)["x"]
         assert torch.equal(x, x_naive), "the two builders disagree"
     print(f"chunk of {n} samples ({args.stations} stations x {args.slots} slots), best of {args.repeat}:")
     for name, sec in best.items():

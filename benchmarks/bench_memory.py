@@ -18,13 +18,17 @@ Both are given as the increase over the baseline, next to the bytes of one chunk
 
 Cases, for each --stations S (N = S x 24 hourly samples: 40 is the demo's size, 400 ten times it):
 * build: ta2d.chunks.patches.build_patch_chunk on one day's scene (24 slots on the demo domain, random
-  values; benchmarks/bench_chunk_build.make_inputs) and a manifest of every station at every slot,
-  with the calls scripts/build_patch_chunk.py makes;
+  values; benchmarks/bench_chunk_build.make_inputs) and a label part of every station at every slot,
+  with the calls scripts/build_patch_chunk.py makes (matching included);
 * cnn / clay_frozen: ta2d.training.train_run with epochs=1 on CPU over --train-chunks training chunks
   and one validation chunk of N samples each (tests/chunk_factory.py); clay_frozen (tiny preset,
   frozen encoder, embed_cache) first embeds every chunk, as rule embed_chunk would;
 * cnn_blocks: the cnn run with ``mix_files: 2`` and a loader budget of 2.5 chunks (beyond it, as a year
   of chunks is for a real job): the loader reads blocks of 2 files.
+* route (``--label-days 31 365``): ta2d.index.route.route_labels(force=True), what rule label_parts runs on a
+  first build and the parse-time refresh runs for a changed file, on one KMA portal CSV of --label-stations
+  stations x 24 hours x N days (weekly chunks, the gk2a.yaml default): its memory grows with the largest label
+  file, one file at a time.
 """
 
 from __future__ import annotations
@@ -100,8 +104,9 @@ def child_build(d: Path) -> dict:
     from ta2d.static import read_static
 
     static = read_static(d / "static.nc", DOMAIN, "dem", "land_sea_mask", "landcover")
-    return measure(lambda: build_patch_chunk(d / "manifest.csv", d / "scene.nc", static, 9, d / "chunk.pt",
-                                             d / "chunk.rejects.csv"))
+    return measure(lambda: build_patch_chunk(d / "part.csv", d / "stations.csv", d / "scene.nc", static, 9,
+                                             d / "train_chunk_x.pt", d / "train_chunk_x.rejects.csv",
+                                             d / "train_chunk_x.index.csv"))
 
 
 def child_train(d: Path, run: str) -> dict:
@@ -122,6 +127,36 @@ def child_train(d: Path, run: str) -> dict:
     torch.set_num_threads(2)
     return measure(lambda: train_run({**cfg, "epochs": 1, "device": "cpu"}, train, val, d / "stats.json",
                                      d / f"run_{run}", progress=False, log=lambda s: None))
+
+
+def write_label_file(path: Path, n_stations: int, n_days: int, seed: int = 0) -> int:
+    """A KMA data-portal CSV (CP949, KST) of every station at every hour of n_days from 2023-01-01."""
+    import numpy as np
+    import pandas as pd
+
+    from ta2d.demo.tables import ENCODING, LABEL_HEADER
+
+    rng = np.random.default_rng(seed)
+    hours = pd.date_range("2023-01-01 09:00", periods=24 * n_days, freq="h").strftime("%Y-%m-%d %H:%M")
+    df = pd.DataFrame({"stn": np.tile(np.arange(n_stations) + 100, len(hours)), "name": "X",
+                       "time": np.repeat(np.asarray(hours), n_stations),
+                       "ta": np.round(rng.normal(12, 8, len(hours) * n_stations), 1), "qc": ""})
+    df.to_csv(path, index=False, header=LABEL_HEADER, encoding=ENCODING, float_format="%.1f")
+    return len(df)
+
+
+def child_route(d: Path) -> dict:
+    import json as _json
+
+    from ta2d.index.route import route_labels
+    from ta2d.plan import Plan
+
+    meta = _json.loads((d / "labels.json").read_text())
+    plan = Plan(start="2023-01-01", end=meta["end"], freq="W",
+                split_cfg={"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}, "block_days": 20, "seed": 42,
+                           "holdout_station_fraction": 0.1})
+    cfg = {"path": str(d / "labels.csv"), "format": "kma_portal_csv", "timezone": "KST"}
+    return measure(lambda: route_labels(cfg, plan, d / "parts", force=True))
 
 
 # --- parent --------------------------------------------------------------------------------------
@@ -148,19 +183,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stations", type=int, nargs="+", default=[40, 400], help="stations per chunk (x 24 slots)")
     ap.add_argument("--train-chunks", type=int, default=4)
+    ap.add_argument("--label-days", type=int, nargs="*", default=[31, 365], help="days per label file (route)")
+    ap.add_argument("--label-stations", type=int, default=600)
     ap.add_argument("--child", nargs=2, metavar=("CASE", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         case, d = args.child
-        res = child_build(Path(d)) if case == "build" else child_train(Path(d), case)
+        children = {"build": child_build, "route": child_route}
+        res = children[case](Path(d)) if case in children else child_train(Path(d), case)
         print(json.dumps(res))
         return
 
+    import pandas as pd
     from bench_chunk_build import make_inputs
     from chunk_factory import compute_stats, write_chunks
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="ta2d_bench_mem_") as tmp:
+        for days in args.label_days:
+            d = Path(tmp) / f"labels{days}"
+            d.mkdir()
+            n_rows = write_label_file(d / "labels.csv", args.label_stations, days)
+            end = (pd.Timestamp("2023-01-01") + pd.Timedelta(days=days - 1)).strftime("%Y-%m-%d")
+            (d / "labels.json").write_text(json.dumps({"end": end}))
+            size = (d / "labels.csv").stat().st_size
+            r = run_child("route", d)
+            r.update(case=f"route_labels ({days} d)", n=n_rows, chunk=size, data=size)
+            rows.append(r)
+            print(f"route_labels: {n_rows} rows ({days} days x {args.label_stations} stations), file {mb(size)}: "
+                  f"peak RSS +{mb(r['peak_rss'] - r['base_rss'])}, peak anon +{mb(r['peak_anon'] - r['base_anon'])},"
+                  f" {r['seconds']:.1f} s", flush=True)
         for s in args.stations:
             n = s * 24
             d = Path(tmp) / f"s{s}"

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--day", required=True, help="UTC day, e.g. 2024-04-10")
     p.add_argument("--out", required=True, help="output NetCDF")
     p.add_argument("--index", default=None,
-                   help="results/index/index.csv: station observations for the correction (and the plots)")
+                   help="results/index/{YYYYMM}/index.csv of the day's month: station observations for the correction "
+                        "(and the plots)")
     p.add_argument("--stations", default=None, help="write the day's station table (leave-stations-out) here")
     p.add_argument("--png-dir", default=None,
                    help="also draw a PNG per slot into this folder (with the stations of --stations) ...")

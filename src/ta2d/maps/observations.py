@@ -1,5 +1,5 @@
-"""Station observations for the maps: the one place that reads them (re-point :func:`day_observations` when the
-index moves, e.g. to one file per period), and the map values at the stations' pixels."""
+"""Station observations for the maps: the one place that reads them (from the index of the day's month, written by
+rule build_index), and the map values at the stations' pixels."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _DTYPES = {"stn": "int64", "time": "int64", "lat": "float64", "lon": "float64", 
 
 
 def day_observations(index_csv: str | Path, day: str) -> pd.DataFrame:
-    """Observed TA of every station at the slots of one UTC day (YYYYMMDD), from ``results/index/index.csv``
+    """Observed TA of every station at the slots of one UTC day (YYYYMMDD), from ``results/index/{YYYYMM}/index.csv``
     (every accepted label row, all splits): columns stn, time (Unix s, UTC), lat, lon, line, column, ta_c.
 
     Raises ValueError naming the file when it lacks a column. Read in pieces, so memory stays at one day's
