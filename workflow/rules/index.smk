@@ -21,7 +21,8 @@ rule label_parts:
         "results/benchmarks/label_parts.tsv"
     threads: 1
     resources:
-        # one label file at a time: ~6x the largest file's size (measured: benchmarks/bench_memory.py)
+        # one label file at a time, parsed in blocks: 0.3 GB for a month of 600 stations, 0.85 GB for a year
+        # (a 151 MB file; benchmarks/bench_memory.py)
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     conda:

@@ -28,6 +28,7 @@ import glob
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -91,27 +92,31 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
     replaced = set(to_read) | gone
     old_files = state.get("files", {})
     affected = set(absent) | {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
-    new_rows: dict[str, list[pd.DataFrame]] = {}
     new_rejects, file_state = [], {f: v for f, v in old_files.items() if f not in replaced}
-    for path in to_read:
-        parts, rejects, info = _route_file(path, labels_cfg, plan)
-        for name, rows in parts.items():
-            new_rows.setdefault(name, []).append(rows)
-        new_rejects.append(rejects)
-        file_state[path] = {"stat": stats[path], **info, "parts": sorted(parts)}
-    affected |= set(new_rows)
-    if reroute_all:
-        affected |= set(planned)
-    unplanned = affected - set(planned) - {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
-    if unplanned:
-        raise RoutingError(f"label rows routed to chunks the plan does not have: {sorted(unplanned)[:3]} "
-                           "(a bug: ta2d.plan and ta2d.index.schemes disagree)")
-
-    written = 0
-    for name in sorted(affected & set(planned)):
-        kept = None if reroute_all else _read_part(out_dir / name, exclude_sources=replaced)
-        frames = ([kept] if kept is not None else []) + new_rows.get(name, [])
-        written += write_text_if_changed(out_dir / name, part_text(frames))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # each file's rows are appended to per-part staging files, so memory holds one label file, never the archive
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".routing.") as staging:
+        staged = set()
+        for path in to_read:
+            parts, rejects, info = _route_file(path, labels_cfg, plan)
+            for name, rows in parts.items():
+                rows[PART_COLUMNS].to_csv(Path(staging) / name, mode="a", header=name not in staged, index=False)
+                staged.add(name)
+            new_rejects.append(rejects)
+            file_state[path] = {"stat": stats[path], **info, "parts": sorted(parts)}
+        affected |= staged
+        if reroute_all:
+            affected |= set(planned)
+        unplanned = affected - set(planned) - {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
+        if unplanned:
+            raise RoutingError(f"label rows routed to chunks the plan does not have: {sorted(unplanned)[:3]} "
+                               "(a bug: ta2d.plan and ta2d.index.schemes disagree)")
+        written = 0
+        for name in sorted(affected & set(planned)):
+            kept = None if reroute_all else _read_part(out_dir / name, exclude_sources=replaced)
+            new = read_part(Path(staging) / name) if name in staged else None
+            frames = [f for f in (kept, new) if f is not None]
+            written += write_text_if_changed(out_dir / name, part_text(frames))
     kept_rejects = None if reroute_all else _read_table(out_dir / "rejects.csv", LABEL_REJECT_COLUMNS, replaced)
     rejects = pd.concat(([kept_rejects] if kept_rejects is not None else []) + new_rejects, ignore_index=True)
     write_text_if_changed(out_dir / "rejects.csv", _rejects_text(rejects))
