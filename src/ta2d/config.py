@@ -6,6 +6,7 @@ Every error names the config key (dotted path) and what is wrong, before any job
 from __future__ import annotations
 
 import copy
+import glob
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -148,8 +149,13 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
     problems += _check_finetune(config)
     demo_makes_inputs = config.get("demo", {}).get("enabled", False)
     if check_files and not demo_makes_inputs:
+        labels = str(config["inputs"]["labels"]["path"])
+        if glob.has_magic(labels) and not any(Path(p).is_file() for p in glob.iglob(labels)):
+            problems.append(f"key inputs.labels.path: the pattern {labels} matches no file")
         for key in ("labels", "stations", "static"):
             path = config["inputs"][key]["path"]
+            if key == "labels" and glob.has_magic(str(path)):
+                continue
             if not Path(path).is_file():
                 why = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
                 problems.append(f"key inputs.{key}.path: file {path} {why}")

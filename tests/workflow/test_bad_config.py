@@ -24,6 +24,8 @@ CONFIG_FAULTS = [
      "key inputs.labels.timezone: 'JST' is not one of ['KST', 'UTC']"),
     ("missing_labels_file", lambda c: c["inputs"]["labels"].__setitem__("path", "/nonexistent/labels.csv"),
      "key inputs.labels.path: file /nonexistent/labels.csv does not exist"),
+    ("labels_pattern_matches_nothing", lambda c: c["inputs"]["labels"].__setitem__("path", "/nonexistent/OBS_*.csv"),
+     "key inputs.labels.path: the pattern /nonexistent/OBS_*.csv matches no file"),
     ("static_path_is_a_folder", lambda c: c["inputs"]["static"].__setitem__("path", "/tmp"),
      "key inputs.static.path: file /tmp is a folder, not a file"),
     ("missing_raw_folder", lambda c: c["inputs"]["l1b"].__setitem__("dir", "/nonexistent/raw"),
@@ -32,6 +34,13 @@ CONFIG_FAULTS = [
     ("old_map_times", lambda c: c["maps"].__setitem__("times", ["2024-04-03T05:00"]),
      "unknown key maps.times (maps.times, single slots, was replaced by maps.days"),
 ]
+
+
+def test_a_labels_pattern_that_matches_files_is_valid(base):
+    config = copy.deepcopy(base.config)
+    labels = config["inputs"]["labels"]["path"]
+    config["inputs"]["labels"]["path"] = labels[:-5] + "*" + labels[-4:]  # labels.csv -> label*.csv
+    assert validate_config(config)["inputs"]["labels"]["path"].endswith("label*.csv")
 
 
 @pytest.mark.parametrize("fault, message", [f[1:] for f in CONFIG_FAULTS], ids=[f[0] for f in CONFIG_FAULTS])
