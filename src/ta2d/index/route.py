@@ -45,11 +45,19 @@ log = logging.getLogger(__name__)
 LABELS_DIR = "results/labels"
 PART_COLUMNS = ["source", "row", "stn", "time", "ta_c"]
 LABEL_REJECT_COLUMNS = ["source", *REJECT_COLUMNS]
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: `source` is the file's path relative to the pattern's folder
 
 
 class RoutingError(ValueError):
     """Label files that cannot be routed (none found, a row routed to no planned chunk)."""
+
+
+def source_name(path: str, labels_cfg: dict) -> str:
+    """How parts, rejects and index rows name a label file: its path below the last folder of inputs.labels.path
+    that has no wildcard (a full path on every one of 31 M rows took 2.6 GB of parts for six years)."""
+    parts = Path(str(labels_cfg["path"])).parts
+    fixed = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts) - 1)
+    return os.path.relpath(path, os.path.join(*parts[:fixed]) if fixed else ".")
 
 
 def label_files(labels_cfg: dict) -> list[str]:
@@ -90,6 +98,7 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
         return {"read": 0, "parts_written": 0}
 
     replaced = set(to_read) | gone
+    replaced_sources = {source_name(f, labels_cfg) for f in replaced}
     old_files = state.get("files", {})
     affected = set(absent) | {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
     new_rejects, file_state = [], {f: v for f, v in old_files.items() if f not in replaced}
@@ -113,14 +122,16 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
                                "(a bug: ta2d.plan and ta2d.index.schemes disagree)")
         written = 0
         for name in sorted(affected & set(planned)):
-            kept = None if reroute_all else _read_part(out_dir / name, exclude_sources=replaced)
+            kept = None if reroute_all else _read_part(out_dir / name, exclude_sources=replaced_sources)
             new = read_part(Path(staging) / name) if name in staged else None
             frames = [f for f in (kept, new) if f is not None]
             written += write_text_if_changed(out_dir / name, part_text(frames))
-    kept_rejects = None if reroute_all else _read_table(out_dir / "rejects.csv", LABEL_REJECT_COLUMNS, replaced)
+    kept_rejects = None if reroute_all else _read_table(out_dir / "rejects.csv", LABEL_REJECT_COLUMNS,
+                                                        replaced_sources)
     rejects = pd.concat(([kept_rejects] if kept_rejects is not None else []) + new_rejects, ignore_index=True)
     write_text_if_changed(out_dir / "rejects.csv", _rejects_text(rejects))
-    write_text_if_changed(out_dir / "summary.json", json.dumps(_summary(file_state, rejects), indent=2) + "\n")
+    summary = _summary({source_name(f, labels_cfg): v for f, v in file_state.items()}, rejects)
+    write_text_if_changed(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     with atomic_path(out_dir / "state.json") as tmp:
         tmp.write_text(json.dumps({"version": STATE_VERSION, "fingerprint": fingerprint, "files": file_state}))
     log.info("labels: read %d file(s), rewrote %d of %d chunk parts", len(to_read), written, len(planned))
@@ -166,7 +177,7 @@ def _route_file(path: str, labels_cfg: dict, plan: Plan):
         if len(times):
             tmin = min(int(times.min()), tmin if tmin is not None else int(times.min()))
             tmax = max(int(times.max()), tmax if tmax is not None else int(times.max()))
-        block_parts, block_rejects = _route_rows(labels, rejects, path, plan)
+        block_parts, block_rejects = _route_rows(labels, rejects, source_name(path, labels_cfg), plan)
         for name, rows in block_parts.items():
             parts.setdefault(name, []).append(rows)
         rejected.append(block_rejects)
@@ -174,7 +185,7 @@ def _route_file(path: str, labels_cfg: dict, plan: Plan):
     return parts, pd.concat(rejected, ignore_index=True), {"n_rows": int(n_rows), "tmin": tmin, "tmax": tmax}
 
 
-def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, path: str, plan: Plan):
+def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, source: str, plan: Plan):
     """One block of a label file: accepted rows by chunk part, and its rejects plus the rows outside the period."""
     from ta2d.index.schemes import assign_splits
     from ta2d.periods import period_key
@@ -189,9 +200,9 @@ def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, path: str, plan: Pl
     split = assign_splits(labels["stn"].to_numpy(), day.to_numpy(), dict(plan.split_cfg))["split"].to_numpy()
     key = np.asarray(period_key(labels["time"].to_numpy(), plan.freq), dtype=object)
     name = pd.Series(split, dtype=object) + "_chunk_" + pd.Series(key, dtype=object) + ".csv"
-    labels = labels.assign(source=path)
+    labels = labels.assign(source=source)
     parts = {n: rows for n, rows in labels.groupby(name.to_numpy(), sort=True)}
-    rejects = pd.concat([rejects, outside], ignore_index=True).assign(source=path)
+    rejects = pd.concat([rejects, outside], ignore_index=True).assign(source=source)
     return parts, rejects
 
 
