@@ -64,7 +64,7 @@ def chunk_name(split: str, key: str, suffix: str = ".pt") -> str:
 
 
 def parse_chunk_name(path: str | Path) -> tuple[str, str] | None:
-    """(split, key) of a chunk, manifest or rejects file name; None for any other name."""
+    """(split, key) of a chunk, label part, rejects or index-rows file name; None for any other name."""
     m = _NAME.fullmatch(Path(path).name.split(".")[0])
     return (m["split"], m["key"]) if m else None
 

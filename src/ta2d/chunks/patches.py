@@ -1,4 +1,4 @@
-"""build_patch_chunk: one chunk file from one manifest and one scene, vectorised per scene.
+"""build_patch_chunk: one chunk file from its label part and its period's scene, vectorised per scene.
 
 All patches of a chunk come from one fancy-indexing gather over the scene's slots (no per-row
 loop), in physical units (DESIGN.md chunk contract); normalisation happens inside the model.
@@ -36,7 +36,7 @@ def extract_patches(scene: xr.Dataset, static: StaticFields, times: np.ndarray, 
     scene_times = scene["time"].values.astype("datetime64[s]").astype(np.int64)
     slot = np.searchsorted(scene_times, times)
     if (slot >= len(scene_times)).any() or (scene_times[np.minimum(slot, len(scene_times) - 1)] != times).any():
-        raise ValueError("manifest times that are not slots of the scene (rebuild the index)")
+        raise ValueError("sample times that are not slots of the scene (the matching lets only slots through)")
     rows = (lines - int(scene["line"].values[0]))[:, None] + offsets  # (N, size)
     cols = (columns - int(scene["column"].values[0]))[:, None] + offsets
     out = np.empty((len(times), 19, size, size), dtype=np.float32)
@@ -86,13 +86,13 @@ def build_patch_chunk(part_path: str | Path, stations: pd.DataFrame | str | Path
         _check_scene_covers(scene, static.domain, scene_path)
         status = pd.DataFrame({"time": scene["time"].values.astype("datetime64[s]").astype("int64"),
                                "status": scene["status"].values.astype(str)})
-        manifest, match_rejects = match_part(read_part(part_path), stations, static, status, patch_size)
-        x = extract_patches(scene, static, manifest["time"].to_numpy(), manifest["line"].to_numpy(),
-                            manifest["column"].to_numpy(), patch_size)
+        matched, match_rejects = match_part(read_part(part_path), stations, static, status, patch_size)
+        x = extract_patches(scene, static, matched["time"].to_numpy(), matched["line"].to_numpy(),
+                            matched["column"].to_numpy(), patch_size)
     finite = np.isfinite(x).reshape(len(x), x.shape[1], patch_size * patch_size).all(axis=2)  # (N, 19)
     nan = ~finite.all(axis=1)
-    keep = manifest[~nan]
-    rejects = pd.concat([match_rejects, as_rejects(reject(manifest, nan, "nan_in_patch",
+    keep = matched[~nan]
+    rejects = pd.concat([match_rejects, as_rejects(reject(matched, nan, "nan_in_patch",
                                                           [_nan_detail(f) for f in finite] if len(x) else []))])
     xk = x if not nan.any() else x[~nan]  # no copy in the usual case: peak memory stays at one chunk
     del x
@@ -117,7 +117,7 @@ def build_patch_chunk(part_path: str | Path, stations: pd.DataFrame | str | Path
         log.warning("%s: no samples (%d label rows, all rejected: %s)", Path(out_path).name, len(rejects),
                     dict(rejects["reason"].value_counts()))
     log.info("%s: %d samples, %d rejected", Path(out_path).name, len(keep), len(rejects))
-    return {"n_rows": len(manifest) + len(match_rejects), "n_samples": len(keep), "n_rejected": len(rejects)}
+    return {"n_rows": len(matched) + len(match_rejects), "n_samples": len(keep), "n_rejected": len(rejects)}
 
 
 def _nan_detail(finite_row: np.ndarray) -> str:
