@@ -74,6 +74,18 @@ def test_plan_names_a_chunk_per_split_of_each_period():
     assert min(k for s, k in weekly.chunks_of_index("202405")) == "2024W19"
 
 
+def test_statistics_chunks_are_a_stable_hash_chosen_share():
+    year = Plan(start="2023-01-01", end="2023-12-31", freq="W", split_cfg={**SPLIT, "block_days": 20})
+    train = year.chunk_names(["train"])
+    assert year.stats_chunk_names(1.0) == train
+    tenth = year.stats_chunk_names(0.1, seed=3)
+    assert set(tenth) < set(train) and 1 <= len(tenth) < len(train) / 4
+    longer = Plan(start="2022-01-01", end="2024-06-30", freq="W", split_cfg={**SPLIT, "block_days": 20})
+    assert set(tenth) <= set(longer.stats_chunk_names(0.1, seed=3))  # adding periods moves no chosen chunk
+    short = Plan(start="2023-01-02", end="2023-01-08", freq="W", split_cfg={**SPLIT, "block_days": 20})
+    assert short.stats_chunk_names(1e-9) == short.chunk_names(["train"])  # none chosen: all of them
+
+
 def test_rows_go_to_the_part_of_their_split_and_day(archive):
     p = plan()
     route_labels(archive["cfg"], p, archive["out"], force=True)

@@ -37,7 +37,10 @@ rule stats:
     message:
         "Normalisation statistics from the train chunks"
     input:
-        chunk_files(("train",)),
+        # a fixed, hash-chosen share of the train chunks (stats.chunk_fraction), so that a rebuilt chunk outside it
+        # reruns neither the statistics nor, through them, every embedding
+        [f"results/patch_pt/{name}" for name in PLAN.stats_chunk_names(config["stats"]["chunk_fraction"],
+                                                                         config["split"]["seed"])],
     output:
         "results/stats.json",
     log:
