@@ -217,3 +217,17 @@ def test_labels_read_in_blocks_equal_the_whole_file_read(tmp_path, layout):
     pd.testing.assert_frame_equal(labels[~labels["row"].isin(repeats)].reset_index(drop=True),
                                   whole.reset_index(drop=True), check_dtype=False)
     assert repeats <= set(labels["row"])
+
+
+def test_week_keys_are_python_iso_weeks_at_every_row():
+    """period_key 'W' looks the ISO week up once per day and maps it back to the rows: check every row of two
+    years of hours (a year boundary where the ISO year differs) against datetime.isocalendar."""
+    from ta2d.periods import period_key
+
+    t = np.repeat(np.arange(1703462400, 1703462400 + 86400 * 400, 3600), 3)  # from 2023-12-25, shuffled below
+    t = np.random.default_rng(0).permutation(t)
+    got = period_key(t, "W")
+    want = [f"{d.isocalendar()[0]:04d}W{d.isocalendar()[1]:02d}"
+            for d in pd.to_datetime(t, unit="s", utc=True).to_pydatetime()]
+    assert list(got) == want
+    assert list(period_key(np.array([], dtype=np.int64), "W")) == []
