@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ta2d.atomic import atomic_path, write_text_if_changed
+from ta2d.atomic import atomic_path, ensure_dir, write_text_if_changed
 from ta2d.chunks.contract import chunk_name
 from ta2d.plan import Plan
 from ta2d.rejects import REJECT_COLUMNS
@@ -102,7 +102,7 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
     old_files = state.get("files", {})
     affected = set(absent) | {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
     new_rejects, file_state = [], {f: v for f, v in old_files.items() if f not in replaced}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     # each file's rows are appended to per-part staging files, so memory holds one label file, never the archive
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".routing.") as staging:
         staged = set()
