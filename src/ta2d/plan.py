@@ -15,7 +15,6 @@ Imported at every parse (the Snakefile): pandas only, no torch.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -86,7 +85,9 @@ class Plan:
         hash of (seed, key), so the choice of a chunk never changes when others are added or rebuilt (all when
         fraction is 1, or when the hash picks none)."""
         train = [k for s, k in self.chunks if s == "train"]
-        picked = [k for k in train if fraction >= 1 or _unit_hash(f"{seed}:stats:{k}") < fraction] or train
+        from ta2d.index.schemes import unit_hash
+
+        picked = [k for k in train if fraction >= 1 or unit_hash(f"{seed}:stats:{k}") < fraction] or train
         return [chunk_name("train", k) for k in picked]
 
     def index_key(self, key: str) -> str:
@@ -105,6 +106,3 @@ class Plan:
     def chunks_of_index(self, index_key: str) -> list[tuple[str, str]]:
         return [(s, k) for s, k in self.chunks if self._index_keys[k] == index_key]
 
-
-def _unit_hash(text: str) -> float:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64

@@ -52,7 +52,7 @@ def assign_split_by_day(days: pd.Series, fractions: dict, seed: int, block_days:
     chosen = {}
     for block in np.unique(day_number // block_days):
         calendar = np.arange(block * block_days, (block + 1) * block_days)
-        hashes = [_unit_hash(f"{seed}:{pd.Timestamp(0) + pd.Timedelta(days=int(d)):%Y%m%d}") for d in calendar]
+        hashes = [unit_hash(f"{seed}:{pd.Timestamp(0) + pd.Timedelta(days=int(d)):%Y%m%d}") for d in calendar]
         rank = np.empty(block_days, dtype=np.int64)
         rank[np.argsort(hashes, kind="stable")] = np.arange(block_days)
         position = (rank + 0.5) / block_days
@@ -62,7 +62,8 @@ def assign_split_by_day(days: pd.Series, fractions: dict, seed: int, block_days:
     return days.map(dict(zip(unique_days, (chosen[int(n)] for n in day_number), strict=True)))
 
 
-def _unit_hash(text: str) -> float:
+def unit_hash(text: str) -> float:
+    """A stable number in [0, 1) from text (blake2b): the project's one seeded choice by name."""
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -78,7 +79,7 @@ def held_out_station(stn, split_cfg: dict) -> np.ndarray:
     fraction = float(split_cfg.get("holdout_station_fraction", 0) or 0)
     seed = split_cfg.get("seed", 42)
     unique = np.unique(stn)
-    by_hash = {int(s): _unit_hash(f"{seed}:stn:{int(s)}") < fraction for s in unique}
+    by_hash = {int(s): unit_hash(f"{seed}:stn:{int(s)}") < fraction for s in unique}
     hashed = np.array([by_hash[int(s)] for s in stn], dtype=bool)
     return np.isin(stn, np.asarray(split_cfg.get("holdout_stations", []) or [], dtype=np.int64)) | hashed
 
