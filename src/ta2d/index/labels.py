@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import gc
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -131,15 +132,11 @@ def read_labels(
     timezone: the zone of the file's times ("KST" for every KMA surface product); "24:00" is
     00:00 of the next day. ta_field: 0-based TA field of an API Hub file without a column header.
     """
-    if timezone not in TIMEZONE_OFFSET_S:
-        raise ValueError(f"timezone must be one of {list(TIMEZONE_OFFSET_S)}, got {timezone!r}")
-    text = read_text(path, encoding)
-    if not text.strip():
-        raise LabelsError(f"{path}: empty file")
-    lines = text.split("\n")
-    fmt = detect_format(lines, path) if fmt == "auto" else fmt
-    return _read_lines(lines, path, fmt, ta_field, 0, timezone=timezone, reject_qc_flags=reject_qc_flags,
-                       missing_qc_flags=missing_qc_flags, ta_range=ta_range)
+    # the whole file as one block, so a repeat is found wherever it stands
+    ((labels, rejects),) = iter_labels(path, fmt, timezone, encoding, block_chars=sys.maxsize, ta_field=ta_field,
+                                       reject_qc_flags=reject_qc_flags, missing_qc_flags=missing_qc_flags,
+                                       ta_range=ta_range)
+    return labels, rejects
 
 
 def iter_labels(path, fmt: str = "auto", timezone: str = "KST", encoding: str = "auto", *,
@@ -221,7 +218,8 @@ def assign_station_metadata(
     location with half-open UTC validity [valid_from, valid_to) (NaT = open). Overlapping periods
     resolve to the row that started last (the newer location). Labels whose station is unknown,
     or whose time is outside every period of the station, are rejected as `unknown_station`.
-    Returns (labels with the three columns added, in input order; rejects).
+    Returns (labels with the three columns added, in input order; rejects, with the labels' `source` when
+    they have one).
     """
     _require_frame_columns(labels, ("row", "stn", "time"), "labels")
     _require_frame_columns(stations, ("stn", "lat", "lon", "elev_m", "valid_from", "valid_to"), "stations")
@@ -262,6 +260,8 @@ def assign_station_metadata(
         "station " + stn_txt + " is not in the station table",
     )
     rejects = _reject_frame(bad["row"], bad["_stn"], bad["_t"], "unknown_station", detail)
+    if "source" in bad:  # rows from several label files: a row number alone does not name the row
+        rejects.insert(0, "source", bad["source"].to_numpy())
     return kept, rejects
 
 

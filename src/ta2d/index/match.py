@@ -29,7 +29,7 @@ def match_part(part: pd.DataFrame, stations: pd.DataFrame, static: StaticFields,
     rejected = []
     part, r = _drop_repeats(part)
     rejected.append(r)
-    part, r = _station_metadata(part, stations)
+    part, r = assign_station_metadata(part, stations)
     rejected.append(r)
     part, r = locate_pixels(part, static.domain, patch_size // 2)
     rejected.append(r)
@@ -42,9 +42,15 @@ def match_part(part: pd.DataFrame, stations: pd.DataFrame, static: StaticFields,
 
 
 def reject(df: pd.DataFrame, mask, reason: str, detail) -> pd.DataFrame:
-    out = df.loc[np.asarray(mask), ["source", "row", "stn", "time"]].copy()
+    """The rows of `df` under `mask` as rejects. detail: one text, one per row of df, or a function of the
+    rejected rows (so that a chunk job formats texts only for the few rows it rejects)."""
+    mask = np.asarray(mask)
+    out = df.loc[mask, ["source", "row", "stn", "time"]].copy()
     out["reason"] = reason
-    out["detail"] = detail if np.isscalar(detail) else np.asarray(detail, dtype=object)[np.asarray(mask)]
+    if callable(detail):
+        out["detail"] = np.asarray(detail(df.loc[mask]), dtype=object) if mask.any() else []
+    else:
+        out["detail"] = detail if np.isscalar(detail) else np.asarray(detail, dtype=object)[mask]
     return out
 
 
@@ -56,18 +62,6 @@ def as_rejects(df: pd.DataFrame) -> pd.DataFrame:
     out["time"] = out["time"].astype("Int64")
     out["detail"] = out["detail"].fillna("").astype(str)
     return out
-
-
-def _station_metadata(part: pd.DataFrame, stations: pd.DataFrame):
-    """assign_station_metadata, with (source, row) kept: a row number alone is not unique across label files,
-    so the reader's function is given positions as rows and the real ones are put back."""
-    part = part.reset_index(drop=True)
-    keyed = part.rename(columns={"row": "label_row"}).assign(row=np.arange(len(part), dtype=np.int64))
-    kept, rejects = assign_station_metadata(keyed, stations)
-    kept = kept.assign(row=kept["label_row"].to_numpy()).drop(columns="label_row")
-    at = rejects["row"].to_numpy()
-    rejects = rejects.assign(source=part["source"].to_numpy()[at], row=part["row"].to_numpy()[at])
-    return kept, rejects
 
 
 def _drop_repeats(part: pd.DataFrame):
@@ -96,11 +90,12 @@ def locate_pixels(labels: pd.DataFrame, domain: Domain, margin: int):
     column = np.where(off_disk, -1, np.floor(np.nan_to_num(col_f) + 0.5)).astype(np.int32)
     outside = ~off_disk & ~domain.contains(line, column, margin)
     labels = labels.assign(line=line, column=column)
-    detail = [f"pixel ({li}, {co}) with its {2 * margin + 1}x{2 * margin + 1} patch is outside the domain"
-              for li, co in zip(line, column, strict=True)]
+    side = 2 * margin + 1
     rejects = pd.concat([
         reject(labels, off_disk, "off_disk", "station is not visible from GK-2A"),
-        reject(labels, outside, "out_of_domain", detail),
+        reject(labels, outside, "out_of_domain", lambda r: [
+            f"pixel ({li}, {co}) with its {side}x{side} patch is outside the domain"
+            for li, co in zip(r["line"], r["column"], strict=True)]),
     ])
     return labels[~off_disk & ~outside].copy(), rejects
 
@@ -109,8 +104,8 @@ def check_landcover(labels: pd.DataFrame, static: StaticFields):
     lc = static.landcover[labels["line"].to_numpy() - static.domain.first_line,
                           labels["column"].to_numpy() - static.domain.first_column]
     bad = ~valid_landcover(lc)
-    detail = [f"land cover code {c} at the station pixel (valid: IGBP 1..17)" for c in lc]
-    return labels[~bad].copy(), reject(labels, bad, "invalid_landcover", detail)
+    detail = [f"land cover code {c} at the station pixel (valid: IGBP 1..17)" for c in lc[bad]]
+    return labels[~bad].copy(), reject(labels, bad, "invalid_landcover", lambda _: detail)
 
 
 def match_scene_slots(labels: pd.DataFrame, status: pd.DataFrame):
@@ -118,11 +113,14 @@ def match_scene_slots(labels: pd.DataFrame, status: pd.DataFrame):
     no_slot = merged["status"].isna().to_numpy()
     no_files = (merged["status"] == "no_files").fillna(False).to_numpy()
     bad = ~no_slot & ~no_files & (merged["status"] != "ok").fillna(False).to_numpy()
-    slot_txt = pd.to_datetime(merged["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M UTC")
+
+    def slot_text(rows):
+        return pd.to_datetime(rows["time"], unit="s", utc=True).dt.strftime("%Y-%m-%d %H:%M UTC").to_numpy()
+
     rejects = pd.concat([
-        reject(merged, no_slot, "no_scene", "no scene slot at " + slot_txt),
-        reject(merged, no_files, "no_scene", "no satellite files for " + slot_txt),
-        reject(merged, bad, "bad_scene", merged["status"].astype(str)),
+        reject(merged, no_slot, "no_scene", lambda r: "no scene slot at " + slot_text(r)),
+        reject(merged, no_files, "no_scene", lambda r: "no satellite files for " + slot_text(r)),
+        reject(merged, bad, "bad_scene", lambda r: r["status"].astype(str).to_numpy()),
     ])
     keep = ~(no_slot | no_files | bad)
     return merged[keep].drop(columns="status").copy(), rejects
