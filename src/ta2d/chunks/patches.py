@@ -93,7 +93,7 @@ def build_patch_chunk(part_path: str | Path, stations: pd.DataFrame | str | Path
     nan = ~finite.all(axis=1)
     keep = matched[~nan]
     rejects = pd.concat([match_rejects, as_rejects(reject(matched, nan, "nan_in_patch",
-                                                          [_nan_detail(f) for f in finite] if len(x) else []))])
+                                                          lambda _: [_nan_detail(f) for f in finite[nan]]))])
     xk = x if not nan.any() else x[~nan]  # no copy in the usual case: peak memory stays at one chunk
     del x
     lc = static.landcover[keep["line"].to_numpy() - static.domain.first_line,

@@ -11,6 +11,7 @@ maps' station observations), rejects.csv (the chunks' rejected label rows) and s
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -37,14 +38,14 @@ def build_month_index(chunk_index_paths: list[str | Path], chunk_reject_paths: l
     """Concatenate the chunks' index rows and rejects into out_dir/{index,rejects}.csv; write summary.json."""
     out_dir = ensure_dir(out_dir)
     texts = [Path(p).read_text() for p in sorted(chunk_index_paths)]
-    header = ",".join(INDEX_COLUMNS) + "\n"
-    write_text_if_changed(out_dir / "index.csv", header + "".join(t.split("\n", 1)[1] for t in texts))
+    index_csv = ",".join(INDEX_COLUMNS) + "\n" + "".join(t.split("\n", 1)[1] for t in texts)
+    write_text_if_changed(out_dir / "index.csv", index_csv)
     rejects = [pd.read_csv(p, dtype={"source": str, "detail": str}, keep_default_na=False)
                for p in sorted(chunk_reject_paths)]
     rejects = pd.concat(rejects, ignore_index=True).reindex(columns=LABEL_REJECT_COLUMNS) if rejects else \
         pd.DataFrame(columns=LABEL_REJECT_COLUMNS)
     write_text_if_changed(out_dir / "rejects.csv", rejects.to_csv(index=False, lineterminator="\n"))
-    summary = month_summary(read_index(out_dir / "index.csv"), rejects, split_cfg)
+    summary = month_summary(read_index(io.StringIO(index_csv)), rejects, split_cfg)
     summary["n_chunks"] = len(texts)
     summary["empty_chunks"] = [Path(p).name.split(".")[0] for p, t in zip(sorted(chunk_index_paths), texts, strict=True)
                                if t.count("\n") <= 1]

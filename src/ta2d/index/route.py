@@ -83,8 +83,8 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
     fingerprint = _fingerprint(labels_cfg, plan)
     stats = {f: _stat(f) for f in files}
     planned = [chunk_name(s, k, ".csv") for s, k in plan.chunks]
-    reroute_all = force or {k: v for k, v in state.get("fingerprint", {}).items() if k != "period"} != \
-        {k: v for k, v in fingerprint.items() if k != "period"}
+    # a changed period alone rereads only the files that reach the changed days (below); anything else, all
+    reroute_all = force or _without_period(state.get("fingerprint", {})) != _without_period(fingerprint)
     if reroute_all:
         to_read, gone = list(files), set(state.get("files", {})) - set(files)
     else:
@@ -100,7 +100,8 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
     replaced = set(to_read) | gone
     replaced_sources = {source_name(f, labels_cfg) for f in replaced}
     old_files = state.get("files", {})
-    affected = set(absent) | {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
+    old_parts = {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}  # emptied of their rows
+    affected = set(absent) | old_parts
     new_rejects, file_state = [], {f: v for f, v in old_files.items() if f not in replaced}
     ensure_dir(out_dir)
     # each file's rows are appended to per-part staging files, so memory holds one label file, never the archive
@@ -116,7 +117,7 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
         affected |= staged
         if reroute_all:
             affected |= set(planned)
-        unplanned = affected - set(planned) - {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}
+        unplanned = staged - set(planned)
         if unplanned:
             raise RoutingError(f"label rows routed to chunks the plan does not have: {sorted(unplanned)[:3]} "
                                "(a bug: ta2d.plan and ta2d.index.schemes disagree)")
@@ -225,6 +226,10 @@ def _fingerprint(labels_cfg: dict, plan: Plan) -> dict:
     return {"labels": {k: labels_cfg.get(k) for k in ("path", "format", "timezone", "encoding")},
             "split": json.loads(json.dumps(dict(plan.split_cfg), sort_keys=True, default=str)),
             "freq": plan.freq, "period": {"start": plan.start, "end": plan.end}, "version": STATE_VERSION}
+
+
+def _without_period(fingerprint: dict) -> dict:
+    return {k: v for k, v in fingerprint.items() if k != "period"}
 
 
 def _stat(path: str) -> list[int]:
