@@ -19,38 +19,20 @@ which needs root; without it the cold rows are skipped with a note). Each refres
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from bench_dag import SUBDIR, check_drop_caches, make_archive  # the same stub archive as the DAG benchmark
 
 from ta2d.atomic import write_text_if_changed
-from ta2d.channels import ALL_CHANNELS, l1b_filename
 from ta2d.ingest.archive import period_inventory_text, refresh_inventories, write_inventory
 from ta2d.periods import period_keys
 
-SUBDIR = "%Y%m/%d/%H"
 END = pd.Timestamp("2023-12-31")
-
-
-def make_stub_archive(raw: Path, days: pd.DatetimeIndex) -> int:
-    """Empty, validly named L1B files: 24 hourly slots x 16 channels per day."""
-    n = 0
-    for day in days:
-        for h in range(24):
-            slot = day + pd.Timedelta(hours=h)
-            d = raw / slot.strftime(SUBDIR)
-            d.mkdir(parents=True, exist_ok=True)
-            stamp = slot.strftime("%Y%m%d%H%M")
-            for ch in ALL_CHANNELS:
-                os.close(os.open(d / l1b_filename(ch, "fd", stamp), os.O_CREAT | os.O_WRONLY, 0o644))
-                n += 1
-    return n
 
 
 def old_refresh(inputs: dict, keys: list[str], freq: str, period: dict, inventory_dir: Path) -> int:
@@ -61,17 +43,6 @@ def old_refresh(inputs: dict, keys: list[str], freq: str, period: dict, inventor
         if path.is_file():
             changed += write_text_if_changed(path, period_inventory_text(inputs, key, freq, period))
     return changed
-
-
-def drop_caches() -> str | None:
-    """Drop the page, dentry and inode caches; returns why not when it cannot."""
-    subprocess.run(["sync"], check=True)
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as fh:
-            fh.write("3\n")
-    except OSError as err:
-        return f"cannot drop the page cache ({err.strerror}; needs root): cold rows skipped"
-    return None
 
 
 def timed(fn) -> tuple[float, int]:
@@ -98,7 +69,7 @@ def main() -> int:
         shutil.rmtree(args.root)
     try:
         t0 = time.perf_counter()
-        n_files = make_stub_archive(raw, days)
+        n_files = make_archive(raw, period["start"], period["end"])
         print(f"archive: {len(days)} days {period['start']}..{period['end']}, {n_files:,} files, "
               f"{len(days) * 24:,} slot directories ({time.perf_counter() - t0:.0f} s to write)")
         time.sleep(2.5)  # past the sidecar's settle margin, as an archive is between two parses
@@ -118,8 +89,9 @@ def main() -> int:
                 results.setdefault((name, "warm"), []).append(t)
         note = None
         for name, fn in runs.items():
-            note = drop_caches()
-            if note:
+            why = check_drop_caches()  # drops them when it can
+            if why:
+                note = f"cannot drop the page cache ({why}; needs root): cold rows skipped"
                 break
             t, changed = timed(fn)
             assert changed == 0, f"{name} cold: {changed} inventories changed"
