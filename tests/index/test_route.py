@@ -67,6 +67,8 @@ def test_plan_names_a_chunk_per_split_of_each_period():
     assert set(p.chunks) == want and len(p.chunks) == 4  # whole days, nothing held out: one split per day
     held = plan(split={**SPLIT, "holdout_station_fraction": 0.2})
     assert set(held.chunks) == want | {("test", d) for d in days}  # a test chunk on every day
+    yearly = Plan(start="2023-12-25", end="2024-01-14", freq="W", split_cfg=SPLIT, index_freq="Y")
+    assert yearly.index_keys == ["2023", "2024"] and yearly.index_key("2024W01") == "2024"
     weekly = plan(end="2024-05-31", freq="W")
     assert weekly.index_keys == ["202404", "202405"]
     # 2024W18 (Mon 2024-04-29 .. Sun 2024-05-05) belongs to the index period of its first day only
@@ -142,6 +144,19 @@ def test_extending_the_period_rereads_only_files_that_reach_the_new_days(archive
     assert pd.read_csv(archive["out"] / "rejects.csv").empty
 
 
+def test_a_label_file_that_disappears_is_a_clear_error(tmp_path):
+    from ta2d.index.route import RoutingError
+
+    write_labels(tmp_path / "OBS.csv", ["2024-04-01"])
+    cfg = {"path": str(tmp_path / "OBS.csv"), "format": "kma_portal_csv"}
+    route_labels(cfg, plan(), tmp_path / "parts", force=True)
+    os.unlink(tmp_path / "OBS.csv")
+    with pytest.raises(RoutingError, match=f"inputs.labels.path: {tmp_path / 'OBS.csv'}: no such label file"):
+        route_labels(cfg, plan(), tmp_path / "parts")
+    with pytest.raises(RoutingError, match=r"inputs.labels.path: .*OBS_\*.csv: no such label file"):
+        route_labels({**cfg, "path": str(tmp_path / "OBS_*.csv")}, plan(), tmp_path / "parts")
+
+
 def test_a_split_change_reroutes_every_file(archive):
     route_labels(archive["cfg"], plan(), archive["out"], force=True)
     other = plan(split={**SPLIT, "seed": 4})
@@ -181,6 +196,11 @@ def test_the_same_observation_in_two_files_is_kept_once(archive):
     assert len(kept) == 24 * len(STATIONS) and (kept["source"].str.endswith("OBS_a.csv")).all()
     assert set(rejects["reason"]) == {"duplicate_row"} and len(rejects) == 24 * len(STATIONS)
     assert rejects["detail"].str.match(r"^duplicate of OBS_a\.csv row \d+: TA 30 differs from kept").all()
+    # a station missing from the table: its rows are rejected, named by file and row
+    kept, rejects = match_part(part, stations[stations["stn"] != 133], static, status, 9)
+    unknown = rejects[rejects["reason"] == "unknown_station"]  # OBS_c.csv's copies are repeats first
+    assert len(unknown) == 24 and set(unknown["stn"]) == {133} and set(unknown["source"]) == {"OBS_a.csv"}
+    assert len(rejects) == 24 * len(STATIONS) + 24 and not rejects.duplicated(["source", "row"]).any()
 
 
 @pytest.mark.parametrize("layout", ["portal", "apihub"])
