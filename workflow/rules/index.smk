@@ -21,7 +21,7 @@ rule label_parts:
         "results/benchmarks/label_parts.tsv"
     threads: 1
     resources:
-        # one label file at a time, parsed in blocks: 0.3 GB for a month of 600 stations, 0.85 GB for a year
+        # one label file at a time, parsed in blocks: 0.27 GB for a month of 600 stations, 0.81 GB for a year
         # (a 151 MB file; benchmarks/bench_memory.py)
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
