@@ -253,6 +253,42 @@ def test_patch_modes_shapes():
         to_clay_grid(x, "pad16")
 
 
+@pytest.mark.parametrize(("mode", "window"), [("pixel5", 5), ("pixel7", 7), ("pixel", 9)])
+def test_pixel_modes_give_each_pixel_its_own_token(mode, window):
+    """A pixel mode's token is Clay's patch embedding of one pixel alone: the kernel summed over its 8x8
+    taps applied to that pixel's 16 values (plus the bias), for every pixel of the central window."""
+    from ta2d.models.ta_model import centre_tokens, clay_grid_gsd, clay_grid_side, pool_tokens
+
+    torch.manual_seed(0)
+    enc = ClayEncoder(dim=32, depth=1, heads=2, dim_head=16, mlp_ratio=2)
+    waves = torch.tensor(default_waves())
+    x = torch.randn(2, 16, 9, 9)
+    grid = to_clay_grid(x, mode)
+    assert grid.shape[-1] == clay_grid_side(9, mode) == 8 * window
+    with torch.no_grad():
+        tokens = enc.patch_embedding(grid, waves)  # (B, window^2, D), row-major
+        weight, bias = enc.patch_embedding.kernel(waves)
+    lo = (9 - window) // 2
+    pixels = x[:, :, lo : lo + window, lo : lo + window].flatten(2)  # (B, 16, window^2)
+    ref = torch.einsum("dc,bcl->bld", weight.sum((2, 3)), pixels) + bias
+    assert torch.allclose(tokens, ref, atol=1e-5)
+    # the station pixel's token sits at centre_tokens; the grid's pixel is an eighth of the native one
+    assert centre_tokens(window) == [(window // 2) * window + window // 2]
+    assert torch.allclose(tokens[:, centre_tokens(window)[0]], ref[:, (window * window) // 2])
+    assert clay_grid_gsd(2000.0, 9, mode) == 250.0
+    with pytest.raises(ValueError, match="at least 7"):
+        clay_grid_side(5, "pixel7")
+    # cls_mean_centre: [cls, mean patch token, the centre token]; an even grid averages its middle four
+    toks = torch.arange(2 * 10 * 3, dtype=torch.float32).reshape(2, 10, 3)
+    toks = torch.cat([toks[:, :1], torch.randn(2, 9, 3)], 1)
+    pooled = pool_tokens(toks, "cls_mean_centre")
+    assert torch.equal(pooled[:, :3], toks[:, 0]) and torch.equal(pooled[:, 6:], toks[:, 1 + 4])
+    assert torch.allclose(pooled[:, 3:6], toks[:, 1:].mean(1))
+    even = torch.randn(2, 17, 3)
+    assert torch.allclose(pool_tokens(even, "cls_mean_centre")[:, 6:], even[:, [6, 7, 10, 11]].mean(1))
+    assert centre_tokens(4) == [5, 6, 9, 10]
+
+
 class _NotATensor:
     pass
 

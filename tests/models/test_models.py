@@ -250,7 +250,7 @@ def cached_batch(model, n=8, seed=0):
 @pytest.mark.parametrize("head_pixel", [True, False])
 def test_the_head_sees_the_station_pixel_only_with_head_pixel(chunks, head_pixel):
     model = build_model(resolve_run_config({"head_pixel": head_pixel}), chunks[1]).eval()
-    assert model.head[0].in_features == model.embed_dim + N_SIDE + (N_SPECTRAL if head_pixel else 0)
+    assert model.head[0].in_features == 16 + N_SIDE + (N_SPECTRAL if head_pixel else 0)  # head_embed_dim 16
     b = cached_batch(model)
     spectral = {**b, "x_center": b["x_center"].clone()}
     spectral["x_center"][:, :16] += 5.0  # the encoder's embedding (emb) stays what it was
@@ -272,12 +272,25 @@ def test_dropping_the_embedding_leaves_the_head_alone(chunks):
         resolve_run_config({"model": "cnn", "drop_features": ["embedding"]})
 
 
+@pytest.mark.parametrize("width", [0, 4])
+def test_head_embed_dim_projects_the_embedding_linearly(chunks, width):
+    model = build_model(resolve_run_config({"head_embed_dim": width}), chunks[1]).eval()
+    assert model.head[0].in_features == (width or model.embed_dim) + N_SIDE + N_SPECTRAL
+    b = cached_batch(model)
+    with torch.no_grad():
+        assert not torch.equal(model(b), model({**b, "emb": torch.randn_like(b["emb"])}))
+        if width:  # the head sees the embedding only through the projection: one that maps to zero hides it
+            model.emb_proj.weight.zero_()
+            assert torch.equal(model(b), model({**b, "emb": torch.randn_like(b["emb"])}))
+
+
 def test_a_checkpoint_from_before_head_pixel_loads_without_it(chunks, tmp_path):
     from ta2d.models import load_model
 
-    cfg = resolve_run_config({"head_pixel": False})
+    cfg = resolve_run_config({"head_pixel": False, "head_embed_dim": 0})
     model = build_model(cfg, chunks[1]).eval()
-    old_cfg = {k: v for k, v in cfg.items() if k != "head_pixel"}  # written before the key existed
+    # written before either key existed
+    old_cfg = {k: v for k, v in cfg.items() if k not in ("head_pixel", "head_embed_dim")}
     torch.save({"model": model.state_dict(), "run_config": old_cfg, "stats": model.normalizer.stats(),
                 "model_kind": "clay_transfer"}, tmp_path / "old.pt")
     again = load_model(tmp_path / "old.pt")

@@ -343,6 +343,12 @@ def test_too_few_tokens_are_refused(tiles, tmp_path, scene_static):
     build_unlabeled_chunk(d / "scene.nc", static, 9, 4, 3, tmp_path / "t9.pt")
     with pytest.raises(ValueError, match="1 patch token"):
         pretrain_run(TINY, [tmp_path / "t9.pt"], STATS, tmp_path / "r", progress=False, log=lambda s: None)
+    # ... and the same 9x9 tiles with a token per pixel of their central 5x5 (pixel5) pretrain: 25 tokens
+    rows = []
+    pretrain_run({**TINY, "patch_mode": "pixel5", "epochs": 2}, [tmp_path / "t9.pt"], STATS, tmp_path / "p5",
+                 progress=False, log=rows.append)
+    assert "25 tokens, 18 hidden" in rows[0]
+    assert pd.read_csv(tmp_path / "p5" / "metrics.csv")["rec"].notna().all()
 
 
 def base_config(**extra):

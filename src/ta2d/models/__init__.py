@@ -20,7 +20,16 @@ from .clay import PRESETS, ClayCheckpointError, ClayEncoder, load_clay_checkpoin
 from .gbt import GBTModel
 from .hand_features import hand_features
 from .ridge import RidgeModel
-from .ta_model import FEATURE_GROUPS, FINETUNE_MODES, PATCH_MODES, ClayTransfer, Normalizer, PatchCNN, default_waves
+from .ta_model import (
+    FEATURE_GROUPS,
+    FINETUNE_MODES,
+    PATCH_MODES,
+    POOLS,
+    ClayTransfer,
+    Normalizer,
+    PatchCNN,
+    default_waves,
+)
 
 MODEL_KINDS = ("clay_transfer", "cnn", "gbt", "ridge")
 
@@ -29,6 +38,7 @@ __all__ = [
     "FINETUNE_MODES",
     "MODEL_KINDS",
     "PATCH_MODES",
+    "POOLS",
     "PRESETS",
     "ClayCheckpointError",
     "ClayEncoder",
@@ -97,6 +107,7 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
         finetune_blocks=int(cfg.get("finetune_blocks", 1)),
         encoder=encoder,
         head_pixel=bool(cfg.get("head_pixel", False)),  # absent from checkpoints written before the key
+        head_embed_dim=int(cfg.get("head_embed_dim", 0)),  # likewise
     )
 
 

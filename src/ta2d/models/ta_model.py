@@ -8,6 +8,7 @@ they travel in every state dict and checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -29,14 +30,40 @@ PATCH_MODES = {
     "crop8": lambda p: 8,  # the central 8x8 (P = 9: drop the last row and column): one token
     "bilinear16": lambda p: 16,  # bilinear upsample to 16x16: 4 tokens
     "area": lambda p: 8 * max(p // 8, 1),  # exact area resample to 8 * (P // 8): 9 -> 8, 17 -> 16, 33 -> 32
+    "pixel": lambda p: 8 * p,  # one token per pixel (each pixel an 8x8 block): P*P tokens
+    "pixel5": lambda p: 40,  # one token per pixel of the central 5x5: 25 tokens
+    "pixel7": lambda p: 56,  # one token per pixel of the central 7x7: 49 tokens
 }
+# pixel modes: the central window (pixels) they keep; None = the whole patch
+PIXEL_WINDOW = {"pixel": None, "pixel5": 5, "pixel7": 7}
 
 
 def clay_grid_side(patch_size: int, mode: str) -> int:
     """Side of the grid a patch of `patch_size` becomes for the encoder; (side / 8)^2 patch tokens."""
     if mode not in PATCH_MODES:
         raise ValueError(f"unknown patch_mode {mode!r}; choose one of {sorted(PATCH_MODES)}")
+    window = PIXEL_WINDOW.get(mode)
+    if window is not None and patch_size < window:
+        raise ValueError(f"patch_mode {mode} needs a patch of at least {window} pixels, got {patch_size}")
     return PATCH_MODES[mode](patch_size)
+
+
+def clay_grid_gsd(native_m, patch_size: int, mode: str):
+    """Ground size (m) of one pixel of the grid ``to_clay_grid`` makes, which Clay's position code scales by:
+    the native pixel for crop8, an eighth of it for the pixel modes (a pixel is 8x8 grid cells), else the
+    patch's extent over the grid's side."""
+    if mode == "crop8":
+        return native_m
+    if mode in PIXEL_WINDOW:
+        return native_m / 8.0
+    return native_m * (patch_size / clay_grid_side(patch_size, mode))
+
+
+def centre_tokens(grid: int) -> list[int]:
+    """Row-major indices of the patch tokens whose cells touch the patch centre (the station pixel): the middle
+    one of an odd grid, the middle four of an even one."""
+    mid = [grid // 2] if grid % 2 else [grid // 2 - 1, grid // 2]
+    return [r * grid + c for r in mid for c in mid]
 
 
 def centre_index(x: torch.Tensor) -> int:
@@ -178,7 +205,9 @@ def to_clay_grid(pixels: torch.Tensor, mode: str) -> torch.Tensor:
     area8 / area: exact area resample to 8x8 / 8*(P//8) (every pixel contributes, the station stays at
     the centre; area gives a 17x17 patch 4 tokens, 33x33 16); crop8: the central 8x8 (for P = 9 the
     last row and column dropped, the station pixel at index 4 of 0..7); bilinear16: bilinear upsample
-    to 16x16 (4 tokens, ~2.5x the encoder cost of area8).
+    to 16x16 (4 tokens, ~2.5x the encoder cost of area8); pixel / pixel5 / pixel7: every pixel of the
+    patch / of its central 5x5 / 7x7 repeated into an 8x8 block, so that each is a token of its own
+    (Clay's patch embedding then maps a pixel's 16 values linearly to its token).
     """
     p = pixels.shape[-1]
     side = clay_grid_side(p, mode)
@@ -190,7 +219,29 @@ def to_clay_grid(pixels: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "crop8":
         lo = (p - 8) // 2
         return pixels[..., lo : lo + 8, lo : lo + 8]
+    if mode in PIXEL_WINDOW:
+        w = PIXEL_WINDOW[mode] or p
+        lo = (p - w) // 2
+        window = pixels[..., lo : lo + w, lo : lo + w]
+        return window.repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
     return F.interpolate(pixels, size=(side, side), mode="bilinear", align_corners=False)
+
+
+# Encoder features the head sees (run key pool) and their width in encoder dims.
+POOLS = {"cls": 1, "cls_mean": 2, "cls_mean_centre": 3}
+
+
+def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
+    """(B, 1+L, D) encoder tokens -> (B, POOLS[pool] * D): the cls token, the mean patch token and, for
+    cls_mean_centre, the token(s) at the station pixel (``centre_tokens``): with a token per pixel
+    (``pixel`` modes) that is the station pixel seen in its context, as the CNN's centre feature is."""
+    parts = [tokens[:, 0]]
+    if pool != "cls":
+        parts.append(tokens[:, 1:].mean(dim=1))
+    if pool == "cls_mean_centre":
+        grid = math.isqrt(tokens.shape[1] - 1)
+        parts.append(tokens[:, [1 + i for i in centre_tokens(grid)]].mean(dim=1))
+    return torch.cat(parts, dim=1)
 
 
 def mlp(n_in: int, hidden: int, n_hidden: int = 2) -> nn.Sequential:
@@ -208,6 +259,10 @@ class ClayTransfer(nn.Module):
     encoder. The label is a property of that pixel, which the encoder sees only as a share of a token
     (area8: one token averages all 81 pixels); without the skip a frozen encoder must carry it through its
     projection. On the demo it takes a random frozen tiny encoder from 1.215 K to 0.910 K (README).
+
+    ``head_embed_dim``: the embedding is projected linearly to this many features before the MLP (0: not at
+    all). Fed the whole embedding (384 features for tiny) the MLP fits the noise of the training days: on the
+    demo a frozen random encoder's head then scores worse than the head alone (README "Clay on the demo").
 
     ``finetune``: frozen (the head only; the encoder runs without autograd and in eval mode), last_k (the last
     ``finetune_blocks`` blocks + final norm train: autograd starts at the first trainable block, since nothing
@@ -228,12 +283,13 @@ class ClayTransfer(nn.Module):
         finetune_blocks: int = 1,
         encoder: ClayEncoder | None = None,
         head_pixel: bool = True,
+        head_embed_dim: int = 0,
     ):
         super().__init__()
         if patch_mode not in PATCH_MODES:
             raise ValueError(f"unknown patch_mode {patch_mode!r}; choose one of {sorted(PATCH_MODES)}")
-        if pool not in ("cls", "cls_mean"):
-            raise ValueError(f"unknown pool {pool!r}; choose cls or cls_mean")
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {list(POOLS)}")
         waves = default_waves() if waves is None else list(waves)
         if len(waves) != N_SPECTRAL:
             raise ValueError(f"waves needs {N_SPECTRAL} wavelengths (µm, x channel order), got {len(waves)}")
@@ -241,10 +297,13 @@ class ClayTransfer(nn.Module):
         self.normalizer = normalizer
         self.register_buffer("waves", torch.tensor(waves, dtype=torch.float32))
         self.encoder = ClayEncoder.from_preset(preset) if encoder is None else encoder
-        self.embed_dim = self.encoder.dim * (2 if pool == "cls_mean" else 1)
+        self.embed_dim = self.encoder.dim * POOLS[pool]
         self.emb_norm = nn.LayerNorm(self.embed_dim)
+        # a linear bottleneck: the MLP fed the whole embedding fits the training days' noise (README)
+        self.emb_proj = nn.Linear(self.embed_dim, head_embed_dim) if head_embed_dim else nn.Identity()
         self.head_pixel = bool(head_pixel)
-        self.head = mlp(self.embed_dim + N_SIDE + (N_SPECTRAL if self.head_pixel else 0), head_hidden)
+        n_emb = head_embed_dim or self.embed_dim
+        self.head = mlp(n_emb + N_SIDE + (N_SPECTRAL if self.head_pixel else 0), head_hidden)
         self.set_finetune(finetune, finetune_blocks)
 
     def set_finetune(self, mode: str, blocks: int = 1) -> None:
@@ -279,15 +338,10 @@ class ClayTransfer(nn.Module):
         batch = drop_inputs(batch, self.drop_features, norm)
         pixels = to_clay_grid(norm.norm_x(batch["x"])[:, :N_SPECTRAL], self.patch_mode)
         time, latlon = clay_time_latlon(batch["time7"], batch["loc"])
-        # the grid's pixels cover the patch: gsd grows by P / side (crop8 keeps the native pixels)
-        p = batch["x"].shape[-1]
-        side = clay_grid_side(p, self.patch_mode)
-        gsd = batch["loc"][:, 2].mean() * (1.0 if self.patch_mode == "crop8" else p / side)
+        gsd = clay_grid_gsd(batch["loc"][:, 2].mean(), batch["x"].shape[-1], self.patch_mode)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             tokens = self.encoder(pixels, time, latlon, gsd, self.waves)
-        if self.pool == "cls":
-            return tokens[:, 0]
-        return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
+        return pool_tokens(tokens, self.pool)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         batch = drop_inputs(batch, self.drop_features, self.normalizer)
@@ -295,7 +349,7 @@ class ClayTransfer(nn.Module):
             emb = torch.zeros(len(batch["time7"]), self.embed_dim, device=self.waves.device)
         else:
             emb = batch["emb"] if "emb" in batch else self.embed(batch)
-        feats = [self.emb_norm(emb.float()), side_features(batch, self.normalizer)]
+        feats = [self.emb_proj(self.emb_norm(emb.float())), side_features(batch, self.normalizer)]
         if self.head_pixel:
             feats.append(self.normalizer.norm_x(center_pixels(batch))[:, :N_SPECTRAL])
         return self.head(torch.cat(feats, dim=1)).squeeze(1)

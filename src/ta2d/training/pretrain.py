@@ -37,14 +37,14 @@ from ta2d.config import load_schema
 from ta2d.models import PRESETS, ClayEncoder, Normalizer, default_waves, load_clay_checkpoint
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice
-from ta2d.models.ta_model import N_SPECTRAL, clay_grid_side, to_clay_grid
+from ta2d.models.ta_model import N_SPECTRAL, clay_grid_gsd, clay_grid_side, to_clay_grid
 from ta2d.training.checkpoints import data_fingerprint, epoch_state, read_checkpoint, write_metrics
 from ta2d.training.inference import load_stats, resolve_device
 
 TILE_FIELDS = ("x", "time7", "loc")
 METRIC_COLUMNS = ("epoch", "loss", "rec", "rep", "lr", "seconds")
 RGB_CHANNELS = ("vi006", "vi005", "vi004")  # the AMI bands closest to red, green, blue: the clay teacher's input
-PATCH_MODES = ("area", "bilinear16")
+PATCH_MODES = ("area", "bilinear16", "pixel", "pixel5", "pixel7")
 _NOT_IDENTITY = ("device",)
 
 
@@ -108,8 +108,7 @@ def tile_inputs(batch: Mapping[str, torch.Tensor], norm: Normalizer, patch_mode:
     """Encoder inputs of a batch of tiles, built as ClayTransfer.embed builds them: pixels, time, latlon, gsd."""
     pixels = to_clay_grid(norm.norm_x(batch["x"])[:, :N_SPECTRAL], patch_mode)
     time_, latlon = clay_time_latlon(batch["time7"], batch["loc"])
-    p = batch["x"].shape[-1]
-    gsd = batch["loc"][:, 2].mean() * (p / clay_grid_side(p, patch_mode))
+    gsd = clay_grid_gsd(batch["loc"][:, 2].mean(), batch["x"].shape[-1], patch_mode)
     return pixels, time_, latlon, gsd
 
 

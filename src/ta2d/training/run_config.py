@@ -13,7 +13,7 @@ import copy
 from collections.abc import Mapping
 
 from ta2d.config import finetune_problems, load_schema
-from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, PRESETS, default_waves
+from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, POOLS, PRESETS, default_waves
 
 
 def schema_run_properties() -> dict:
@@ -73,7 +73,7 @@ def resolve_run_config(cfg: Mapping) -> dict:
         ("model", MODEL_KINDS),
         ("preset", tuple(PRESETS)),
         ("patch_mode", tuple(PATCH_MODES)),
-        ("pool", ("cls", "cls_mean")),
+        ("pool", tuple(POOLS)),
         ("scheduler", SCHEDULERS),
         ("amp_dtype", ("bfloat16", "float16")),
     ):
