@@ -7,6 +7,8 @@ import copy
 import re
 
 import pytest
+import yaml
+from conftest import REPO, deep_update
 
 from ta2d.config import ConfigError, validate_config
 
@@ -51,3 +53,19 @@ def test_config_fault_names_the_key(base, fault, message):
         validate_config(config)
 
 
+
+
+SHIPPED_OVERLAYS = ["config/gk2a.yaml", "config/test/tiny.yaml",
+                    *[f"config/experiments/{p.name}" for p in sorted((REPO / "config/experiments").glob("*.yaml"))]]
+
+
+@pytest.mark.parametrize("overlay", SHIPPED_OVERLAYS)
+def test_every_shipped_config_validates_as_users_run_it(overlay):
+    """Each file a user passes with --configfile, merged over config/config.yaml as Snakemake merges it,
+    passes the schema and the semantic checks (input paths are not checked: gk2a.yaml names /data)."""
+    config = deep_update(yaml.safe_load((REPO / "config/config.yaml").read_text()),
+                         yaml.safe_load((REPO / overlay).read_text()))
+    checked = validate_config(config, source=overlay, check_files=False)
+    for name, run in checked["train"]["runs"].items():
+        if run.get("encoder_from"):  # a pretrain run of the same merged config
+            assert run["encoder_from"] in checked["pretrain"]["runs"], (overlay, name)
