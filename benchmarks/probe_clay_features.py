@@ -9,8 +9,9 @@ seeded) on the same samples; RMSE in K on val and test:
   two rows is what spatial context is worth on these labels, and what an encoder has to deliver;
 * per ``--encoder NAME=JSON`` (a clay_transfer run config: patch_mode, pool, encoder_from, clay_ckpt_path
   ...): the head plus the frozen embedding, fed whole (LayerNorm, as ``head_embed_dim: 0``) and through
-  a 16-wide linear bottleneck (``head_embed_dim: 16``), and how well a linear map of the embedding
-  recovers the 9x9 patch means (test R^2, min and median over the 16 spectral planes);
+  a 16-wide linear bottleneck (``head_embed_dim: 16``); how well a linear map of the embedding recovers
+  the 9x9 patch means of the 16 spectral planes (test R^2, min and median), and the head given what that
+  map reads out instead of the embedding;
 * for an encoder from a pretrain checkpoint with a token per pixel (``pixel*`` modes): the MAE's
   in-fill of the station pixel from the other tokens, against the plain mean of its 24 neighbours
   (RMS error in normalised units, median over the bands): a pretraining that in-fills worse than the
@@ -109,13 +110,15 @@ def embed_all(model, data: dict, batch: int = 1024) -> dict[str, torch.Tensor]:
     return out
 
 
-def linear_r2(emb: dict, target: dict) -> torch.Tensor:
-    """Test R^2 per column of ``target`` of a least-squares map from the train embedding (with intercept)."""
+def linear_readout(emb: dict, target: dict) -> tuple[torch.Tensor, dict]:
+    """A least-squares map (with intercept) from the train embedding to ``target``: its test R^2 per column,
+    and what it reads out of every split's embedding."""
     def design(e):
         return torch.cat([e.double(), torch.ones(len(e), 1, dtype=torch.float64)], dim=1)
     w = torch.linalg.lstsq(design(emb["train"]), target["train"].double()).solution
-    res = target["test"].double() - design(emb["test"]) @ w
-    return 1.0 - res.var(dim=0) / target["test"].double().var(dim=0)
+    read = {s: (design(e) @ w).float() for s, e in emb.items()}
+    res = target["test"].double() - read["test"].double()
+    return 1.0 - res.var(dim=0) / target["test"].double().var(dim=0), read
 
 
 def infill_errors(model, preset: str, ckpt: str, data: dict, norm: Normalizer, batch: int = 512
@@ -193,13 +196,15 @@ def main() -> None:
         model = build_model(cfg, stats).eval()
         t0 = time.perf_counter()
         emb = embed_all(model, data)
-        r2 = linear_r2(emb, target)
+        r2, read = linear_readout(emb, target)
         note = (f"embedding {emb['train'].shape[1]} wide in {time.perf_counter() - t0:.0f} s; R^2 of 9x9 means: "
                 f"min {float(r2.min()):.4f}, median {float(r2.median()):.4f}")
         ln = {s: F.layer_norm(emb[s], emb[s].shape[1:]) for s in SPLITS}
         row(f"{name}: + embedding, whole", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS}, note)
         row(f"{name}: + embedding, bottleneck 16", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS},
             bottleneck=16)
+        row(f"{name}: + the 9x9 means read linearly out of the embedding",
+            {s: {"base": torch.cat([base[s], read[s]], dim=1)} for s in SPLITS})
         if ckpt and model.patch_mode in PIXEL_WINDOW:
             fill, ring = infill_errors(model, cfg["preset"], ckpt, data, norm)
             print(f"|   {name}: MAE in-fill of the station pixel, RMS (normalised, median band) | | | "

@@ -253,7 +253,8 @@ def mlp(n_in: int, hidden: int, n_hidden: int = 2) -> nn.Sequential:
 
 
 class ClayTransfer(nn.Module):
-    """Normaliser -> 9x9 adapter -> Clay encoder -> [cls, mean patch token] + side features -> MLP head.
+    """Normaliser -> patch adapter (patch_mode) -> Clay encoder -> pooled tokens (pool) -> bottleneck + side
+    features (+ station pixel) -> MLP head.
 
     ``head_pixel``: the head also sees the station pixel's 16 normalised spectral values, a skip around the
     encoder. The label is a property of that pixel, which the encoder sees only as a share of a token
