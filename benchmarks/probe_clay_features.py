@@ -36,19 +36,18 @@ import torch.nn.functional as F
 from ta2d.chunks.contract import open_chunk
 from ta2d.config import encoder_from_path
 from ta2d.models import build_model
-from ta2d.models.clay import clay_time_latlon
-from ta2d.models.mae import ClayDecoder
+from ta2d.models.mae import ClayDecoder, load_state_slice
 from ta2d.models.ta_model import (
     N_SPECTRAL,
     PIXEL_WINDOW,
     Normalizer,
     center_pixels,
-    clay_grid_gsd,
+    centre_tokens,
     clay_grid_side,
     mlp,
     side_features,
-    to_clay_grid,
 )
+from ta2d.training.pretrain import tile_inputs
 from ta2d.training.run_config import resolve_run_config
 
 FIELDS = ("x", "time7", "loc", "landcover_onehot", "y", "elev")
@@ -128,22 +127,17 @@ def infill_errors(model, preset: str, ckpt: str, data: dict, norm: Normalizer, b
     mode = model.patch_mode
     window = PIXEL_WINDOW[mode] or data["test"]["x"].shape[-1]
     grid = clay_grid_side(data["test"]["x"].shape[-1], mode) // 8
-    sd = torch.load(ckpt, map_location="cpu", weights_only=True)
-    sd = sd.get("state_dict", sd)
-    dec_state = {k[len("model.decoder."):]: v for k, v in sd.items() if k.startswith("model.decoder.")}
     decoder = ClayDecoder.from_preset(preset, model.encoder.dim)
-    decoder.load_state_dict(dec_state, strict=True)
+    load_state_slice(decoder, torch.load(ckpt, map_location="cpu", weights_only=True), "model.decoder.", ckpt,
+                     "the Clay decoder")
     decoder.eval()
-    centre = (grid * grid) // 2
+    (centre,) = centre_tokens(grid)  # a pixel mode's grid is odd: the station pixel's own token
     d = data["test"]
     fills = []
     with torch.no_grad():
         for i in range(0, len(d["y"]), batch):
-            x = d["x"][i : i + batch]
-            b = len(x)
-            pixels = to_clay_grid(norm.norm_x(x)[:, :N_SPECTRAL], mode)
-            t, ll = clay_time_latlon(d["time7"][i : i + batch], d["loc"][i : i + batch])
-            gsd = clay_grid_gsd(d["loc"][i : i + batch, 2].mean(), x.shape[-1], mode)
+            pixels, t, ll, gsd = tile_inputs({k: d[k][i : i + batch] for k in ("x", "time7", "loc")}, norm, mode)
+            b = len(pixels)
             keep = torch.tensor([j for j in range(grid * grid) if j != centre]).expand(b, -1)
             hidden = torch.tensor([[centre]]).expand(b, -1)
             enc = model.encoder(pixels, t, ll, gsd, model.waves, keep=keep)

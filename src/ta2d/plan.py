@@ -22,6 +22,7 @@ from functools import cached_property
 import pandas as pd
 
 from ta2d.chunks.contract import chunk_name
+from ta2d.index.schemes import assign_split_by_day, in_time_block, unit_hash
 from ta2d.periods import period_days, period_keys
 
 SPLITS = ("train", "val", "test")
@@ -55,8 +56,6 @@ class Plan:
     @cached_property
     def chunks(self) -> list[tuple[str, str]]:
         """Every planned (split, key), sorted by key then split."""
-        from ta2d.index.schemes import assign_split_by_day, in_time_block
-
         days = pd.date_range(self.start, self.end, freq="D")
         names = pd.Series(days.strftime("%Y%m%d"))
         by_day = assign_split_by_day(names, self.split_cfg["fractions"], self.split_cfg.get("seed", 42),
@@ -85,8 +84,6 @@ class Plan:
         hash of (seed, key), so the choice of a chunk never changes when others are added or rebuilt (all when
         fraction is 1, or when the hash picks none)."""
         train = [k for s, k in self.chunks if s == "train"]
-        from ta2d.index.schemes import unit_hash
-
         picked = [k for k in train if fraction >= 1 or unit_hash(f"{seed}:stats:{k}") < fraction] or train
         return [chunk_name("train", k) for k in picked]
 

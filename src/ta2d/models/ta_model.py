@@ -30,12 +30,10 @@ PATCH_MODES = {
     "crop8": lambda p: 8,  # the central 8x8 (P = 9: drop the last row and column): one token
     "bilinear16": lambda p: 16,  # bilinear upsample to 16x16: 4 tokens
     "area": lambda p: 8 * max(p // 8, 1),  # exact area resample to 8 * (P // 8): 9 -> 8, 17 -> 16, 33 -> 32
-    "pixel": lambda p: 8 * p,  # one token per pixel (each pixel an 8x8 block): P*P tokens
-    "pixel5": lambda p: 40,  # one token per pixel of the central 5x5: 25 tokens
-    "pixel7": lambda p: 56,  # one token per pixel of the central 7x7: 49 tokens
 }
-# pixel modes: the central window (pixels) they keep; None = the whole patch
+# pixel modes: one token per pixel (each an 8x8 block) of the central window they keep; None = the whole patch
 PIXEL_WINDOW = {"pixel": None, "pixel5": 5, "pixel7": 7}
+PATCH_MODES.update({m: (lambda p, w=w: 8 * (w or p)) for m, w in PIXEL_WINDOW.items()})
 
 
 def clay_grid_side(patch_size: int, mode: str) -> int:
