@@ -7,6 +7,10 @@ seeded) on the same samples; RMSE in K on val and test:
 * ``head alone``: the side features and the station pixel (what every clay_transfer head sees);
 * ``+ patch means NxN``: plus the mean of every plane over the central NxN pixels. The gap between these
   two rows is what spatial context is worth on these labels, and what an encoder has to deliver;
+* how precisely it has to deliver it (``--precision``): the 5x5 means with Gaussian noise added so that
+  they are known only to a given R^2, and which bands' means the head needs (each left out in turn;
+  the bands whose absence costs most are listed). An encoder's linear readout has to reach that R^2 on
+  those bands to be worth its cost;
 * per ``--encoder NAME=JSON`` (a clay_transfer run config: patch_mode, pool, encoder_from, clay_ckpt_path
   ...): the head plus the frozen embedding, fed whole (LayerNorm, as ``head_embed_dim: 0``) and through
   a 16-wide linear bottleneck (``head_embed_dim: 16``); how well a linear map of the embedding recovers
@@ -33,6 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ta2d.channels import ALL_CHANNELS
 from ta2d.chunks.contract import open_chunk
 from ta2d.config import encoder_from_path
 from ta2d.models import build_model
@@ -153,12 +158,40 @@ def infill_errors(model, preset: str, ckpt: str, data: dict, norm: Normalizer, b
     return rms(torch.cat(fills)), rms(ring)
 
 
+def precision_rows(data: dict, base: dict, norm: Normalizer, levels: list[float], row) -> list[int]:
+    """The head given the 5x5 means known only to each R^2 of ``levels`` (seeded Gaussian noise scaled by each
+    band's train std), then the bands whose means the head misses most when each is left out: the bands an
+    encoder must carry to that precision. Returns the indices of the (up to) two most needed bands."""
+    if not levels:
+        return []
+    means = {s: patch_means(norm, data[s]["x"], 5)[:, :N_SPECTRAL] for s in SPLITS}
+    spread = means["train"].std(dim=0)
+    gen = torch.Generator().manual_seed(0)
+    for r2 in levels:
+        noisy = {s: m + (1.0 - r2) ** 0.5 * spread * torch.randn(m.shape, generator=gen) for s, m in means.items()}
+        row(f"+ patch means 5x5 of the 16 bands, known to R^2 {r2}",
+            {s: {"base": torch.cat([base[s], noisy[s]], dim=1)} for s in SPLITS})
+    full = fit_head(data, {s: {"base": torch.cat([base[s], means[s]], dim=1)} for s in SPLITS}, norm)[0]
+    cost = []
+    for b in range(N_SPECTRAL):
+        keep = [i for i in range(N_SPECTRAL) if i != b]
+        val = fit_head(data, {s: {"base": torch.cat([base[s], means[s][:, keep]], dim=1)} for s in SPLITS}, norm)[0]
+        cost.append(val - full)
+    order = sorted(range(N_SPECTRAL), key=lambda b: -cost[b])
+    ranked = ", ".join(f"{ALL_CHANNELS[b]} +{cost[b]:.3f} K" for b in order[:4])
+    print(f"| the bands whose 5x5 mean the head needs most (val RMSE without it, against {full:.3f} K with all 16) "
+          f"| | | {ranked} | |", flush=True)
+    return order[:2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("."), help="folder holding results/ (patch_pt, stats.json)")
     ap.add_argument("--encoder", action="append", default=[], metavar="NAME=JSON",
                     help="a clay_transfer run config whose frozen features to probe (repeatable)")
     ap.add_argument("--windows", default="3,5,9", help="patch-mean windows of the reference rows")
+    ap.add_argument("--precision", default="0.9999,0.999,0.99",
+                    help="R^2 levels at which to probe noisy 5x5 means (empty: skip them and the band ranking)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,6 +212,7 @@ def main() -> None:
     for w in (int(v) for v in args.windows.split(",") if v):
         row(f"+ patch means {w}x{w} (all 19 planes)",
             {s: {"base": torch.cat([base[s], patch_means(norm, data[s]["x"], w)], dim=1)} for s in SPLITS})
+    needed = precision_rows(data, base, norm, [float(v) for v in args.precision.split(",") if v], row)
     target = {s: patch_means(norm, data[s]["x"], data[s]["x"].shape[-1])[:, :N_SPECTRAL] for s in SPLITS}
     for spec in args.encoder:
         name, _, text = spec.partition("=")
@@ -192,7 +226,8 @@ def main() -> None:
         emb = embed_all(model, data)
         r2, read = linear_readout(emb, target)
         note = (f"embedding {emb['train'].shape[1]} wide in {time.perf_counter() - t0:.0f} s; R^2 of 9x9 means: "
-                f"min {float(r2.min()):.4f}, median {float(r2.median()):.4f}")
+                f"min {float(r2.min()):.4f}, median {float(r2.median()):.4f}"
+                + "".join(f", {ALL_CHANNELS[b]} {float(r2[b]):.4f}" for b in needed))
         ln = {s: F.layer_norm(emb[s], emb[s].shape[1:]) for s in SPLITS}
         row(f"{name}: + embedding, whole", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS}, note)
         row(f"{name}: + embedding, bottleneck 16", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS},
