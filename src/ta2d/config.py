@@ -80,6 +80,25 @@ def load_schema() -> dict:
     return yaml.safe_load(text)
 
 
+def run_defaults(section: str) -> dict:
+    """The schema's defaults of one entry of ``train.runs`` (section "train") or ``pretrain.runs`` ("pretrain")."""
+    props = load_schema()["properties"][section]["properties"]["runs"]["additionalProperties"]["properties"]
+    return {k: p["default"] for k, p in props.items() if "default" in p}
+
+
+def explicit_settings(cfg: Mapping, defaults: Mapping, keys=None, always=()) -> dict:
+    """The settings of ``cfg`` (only ``keys``, if given) that differ from ``defaults``, plus those in ``always``.
+
+    What the workflow hands a training or pretraining job as its params; Snakemake reruns a job whose params
+    changed. Handed the whole config after validation (defaults filled in), a new schema key with a default
+    would change every run's params and retrain every run, baselines included; handed what the user set
+    away from the defaults, it changes nothing, and neither does writing a default out. The job fills the
+    defaults in again (``resolve_run_config``). A changed default, like a change of library code, is no
+    rerun trigger (README "Reruns")."""
+    wanted = cfg if keys is None else {k: cfg[k] for k in keys if k in cfg}
+    return {k: v for k, v in wanted.items() if k in always or k not in defaults or v != defaults[k]}
+
+
 def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -93,27 +93,55 @@ def test_demo_end_to_end_then_nothing_to_do(demo_run):
     assert jobs == {}  # "Nothing to be done"
 
 
+def dry_run_with_runs(work: Path, edit) -> tuple[dict, str]:
+    """A dry run with ``edit(train.runs)`` applied to the workflow's config file, which is then restored."""
+    config_path = work / "config/test/tiny.yaml"
+    original = config_path.read_text()
+    config = yaml.safe_load(original)
+    edit(config["train"]["runs"])
+    # keys in their order: Snakemake compares params as written, so a reordered period would rerun the demo
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    try:
+        return dry_run(work)
+    finally:
+        config_path.write_text(original)
+
+
 def test_head_change_reruns_only_that_run(demo_run):
     """A head hyper-parameter: that run retrains; no chunk, no embedding, no other run (a dry run after the
     full run above: what Snakemake would start)."""
     work = demo_run
-    config_path = work / "config/test/tiny.yaml"
-    original = config_path.read_text()
-    config = yaml.safe_load(original)
     embeddings = mtimes((work / "results/embed").rglob("*.pt"))
     assert embeddings  # the run uses the embedding cache
-    config["train"]["runs"]["clay_frozen"]["head_hidden"] = 64  # the default is larger
-    # keys in their order: Snakemake compares params as written, so a reordered period would rerun the demo
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    try:
-        jobs, out = dry_run(work)
-    finally:
-        config_path.write_text(original)
+    jobs, out = dry_run_with_runs(work, lambda runs: runs["clay_frozen"].update(head_hidden=64))  # default larger
     assert jobs.get("train") == 1 and re.findall(r"Training run (\S+)", out) == ["clay_frozen"], (jobs, out[-3000:])
     upstream = {"demo", "inventory", "calibrate", "label_parts", "build_index", "build_patch_chunk", "stats",
                 "embed_chunk"}
     assert not upstream & set(jobs), jobs
     assert mtimes((work / "results/embed").rglob("*.pt")) == embeddings  # a dry run changes nothing
+
+
+def test_new_schema_key_reruns_nothing(demo_run):
+    """A job's params hold the settings that differ from the schema's defaults (ta2d.config.explicit_settings):
+    a newer ta2d whose schema has one more run key, with a default, retrains nothing (here: the workdir's copy
+    of the package, which the Snakefile imports, given such a key); a key set away from its default retrains
+    that run alone."""
+    schema_path = demo_run / "src/ta2d/schemas/config.schema.yaml"
+    original = schema_path.read_text()
+    schema = yaml.safe_load(original)
+    for section in ("train", "pretrain"):
+        run_props = schema["properties"][section]["properties"]["runs"]["additionalProperties"]["properties"]
+        run_props["a_newer_key"] = {"type": "integer", "default": 3, "description": "added by a newer ta2d"}
+    schema_path.write_text(yaml.safe_dump(schema, sort_keys=False))
+    try:
+        plain = dry_run_with_runs(demo_run, lambda runs: None)
+        written_out = dry_run_with_runs(demo_run, lambda runs: runs["cnn"].update(a_newer_key=3))  # at its default
+        jobs, out = dry_run_with_runs(demo_run, lambda runs: runs["cnn"].update(a_newer_key=4))
+    finally:
+        schema_path.write_text(original)
+    assert plain[0] == {}, plain
+    assert written_out[0] == {}, written_out
+    assert jobs.get("train") == 1 and re.findall(r"Training run (\S+)", out) == ["cnn"], (jobs, out[-3000:])
 
 
 @pytest.fixture(scope="module")

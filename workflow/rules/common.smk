@@ -4,7 +4,7 @@ import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
 from ta2d.chunks.contract import CHUNK_STEM, chunk_name
-from ta2d.config import uses_embedding_cache, validate_config
+from ta2d.config import explicit_settings, run_defaults, uses_embedding_cache, validate_config
 from ta2d.index.route import LABELS_DIR, refresh_label_parts
 from ta2d.periods import period_days
 from ta2d.plan import Plan
@@ -57,6 +57,8 @@ def chunk_files(splits=SPLITS):
 
 # --- training runs -----------------------------------------------------------------------------
 RUNS = config["train"]["runs"]
+TRAIN_RUN_DEFAULTS = run_defaults("train")
+PRETRAIN_RUN_DEFAULTS = run_defaults("pretrain")
 ENCODER_KEYS = (
     "model", "preset", "clay_ckpt_path", "encoder_from", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype",
     "drop_features",

@@ -50,7 +50,7 @@ rule pretrain:
         encoder="results/pretrain/{pretrain_run}/encoder.ckpt",
         metrics="results/pretrain/{pretrain_run}/metrics.csv",
     params:
-        run=lambda wc: PRETRAIN_RUNS[wc.pretrain_run],
+        run=lambda wc: explicit_settings(PRETRAIN_RUNS[wc.pretrain_run], PRETRAIN_RUN_DEFAULTS),
     log:
         "logs/pretrain/{pretrain_run}.log",
     benchmark:

@@ -11,7 +11,7 @@ rule embed_chunk:
     output:
         f"results/embed/{{run}}/{CHUNK_STEM}.pt",
     params:
-        encoder=lambda wc: {k: RUNS[wc.run][k] for k in ENCODER_KEYS},
+        encoder=lambda wc: explicit_settings(RUNS[wc.run], TRAIN_RUN_DEFAULTS, keys=ENCODER_KEYS, always=["model"]),
     log:
         "logs/embed_chunk/{run}/{split}_{key}.log",
     benchmark:
@@ -40,7 +40,8 @@ rule train:
         best="results/runs/{run}/best.pt",
         metrics="results/runs/{run}/metrics.csv",
     params:
-        run=lambda wc: RUNS[wc.run],
+        # what the user set, not every default: a new schema key must not retrain every run (ta2d.config)
+        run=lambda wc: explicit_settings(RUNS[wc.run], TRAIN_RUN_DEFAULTS, always=["model"]),
         embed_dir=lambda wc, input: os.path.dirname(input.embeddings[0]) if input.embeddings else None,
     log:
         "logs/train/{run}.log",
