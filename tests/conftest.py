@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import subprocess
@@ -28,12 +27,9 @@ WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "env
 
 
 def deep_update(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            deep_update(base[k], v)
-        else:
-            base[k] = copy.deepcopy(v)
-    return base
+    from ta2d.config import deep_merge  # Snakemake's --configfile merge, as the CLI's repeated --config does it
+
+    return deep_merge(base, extra)
 
 
 def tiny_config(root: Path, **overrides) -> dict:

@@ -6,13 +6,17 @@ import argparse
 import logging
 import sys
 
+DEFAULT_CONFIG = "config/config.yaml"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ta2d", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    config_help = ("config file; repeat it to merge several in order, as snakemake --configfile my.yaml merges "
+                   "my.yaml over config/config.yaml (default: config/config.yaml)")
     p = sub.add_parser("demo", help="generate the synthetic GK-2A-format demo inputs of a config")
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", action="append", help=config_help)
 
     p = sub.add_parser("inspect", help="show a chunk .pt file and check it against the chunk contract")
     p.add_argument("path")
@@ -21,9 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("verify", help="read every chunk, embedding and tile file of a results tree whole and check "
                                       "the chunk contract and the CRCs recorded when each was written")
     p.add_argument("results", nargs="?", default="results")
+    p.add_argument("--config", action="append", default=None,
+                   help="also check that every sample is in the split this config's split rule gives it (repeat "
+                        "to merge, as for snakemake --configfile; its input paths need not exist)")
 
-    p = sub.add_parser("validate-config", help="validate a config file against the schema")
-    p.add_argument("config")
+    p = sub.add_parser("validate-config", help="validate config files against the schema (several: merged in "
+                                               "order, as snakemake --configfile merges my.yaml over config.yaml)")
+    p.add_argument("config", nargs="+")
 
     p = sub.add_parser("map-day", help="TA maps of every slot of one day from a trained run's best.pt -> CF NetCDF "
                                        "(station-corrected with --index), optionally PNGs and a GIF")
@@ -47,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     text = ("list every period that has an inventory again, stating every raw file: the parse-time refresh trusts "
             "unchanged directory mtimes, so run this (in the workflow's folder) after editing a raw file in place")
     p = sub.add_parser("refresh-inventories", help=text, description=text)
-    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--config", action="append", help=config_help)
     p.add_argument("--results", default="results", help="the results folder holding inventory/ (default results)")
 
     args = parser.parse_args(argv)
@@ -63,7 +71,7 @@ def _demo(args) -> int:
     from ta2d.config import load_config
     from ta2d.demo import generate_demo
 
-    config = load_config(args.config)
+    config = load_config(*(args.config or [DEFAULT_CONFIG]))
     summary = generate_demo(config)
     print(summary)
     return 0
@@ -85,22 +93,29 @@ def _inspect(args) -> int:
 
 
 def _verify(args) -> int:
-    from ta2d.chunks.inspect import verify_tree
+    from ta2d.chunks.inspect import split_problems, verify_tree
+    from ta2d.config import load_config
 
+    split_cfg = load_config(*args.config, check_files=False)["split"] if args.config else None
     n, bad = verify_tree(args.results)
+    n_samples, leaks = split_problems(args.results, split_cfg)
+    for path, problems in leaks.items():
+        bad.setdefault(path, []).extend(problems)
     for path, problems in bad.items():
         print(f"{path}:", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
-    print(f"{n} files read under {args.results}: {len(bad)} with problems")
+    rule = "the config's split rule" if split_cfg is not None else "no config given: the split rule unchecked"
+    print(f"{n} files read under {args.results}: {len(bad)} with problems; splits of {n_samples} labelled samples "
+          f"checked for leaks ({rule})")
     return 1 if bad or n == 0 else 0
 
 
 def _validate(args) -> int:
     from ta2d.config import load_config
 
-    load_config(args.config)
-    print(f"{args.config}: valid")
+    load_config(*args.config)
+    print(f"{' + '.join(args.config)}: valid")
     return 0
 
 
@@ -112,7 +127,7 @@ def _refresh_inventories(args) -> int:
     from ta2d.periods import period_keys
 
     # the same arguments as the parse-time refresh (workflow/rules/common.smk), so both write the same bytes
-    config = load_config(args.config)
+    config = load_config(*(args.config or [DEFAULT_CONFIG]))
     period, freq = config["period"], config["chunking"]["period"]
     keys = period_keys(period["start"], period["end"], freq)
     inventory_dir = Path(args.results) / "inventory"

@@ -99,13 +99,32 @@ def explicit_settings(cfg: Mapping, defaults: Mapping, keys=None, always=()) -> 
     return {k: v for k, v in wanted.items() if k in always or k not in defaults or v != defaults[k]}
 
 
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
-    return validate_config(config, source=str(path))
+def deep_merge(base: dict, extra: Mapping) -> dict:
+    """``extra`` merged into ``base`` in place, as Snakemake merges a --configfile over the Snakefile's
+    configfile: mappings key by key, anything else replaced."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def load_config(*paths: str | Path, check_files: bool = True) -> dict:
+    """The config files merged in order (``snakemake --configfile my.yaml`` = config/config.yaml, my.yaml),
+    then validated."""
+    if not paths:
+        raise ConfigError("no config file given")
+    config: dict = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        with open(path) as fh:
+            part = yaml.safe_load(fh) or {}
+        if not isinstance(part, Mapping):
+            raise ConfigError(f"config file {path}: the top level is a {type(part).__name__}, not a mapping")
+        deep_merge(config, part)
+    return validate_config(config, source=" + ".join(map(str, paths)), check_files=check_files)
 
 
 def validate_config(config: dict, source: str = "config", check_files: bool = True) -> dict:

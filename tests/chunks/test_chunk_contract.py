@@ -117,3 +117,59 @@ def test_statistics_and_the_in_memory_loader_check_the_crcs(tree, tmp_path):
         list(batches)
     intact = ChunkBatches(train, 64, ("x", "y"), **shuffled)
     assert sum(len(b["y"]) for b in intact) == sum(open_chunk(p)["y"].shape[0] for p in train)
+
+
+def _samples(chunk: dict, stn_day_hour: list[tuple[int, str, int]]) -> dict:
+    """``chunk`` cut to these samples, each set to (station, UTC day YYYY-MM-DD, hour)."""
+    n = len(stn_day_hour)
+    out = {k: v[:n].clone() for k, v in chunk.items()}
+    out["stn"] = torch.tensor([s for s, _, _ in stn_day_hour], dtype=torch.int32)
+    out["time"] = torch.tensor([int(np.datetime64(d, "s").astype(np.int64)) + 3600 * h for _, d, h in stn_day_hour])
+    return out
+
+
+def test_verify_finds_samples_that_leak_between_splits(tmp_path, capsys):
+    """Whatever the config: a (station, time) in two files, or a station's UTC day in two splits, is a leak."""
+    results = tmp_path / "results"
+    patch_pt = results / "patch_pt"
+    patch_pt.mkdir(parents=True)
+    chunk = make_chunk(10, seed=4)
+    train, val, test = (patch_pt / chunk_name(s, "2024-04-01") for s in ("train", "val", "test"))
+    save_tensors(_samples(chunk, [(100, "2024-04-01", 0), (101, "2024-04-01", 0), (100, "2024-04-02", 3)]), train)
+    # the same day in another split is no leak (another station: a held-out station's samples are in test)
+    save_tensors(_samples(chunk, [(102, "2024-04-01", 5), (101, "2024-04-03", 5)]), val)
+    assert cli(["verify", str(results)]) == 0
+    assert "splits of 5 labelled samples checked" in capsys.readouterr().out
+
+    # station 100's 2024-04-01 in test too (another hour), and train's sample (101, 04-01 00 UTC) repeated
+    save_tensors(_samples(chunk, [(100, "2024-04-01", 12), (101, "2024-04-01", 0)]), test)
+    assert cli(["verify", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert str(train) in err and str(test) in err and str(val) not in err
+    assert f"1 samples (station, time) also in {test.name} (first: station 101, UTC day 20240401)" in err
+    assert f"1 samples (station, time) also in {train.name}" in err
+    # (100, 04-01) and (101, 04-01) span train and test: two samples in each file; (100, 04-02) does not
+    assert err.count("2 samples of station-days that also have samples in another split (first: station 100") == 2
+
+
+def test_verify_with_the_config_checks_every_sample_is_in_its_split(tmp_path, capsys):
+    """Station 100 is held out and every day from 2024-06-01 is a test day: their samples belong in test."""
+    config = tmp_path / "split.yaml"
+    config.write_text("split: {holdout_stations: [100], holdout_station_fraction: 0, "
+                      "time_block_start: '2024-06-01'}\n")
+    results = tmp_path / "results"
+    patch_pt = results / "patch_pt"
+    patch_pt.mkdir(parents=True)
+    chunk = make_chunk(10, seed=5)
+    samples = _samples(chunk, [(100, "2024-04-03", 6), (101, "2024-06-05", 6)])
+    test = patch_pt / chunk_name("test", "2024-04-01")
+    save_tensors(samples, test)
+    args = ["verify", str(results), "--config", "config/config.yaml", "--config", str(config)]
+    assert cli(args) == 0
+    assert "(the config's split rule)" in capsys.readouterr().out
+
+    train = patch_pt / chunk_name("train", "2024-04-01")
+    shutil.move(test, train)
+    assert cli(args) == 1
+    err = capsys.readouterr().err
+    assert f"{train}:" in err and "2 samples belong to split test by the config's split rule" in err

@@ -69,3 +69,14 @@ def test_every_shipped_config_validates_as_users_run_it(overlay):
     for name, run in checked["train"]["runs"].items():
         if run.get("encoder_from"):  # a pretrain run of the same merged config
             assert run["encoder_from"] in checked["pretrain"]["runs"], (overlay, name)
+
+
+def test_cli_merges_config_files_as_snakemake_does(capsys):
+    """An overlay alone lacks the base keys; given after config/config.yaml it validates, as --configfile runs it."""
+    from ta2d.cli import main
+
+    overlay = str(REPO / "config/experiments/clay_pixels.yaml")
+    assert main(["validate-config", overlay]) == 1
+    assert "'period' is a required property" in capsys.readouterr().err
+    assert main(["validate-config", str(REPO / "config/config.yaml"), overlay]) == 0
+    assert "config.yaml + " in capsys.readouterr().out

@@ -1,11 +1,13 @@
-"""`ta2d inspect FILE.pt [--idx N]` and `ta2d verify`: what is in a chunk, and whether it meets the contract
-(ta2d.chunks.contract) and its recorded CRCs."""
+"""`ta2d inspect FILE.pt [--idx N]` and `ta2d verify`: what is in a chunk, whether it meets the contract
+(ta2d.chunks.contract) and its recorded CRCs, and whether the chunks of a tree leak samples between splits."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from ta2d.channels import X_CHANNELS
@@ -14,8 +16,10 @@ from ta2d.chunks.contract import (
     checksum_problems,
     contract_problems,
     open_chunk,
+    parse_chunk_name,
     stored_checksums,
 )
+from ta2d.index.schemes import assign_splits, utc_day
 
 
 def load_chunk(path: str | Path) -> dict:
@@ -88,3 +92,58 @@ def verify_tree(results: str | Path) -> tuple[int, dict[Path, list[str]]]:
             if problems:
                 bad[path] = problems
     return n, bad
+
+
+def _sample_table(results: Path) -> pd.DataFrame:
+    """file, split, stn, time, day of every sample of the labelled chunks (unreadable files left to verify_tree)."""
+    parts = []
+    for path in sorted(results.glob("patch_pt/*.pt")):
+        named = parse_chunk_name(path)
+        try:
+            data = open_chunk(path, ["stn", "time"])
+        except (ChunkError, OSError):
+            continue
+        if named is None or not len(data["stn"]):
+            continue
+        parts.append(pd.DataFrame({"file": path, "split": named[0], "stn": data["stn"].numpy().astype("int64"),
+                                   "time": data["time"].numpy().astype("int64")}))
+    if not parts:
+        return pd.DataFrame(columns=["file", "split", "stn", "time", "day"])
+    table = pd.concat(parts, ignore_index=True)
+    table["day"] = utc_day(table["time"]).to_numpy()
+    return table
+
+
+def _first(rows: pd.DataFrame) -> str:
+    row = rows.iloc[0]
+    return f"station {int(row['stn'])}, UTC day {row['day']}"
+
+
+def split_problems(results: str | Path, split_cfg: Mapping | None = None) -> tuple[int, dict[Path, list[str]]]:
+    """Leaks between the splits of a results tree's labelled chunks: (samples read, {file: problems}).
+
+    Whatever the config: no sample (station, time) in two places, and no (station, UTC day) in two splits:
+    the split rule (ta2d.index.schemes) sees only those two, so a station's day lies in one split. With the
+    ``split`` config the tree was built with, also: every sample is in the split that rule gives it. (Days
+    alone may span splits: with station hold-out a held-out station's samples are in test on train days.)
+    """
+    table = _sample_table(Path(results))
+    bad: dict[Path, list[str]] = {}
+    repeats = table[table.duplicated(["stn", "time"], keep=False)]
+    for path, rows in repeats.groupby("file", sort=True):
+        others = sorted({p.name for p in repeats[repeats.set_index(["stn", "time"]).index.isin(
+            rows.set_index(["stn", "time"]).index)]["file"]} - {path.name}) or ["this file"]
+        bad.setdefault(path, []).append(f"{len(rows)} samples (station, time) also in {', '.join(others)} "
+                                        f"(first: {_first(rows)})")
+    spans = table.groupby(["stn", "day"])["split"].transform("nunique") > 1
+    for path, rows in table[spans].groupby("file", sort=True):
+        bad.setdefault(path, []).append(
+            f"{len(rows)} samples of station-days that also have samples in another split (first: {_first(rows)})")
+    if split_cfg is not None and len(table):
+        expected = assign_splits(table["stn"], table["day"], dict(split_cfg))["split"].to_numpy()
+        wrong = table[expected != table["split"].to_numpy()].assign(expected=expected[expected != table["split"]])
+        for path, rows in wrong.groupby("file", sort=True):
+            bad.setdefault(path, []).append(
+                f"{len(rows)} samples belong to split {rows['expected'].iloc[0]} by the config's split rule "
+                f"(first: {_first(rows)})")
+    return len(table), bad
