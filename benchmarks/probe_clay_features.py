@@ -14,8 +14,13 @@ seeded) on the same samples; RMSE in K on val and test:
 * per ``--encoder NAME=JSON`` (a clay_transfer run config: patch_mode, pool, encoder_from, clay_ckpt_path
   ...): the head plus the frozen embedding, fed whole (LayerNorm, as ``head_embed_dim: 0``) and through
   a 16-wide linear bottleneck (``head_embed_dim: 16``); how well a linear map of the embedding recovers
-  the 9x9 patch means of the 16 spectral planes (test R^2, min and median), and the head given what that
-  map reads out instead of the embedding;
+  the 9x9 patch means of the 16 spectral planes (test R^2: min, median, and of the bands the head needs
+  most), and the head given what that map reads out instead of the embedding;
+* where precision is lost, the encoder or the head: per encoder, its patch embedding (layer 0, before the
+  transformer: a linear map of the pixels, so the patch means are in it exactly), pooled like the output
+  (mean + station token), standardised, through the same bottleneck; against the 5x5 means themselves
+  through it (a reference row). If the head misses what layer 0 holds exactly, a bottleneck trained by
+  AdamW on many collinear features is the loss, not the transformer;
 * for an encoder from a pretrain checkpoint with a token per pixel (``pixel*`` modes): the MAE's
   in-fill of the station pixel from the other tokens, against the plain mean of its 24 neighbours
   (RMS error in normalised units, median over the bands): a pretraining that in-fills worse than the
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -112,6 +118,28 @@ def embed_all(model, data: dict, batch: int = 1024) -> dict[str, torch.Tensor]:
             out[s] = torch.cat([model.embed({k: v[i : i + batch] for k, v in d.items()})
                                 for i in range(0, len(d["y"]), batch)])
     return out
+
+
+def layer0_features(model, data: dict, batch: int = 1024) -> dict[str, torch.Tensor]:
+    """The encoder's patch tokens before the transformer (its patch embedding's output), mean over the tokens and
+    the station token(s) side by side, standardised with the train split's statistics."""
+    grabbed = {}
+    hook = model.encoder.patch_embedding.register_forward_hook(lambda m, i, o: grabbed.__setitem__("x0", o))
+    out = {}
+    try:
+        with torch.no_grad():
+            for s in SPLITS:
+                d, parts = data[s], []
+                for i in range(0, len(d["y"]), batch):
+                    model.embed({k: v[i : i + batch] for k, v in d.items()})
+                    x0 = grabbed["x0"]
+                    centre = centre_tokens(math.isqrt(x0.shape[1]))
+                    parts.append(torch.cat([x0.mean(dim=1), x0[:, centre].mean(dim=1)], dim=1))
+                out[s] = torch.cat(parts)
+    finally:
+        hook.remove()
+    mean, std = out["train"].mean(dim=0), out["train"].std(dim=0).clamp_min(1e-6)
+    return {s: (v - mean) / std for s, v in out.items()}
 
 
 def linear_readout(emb: dict, target: dict) -> tuple[torch.Tensor, dict]:
@@ -213,6 +241,9 @@ def main() -> None:
         row(f"+ patch means {w}x{w} (all 19 planes)",
             {s: {"base": torch.cat([base[s], patch_means(norm, data[s]["x"], w)], dim=1)} for s in SPLITS})
     needed = precision_rows(data, base, norm, [float(v) for v in args.precision.split(",") if v], row)
+    means5 = {s: patch_means(norm, data[s]["x"], 5)[:, :N_SPECTRAL] for s in SPLITS}
+    row("+ patch means 5x5 of the 16 bands, through the 16-wide bottleneck",
+        {s: {"base": base[s], "emb": means5[s]} for s in SPLITS}, bottleneck=16)
     target = {s: patch_means(norm, data[s]["x"], data[s]["x"].shape[-1])[:, :N_SPECTRAL] for s in SPLITS}
     for spec in args.encoder:
         name, _, text = spec.partition("=")
@@ -234,6 +265,12 @@ def main() -> None:
             bottleneck=16)
         row(f"{name}: + the 9x9 means read linearly out of the embedding",
             {s: {"base": torch.cat([base[s], read[s]], dim=1)} for s in SPLITS})
+        layer0 = layer0_features(model, data)
+        r2_0, _ = linear_readout(layer0, means5)
+        row(f"{name}: + its patch embedding (layer 0), standardised, bottleneck 16",
+            {s: {"base": base[s], "emb": layer0[s]} for s in SPLITS},
+            f"{layer0['train'].shape[1]} features; R^2 of the 5x5 means from them: min {float(r2_0.min()):.5f}",
+            bottleneck=16)
         if ckpt and model.patch_mode in PIXEL_WINDOW:
             fill, ring = infill_errors(model, cfg["preset"], ckpt, data, norm)
             print(f"|   {name}: MAE in-fill of the station pixel, RMS (normalised, median band) | | | "

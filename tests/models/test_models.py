@@ -287,13 +287,38 @@ def test_head_embed_dim_projects_the_embedding_linearly(chunks, width):
 def test_a_checkpoint_from_before_head_pixel_loads_without_it(chunks, tmp_path):
     from ta2d.models import load_model
 
-    cfg = resolve_run_config({"head_pixel": False, "head_embed_dim": 0})
+    cfg = resolve_run_config({"head_pixel": False, "head_embed_dim": 0, "head_decorrelate": False})
     model = build_model(cfg, chunks[1]).eval()
-    # written before either key existed
-    old_cfg = {k: v for k, v in cfg.items() if k not in ("head_pixel", "head_embed_dim")}
+    # written before any of the three keys existed
+    old_cfg = {k: v for k, v in cfg.items() if k not in ("head_pixel", "head_embed_dim", "head_decorrelate")}
     torch.save({"model": model.state_dict(), "run_config": old_cfg, "stats": model.normalizer.stats(),
                 "model_kind": "clay_transfer"}, tmp_path / "old.pt")
     again = load_model(tmp_path / "old.pt")
     assert not again.head_pixel
     with torch.no_grad():
         assert torch.equal(model(batch_of()), again(batch_of()))
+
+
+def test_head_decorrelate_feeds_the_bottleneck_the_rotated_embedding(chunks):
+    model = build_model(resolve_run_config({"head_decorrelate": True}), chunks[1]).eval()
+    b = cached_batch(model)
+    gen = torch.Generator().manual_seed(3)
+    center = torch.randn(model.embed_dim, generator=gen)
+    basis, _ = torch.linalg.qr(torch.randn(model.embed_dim, model.embed_dim, generator=gen))
+    model.set_head_basis(center, basis)
+    with torch.no_grad():
+        rotated = (b["emb"].double() - center.double()) @ basis.double()
+        assert torch.allclose(model.head_view(b["emb"]).double(), rotated, atol=1e-4)
+        seen = {}
+        hook = model.emb_proj.register_forward_hook(lambda m, i, o: seen.__setitem__("in", i[0]))
+        model(b)
+        hook.remove()
+        assert torch.allclose(seen["in"].double(), rotated, atol=1e-4)
+    state = model.state_dict()
+    assert torch.equal(state["emb_basis"], basis) and torch.equal(state["emb_center"], center)
+    with pytest.raises(ValueError, match="centre"):
+        model.set_head_basis(center[:-1], basis)
+    plain = build_model(resolve_run_config({"head_decorrelate": False}), chunks[1])
+    assert "emb_basis" not in plain.state_dict()
+    with pytest.raises(ValueError, match="head_decorrelate"):
+        plain.set_head_basis(center, basis)

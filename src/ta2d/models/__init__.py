@@ -108,6 +108,7 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
         encoder=encoder,
         head_pixel=bool(cfg.get("head_pixel", False)),  # absent from checkpoints written before the key
         head_embed_dim=int(cfg.get("head_embed_dim", 0)),  # likewise
+        head_decorrelate=bool(cfg.get("head_decorrelate", False)),  # likewise
     )
 
 

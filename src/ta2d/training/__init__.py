@@ -5,6 +5,8 @@
   checkpoints  metrics.csv, best.pt / current.pt (atomic, hard-linked keep), data_fingerprint, resume check
   loop         train_run: gradient models (clay_transfer, cnn) and fitted ones (ridge, gbt), schedules,
                early stopping, seeding
+  head_basis   head_decorrelate: the principal axes of a Clay embedding on the train split, set before the
+               first epoch
   pretrain     pretrain_run: self-supervised pretraining of the Clay encoder (ta2d.models.mae) on unlabelled
                tiles -> a Lightning-shaped encoder.ckpt that train runs load with encoder_from
   distributed  launch: a run in this process (gpus: 1) or data-parallel under torchrun (gpus: N); a rank's

@@ -63,6 +63,7 @@ from ta2d.training.distributed import (
     share,
 )
 from ta2d.training.embed import EMB_FIELDS, embed_chunks
+from ta2d.training.head_basis import fit_head_basis
 from ta2d.training.inference import autocast_dtype, load_stats, resolve_device, to_device
 from ta2d.training.run_config import FITTED_KINDS, resolve_run_config
 
@@ -350,6 +351,8 @@ def train_run(
             log(f"current.pt in {out} does not belong to this run: {why}; starting from scratch")
     if start > cfg["epochs"]:
         log(f"{out}: all {cfg['epochs']} epochs already done")
+    if resumed_from is None and getattr(model, "head_decorrelate", False):  # a resumed run has it in current.pt
+        fit_head_basis(model, train_files, fields, max(cfg["batch_size"], 256), dev, log=log)
 
     # what the steps run: DDP on the ranks (frozen encoder weights need no gradient sync), compiled if asked
     net = model
