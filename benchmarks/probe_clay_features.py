@@ -12,8 +12,9 @@ seeded) on the same samples; RMSE in K on val and test:
   the bands whose absence costs most are listed). An encoder's linear readout has to reach that R^2 on
   those bands to be worth its cost;
 * per ``--encoder NAME=JSON`` (a clay_transfer run config: patch_mode, pool, encoder_from, clay_ckpt_path
-  ...): the head plus the frozen embedding, fed whole (LayerNorm, as ``head_embed_dim: 0``) and through
-  a 16-wide linear bottleneck (``head_embed_dim: 16``); how well a linear map of the embedding recovers
+  ...): the head plus the frozen embedding, fed whole (LayerNormed: ``head_embed_dim: 0``, no rotation) and through
+  a 16-wide linear bottleneck (``head_embed_dim: 16``), LayerNormed or in its principal axes on the train
+  split (``head_decorrelate``, the default); how well a linear map of the embedding recovers
   the 9x9 patch means of the 16 spectral planes (test R^2: min, median, and of the bands the head needs
   most), and the head given what that map reads out instead of the embedding;
 * where precision is lost, the encoder or the head: per encoder, its patch embedding (layer 0, before the
@@ -58,6 +59,7 @@ from ta2d.models.ta_model import (
     mlp,
     side_features,
 )
+from ta2d.training.head_basis import embedding_moments, principal_axes
 from ta2d.training.pretrain import tile_inputs
 from ta2d.training.run_config import resolve_run_config
 
@@ -263,6 +265,11 @@ def main() -> None:
         row(f"{name}: + embedding, whole", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS}, note)
         row(f"{name}: + embedding, bottleneck 16", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS},
             bottleneck=16)
+        mean, cov, _ = embedding_moments([emb["train"]])
+        center, basis = principal_axes(mean, cov)
+        rotated = {s: (emb[s] - center) @ basis for s in SPLITS}
+        row(f"{name}: + embedding in its principal axes (head_decorrelate), bottleneck 16",
+            {s: {"base": base[s], "emb": rotated[s]} for s in SPLITS}, bottleneck=16)
         row(f"{name}: + the 9x9 means read linearly out of the embedding",
             {s: {"base": torch.cat([base[s], read[s]], dim=1)} for s in SPLITS})
         layer0 = layer0_features(model, data)
