@@ -130,3 +130,23 @@ def test_bench_gpu_runs_on_the_cpu_in_seconds(capsys):
     out = capsys.readouterr().out
     assert {r["mode"] for r in rows} == {"frozen", "finetune"} and all(r["samples_per_s"] > 0 for r in rows)
     assert "samples/s" in out and "frozen" in out and "finetune" in out
+
+
+def test_a_frozen_clay_run_with_the_head_basis_trains_alike_on_two_processes(data, tmp_path):
+    """head_decorrelate under DDP: every rank fits the head basis from the same embedding files (rank 0 embeds
+    them first), so two processes end with rank 0's basis and the losses of one process."""
+    train, val, stats = data
+    cfg = {"model": "clay_transfer", "preset": "tiny", "head_hidden": 32, "batch_size": 64, "lr": 3e-3,
+           "epochs": 2, "seed": 5, "device": "cpu", "patience": 0, "head_decorrelate": True}
+    quiet = dict(progress=False, log=lambda s: None)
+    train_run(cfg, train, val, stats, tmp_path / "one", **quiet)
+    launch({**cfg, "gpus": 2}, train, val, stats, tmp_path / "two", threads=2, **quiet)
+    one, two = read_metrics(tmp_path / "one/metrics.csv"), read_metrics(tmp_path / "two/metrics.csv")
+    for a, b in zip(one, two, strict=True):
+        for key in ("train_mse", "val_mse"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-5), (a["epoch"], key)
+    wa = torch.load(tmp_path / "one/best.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "two/best.pt", weights_only=True)["model"]
+    assert torch.allclose(wa["emb_basis"], wb["emb_basis"], atol=1e-6)
+    assert torch.allclose(wa["emb_center"], wb["emb_center"], atol=1e-6)
+    assert not torch.equal(wa["emb_basis"], torch.eye(len(wa["emb_basis"])))  # fitted, not the identity

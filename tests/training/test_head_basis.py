@@ -67,3 +67,17 @@ def test_a_frozen_run_stores_the_axes_of_its_cached_train_embeddings(data, tmp_p
     view = model.head_view(torch.from_numpy(emb).float()).double().numpy()
     corr = np.corrcoef(view[:, :8], rowvar=False)
     np.testing.assert_allclose(corr, np.eye(8), atol=1e-3)
+
+
+def test_axes_without_variance_are_zero_columns():
+    """Fewer rows than features: the axes outside the rows' span have no variance, and are left out (zero)."""
+    rows = correlated_rows(n=6, d=12)
+    mean, cov, _ = embedding_moments([torch.from_numpy(rows)])
+    _, basis = principal_axes(mean, cov)
+    kept = basis.abs().sum(dim=0) > 0
+    assert kept.tolist() == [True] * 5 + [False] * 7  # 6 centred rows span 5 dimensions
+    b = basis[:, kept].double().numpy()
+    np.testing.assert_allclose(b.T @ b, np.eye(5), atol=1e-5)
+    # the rows are all in the kept axes: the rotation keeps their distances
+    centred = rows - rows.mean(axis=0)
+    np.testing.assert_allclose(np.linalg.norm(centred @ b, axis=1), np.linalg.norm(centred, axis=1), rtol=1e-5)

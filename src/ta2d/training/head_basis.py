@@ -20,13 +20,25 @@ from ta2d.chunks.loader import ChunkBatches
 BASIS_SAMPLES = 65_536  # enough for the covariance of a 3072-wide embedding (Clay large, cls_mean_centre)
 
 
+NULL_AXIS_RTOL = 1e-12  # eigenvalues below this share of the largest are round-off: no variance at all
+
+
 def principal_axes(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(centre, basis): the basis's columns are the covariance's eigenvectors by falling eigenvalue, each signed
-    so that its largest entry is positive (eigh leaves the sign to the solver)."""
+    so that its largest entry is positive (eigh leaves the sign to the solver).
+
+    Axes without variance (eigenvalue below NULL_AXIS_RTOL of the largest) are zero columns. Within them the
+    eigenvectors are any rotation the solver happens on, so a sample outside the train span would reach the
+    head through arbitrary coordinates, differently on every machine. There are such axes whenever there are
+    fewer train samples than features, and a few always: each LayerNormed token of a Clay embedding obeys
+    one linear constraint (the demo's 576 features have 3 at 1e-16, the next at 2e-10)."""
     values, vectors = torch.linalg.eigh(cov.double())
-    vectors = vectors[:, values.argsort(descending=True)]
+    order = values.argsort(descending=True)
+    values, vectors = values[order], vectors[:, order]
     peak = vectors.abs().argmax(dim=0)
     vectors = vectors * vectors[peak, torch.arange(vectors.shape[1])].sign()
+    null = values <= NULL_AXIS_RTOL * values[0].clamp_min(torch.finfo(torch.float64).tiny)
+    vectors[:, null] = 0.0
     return mean.float(), vectors.float()
 
 
@@ -76,6 +88,7 @@ def fit_head_basis(model, files: Sequence[str | Path], fields: Sequence[str], ba
     model.set_head_basis(center.to(model.emb_center.device), basis.to(model.emb_basis.device))
     values = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0)
     share = float(values[:16].sum() / values.sum()) if float(values.sum()) > 0 else float("nan")
+    null = int((basis.abs().sum(dim=0) == 0).sum())
     log(f"head basis: the embedding's principal axes from {n} train samples (every {stride}. batch); "
-        f"the first 16 of {len(values)} axes hold {share:.1%} of its variance")
+        f"the first 16 of {len(values)} axes hold {share:.1%} of its variance; {null} axes without variance")
     return n
