@@ -266,7 +266,7 @@ def main() -> None:
         row(f"{name}: + embedding, bottleneck 16", {s: {"base": base[s], "emb": ln[s]} for s in SPLITS},
             bottleneck=16)
         mean, cov, _ = embedding_moments([emb["train"]])
-        center, basis = principal_axes(mean, cov)
+        center, basis, _ = principal_axes(mean, cov)
         rotated = {s: (emb[s] - center) @ basis for s in SPLITS}
         row(f"{name}: + embedding in its principal axes (head_decorrelate), bottleneck 16",
             {s: {"base": base[s], "emb": rotated[s]} for s in SPLITS}, bottleneck=16)

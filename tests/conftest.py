@@ -21,15 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ta2d.config import deep_merge as deep_update  # Snakemake's --configfile merge
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs", "src")
 
 
-def deep_update(base: dict, extra: dict) -> dict:
-    from ta2d.config import deep_merge  # Snakemake's --configfile merge, as the CLI's repeated --config does it
-
-    return deep_merge(base, extra)
 
 
 def tiny_config(root: Path, **overrides) -> dict:

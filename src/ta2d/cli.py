@@ -93,14 +93,11 @@ def _inspect(args) -> int:
 
 
 def _verify(args) -> int:
-    from ta2d.chunks.inspect import split_problems, verify_tree
+    from ta2d.chunks.inspect import verify_tree
     from ta2d.config import load_config
 
     split_cfg = load_config(*args.config, check_files=False)["split"] if args.config else None
-    n, bad = verify_tree(args.results)
-    n_samples, leaks = split_problems(args.results, split_cfg)
-    for path, problems in leaks.items():
-        bad.setdefault(path, []).extend(problems)
+    n, n_samples, bad = verify_tree(args.results, split_cfg)
     for path, problems in bad.items():
         print(f"{path}:", file=sys.stderr)
         for p in problems:

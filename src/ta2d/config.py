@@ -81,9 +81,14 @@ def load_schema() -> dict:
 
 
 def run_defaults(section: str) -> dict:
-    """The schema's defaults of one entry of ``train.runs`` (section "train") or ``pretrain.runs`` ("pretrain")."""
+    """The schema's defaults of one entry of ``train.runs`` (section "train") or ``pretrain.runs`` ("pretrain"):
+    the only copy (ta2d.training.RUN_DEFAULTS and PRETRAIN_DEFAULTS are these). Every run key has one, so that
+    a run config can be resolved without Snakemake's validation."""
     props = load_schema()["properties"][section]["properties"]["runs"]["additionalProperties"]["properties"]
-    return {k: p["default"] for k, p in props.items() if "default" in p}
+    missing = sorted(k for k, p in props.items() if "default" not in p)
+    if missing:
+        raise RuntimeError(f"config schema: {section}.runs keys without a default: {missing}")
+    return {k: p["default"] for k, p in props.items()}
 
 
 def explicit_settings(cfg: Mapping, defaults: Mapping, keys=None, always=()) -> dict:

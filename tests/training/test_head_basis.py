@@ -33,7 +33,7 @@ def test_moments_over_batches_are_those_of_all_rows():
 def test_principal_axes_match_the_svd_of_the_centred_rows():
     rows = correlated_rows()
     mean, cov, _ = embedding_moments([torch.from_numpy(rows)])
-    center, basis = principal_axes(mean, cov)
+    center, basis, variances = principal_axes(mean, cov)
     _, sing, vt = np.linalg.svd(rows - rows.mean(axis=0), full_matrices=False)
     b = basis.double().numpy()
     np.testing.assert_allclose(b.T @ b, np.eye(len(b)), atol=1e-5)  # a rotation
@@ -42,6 +42,7 @@ def test_principal_axes_match_the_svd_of_the_centred_rows():
     variance = ((rows - center.double().numpy()) @ b).var(axis=0, ddof=1)
     np.testing.assert_allclose(variance, sing**2 / (len(rows) - 1), rtol=1e-4)
     assert np.all(np.diff(variance) <= 0)
+    np.testing.assert_allclose(variances.numpy(), sing**2 / (len(rows) - 1), rtol=1e-6)
     assert np.all(b[np.abs(b).argmax(axis=0), np.arange(b.shape[1])] > 0)  # the sign convention
 
 
@@ -73,7 +74,7 @@ def test_axes_without_variance_are_zero_columns():
     """Fewer rows than features: the axes outside the rows' span have no variance, and are left out (zero)."""
     rows = correlated_rows(n=6, d=12)
     mean, cov, _ = embedding_moments([torch.from_numpy(rows)])
-    _, basis = principal_axes(mean, cov)
+    _, basis, _ = principal_axes(mean, cov)
     kept = basis.abs().sum(dim=0) > 0
     assert kept.tolist() == [True] * 5 + [False] * 7  # 6 centred rows span 5 dimensions
     b = basis[:, kept].double().numpy()

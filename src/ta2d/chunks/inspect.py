@@ -74,10 +74,11 @@ def describe(data: dict, idx: int | None = None) -> str:
 VERIFIED = {"patch_pt/*.pt": True, "embed/*/*.pt": False, "unlabeled/*.pt": False}
 
 
-def verify_tree(results: str | Path) -> tuple[int, dict[Path, list[str]]]:
-    """Read every chunk-like file under ``results`` whole: (files read, {file: problems})."""
+def verify_tree(results: str | Path, split_cfg: Mapping | None = None) -> tuple[int, int, dict[Path, list[str]]]:
+    """Read every chunk-like file under ``results`` whole, then look for leaks between the splits of the
+    labelled chunks (``split_problems``): (files read, labelled samples, {file: problems})."""
     results = Path(results)
-    n, bad = 0, {}
+    n, bad, samples = 0, {}, []
     for pattern, whole_contract in VERIFIED.items():
         for path in sorted(results.glob(pattern)):
             n += 1
@@ -91,27 +92,16 @@ def verify_tree(results: str | Path) -> tuple[int, dict[Path, list[str]]]:
             ]
             if problems:
                 bad[path] = problems
-    return n, bad
-
-
-def _sample_table(results: Path) -> pd.DataFrame:
-    """file, split, stn, time, day of every sample of the labelled chunks (unreadable files left to verify_tree)."""
-    parts = []
-    for path in sorted(results.glob("patch_pt/*.pt")):
-        named = parse_chunk_name(path)
-        try:
-            data = open_chunk(path, ["stn", "time"])
-        except (ChunkError, OSError):
-            continue
-        if named is None or not len(data["stn"]):
-            continue
-        parts.append(pd.DataFrame({"file": path, "split": named[0], "stn": data["stn"].numpy().astype("int64"),
-                                   "time": data["time"].numpy().astype("int64")}))
-    if not parts:
-        return pd.DataFrame(columns=["file", "split", "stn", "time", "day"])
-    table = pd.concat(parts, ignore_index=True)
-    table["day"] = utc_day(table["time"]).to_numpy()
-    return table
+            named = parse_chunk_name(path)
+            if whole_contract and named and {"stn", "time"} <= set(data) and len(data["stn"]):
+                samples.append(pd.DataFrame({"file": path, "split": named[0],
+                                             "stn": data["stn"].numpy().astype("int64"),
+                                             "time": data["time"].numpy().astype("int64")}))
+    table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(
+        {"file": [], "split": [], "stn": pd.Series(dtype="int64"), "time": pd.Series(dtype="int64")})
+    for path, problems in split_problems(table, split_cfg).items():
+        bad.setdefault(path, []).extend(problems)
+    return n, len(table), bad
 
 
 def _first(rows: pd.DataFrame) -> str:
@@ -119,16 +109,18 @@ def _first(rows: pd.DataFrame) -> str:
     return f"station {int(row['stn'])}, UTC day {row['day']}"
 
 
-def split_problems(results: str | Path, split_cfg: Mapping | None = None) -> tuple[int, dict[Path, list[str]]]:
-    """Leaks between the splits of a results tree's labelled chunks: (samples read, {file: problems}).
+def split_problems(samples: pd.DataFrame, split_cfg: Mapping | None = None) -> dict[Path, list[str]]:
+    """Leaks between splits among labelled ``samples`` (columns file, split, stn, time): {file: problems}.
 
     Whatever the config: no sample (station, time) in two places, and no (station, UTC day) in two splits:
     the split rule (ta2d.index.schemes) sees only those two, so a station's day lies in one split. With the
     ``split`` config the tree was built with, also: every sample is in the split that rule gives it. (Days
     alone may span splits: with station hold-out a held-out station's samples are in test on train days.)
     """
-    table = _sample_table(Path(results))
     bad: dict[Path, list[str]] = {}
+    if not len(samples):
+        return bad
+    table = samples.assign(day=utc_day(samples["time"]).to_numpy())
     repeats = table[table.duplicated(["stn", "time"], keep=False)]
     for path, rows in repeats.groupby("file", sort=True):
         others = sorted({p.name for p in repeats[repeats.set_index(["stn", "time"]).index.isin(
@@ -139,11 +131,11 @@ def split_problems(results: str | Path, split_cfg: Mapping | None = None) -> tup
     for path, rows in table[spans].groupby("file", sort=True):
         bad.setdefault(path, []).append(
             f"{len(rows)} samples of station-days that also have samples in another split (first: {_first(rows)})")
-    if split_cfg is not None and len(table):
+    if split_cfg is not None:
         expected = assign_splits(table["stn"], table["day"], dict(split_cfg))["split"].to_numpy()
-        wrong = table[expected != table["split"].to_numpy()].assign(expected=expected[expected != table["split"]])
-        for path, rows in wrong.groupby("file", sort=True):
+        misplaced = expected != table["split"].to_numpy()
+        for path, rows in table[misplaced].assign(expected=expected[misplaced]).groupby("file", sort=True):
             bad.setdefault(path, []).append(
                 f"{len(rows)} samples belong to split {rows['expected'].iloc[0]} by the config's split rule "
                 f"(first: {_first(rows)})")
-    return len(table), bad
+    return bad

@@ -309,7 +309,6 @@ class ClayTransfer(nn.Module):
         self.embed_dim = self.encoder.dim * POOLS[pool]
         self.head_decorrelate = bool(head_decorrelate)
         if self.head_decorrelate:  # identity until set_head_basis; saved with the model
-            self.emb_norm = nn.Identity()
             self.register_buffer("emb_center", torch.zeros(self.embed_dim))
             self.register_buffer("emb_basis", torch.eye(self.embed_dim))
         else:

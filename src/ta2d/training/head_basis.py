@@ -23,9 +23,10 @@ BASIS_SAMPLES = 65_536  # enough for the covariance of a 3072-wide embedding (Cl
 NULL_AXIS_RTOL = 1e-12  # eigenvalues below this share of the largest are round-off: no variance at all
 
 
-def principal_axes(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(centre, basis): the basis's columns are the covariance's eigenvectors by falling eigenvalue, each signed
-    so that its largest entry is positive (eigh leaves the sign to the solver).
+def principal_axes(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(centre, basis, variances): the basis's columns are the covariance's eigenvectors by falling eigenvalue
+    (``variances``, float64), each signed so that its largest entry is positive (eigh leaves the sign to the
+    solver).
 
     Axes without variance (eigenvalue below NULL_AXIS_RTOL of the largest) are zero columns. Within them the
     eigenvectors are any rotation the solver happens on, so a sample outside the train span would reach the
@@ -39,7 +40,8 @@ def principal_axes(mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor,
     vectors = vectors * vectors[peak, torch.arange(vectors.shape[1])].sign()
     null = values <= NULL_AXIS_RTOL * values[0].clamp_min(torch.finfo(torch.float64).tiny)
     vectors[:, null] = 0.0
-    return mean.float(), vectors.float()
+    values[null] = 0.0
+    return mean.float(), vectors.float(), values
 
 
 def embedding_moments(embeddings) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -84,11 +86,10 @@ def fit_head_basis(model, files: Sequence[str | Path], fields: Sequence[str], ba
             model.train(was_training)
 
     mean, cov, n = embedding_moments(embeddings())
-    center, basis = principal_axes(mean, cov)
+    center, basis, values = principal_axes(mean, cov)
     model.set_head_basis(center.to(model.emb_center.device), basis.to(model.emb_basis.device))
-    values = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0)
     share = float(values[:16].sum() / values.sum()) if float(values.sum()) > 0 else float("nan")
-    null = int((basis.abs().sum(dim=0) == 0).sum())
+    null = int((values == 0).sum())
     log(f"head basis: the embedding's principal axes from {n} train samples (every {stride}. batch); "
         f"the first 16 of {len(values)} axes hold {share:.1%} of its variance; {null} axes without variance")
     return n

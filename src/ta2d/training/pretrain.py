@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from ta2d.atomic import atomic_torch_save, ensure_dir
 from ta2d.channels import ALL_CHANNELS
 from ta2d.chunks.loader import open_chunk
-from ta2d.config import load_schema
+from ta2d.config import run_defaults
 from ta2d.models import PRESETS, ClayEncoder, Normalizer, default_waves, load_clay_checkpoint
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice
@@ -48,12 +48,7 @@ PATCH_MODES = ("area", "bilinear16", "pixel", "pixel5", "pixel7")
 _NOT_IDENTITY = ("device",)
 
 
-def schema_pretrain_properties() -> dict:
-    """The config schema's properties of one entry of ``pretrain.runs``."""
-    return load_schema()["properties"]["pretrain"]["properties"]["runs"]["additionalProperties"]["properties"]
-
-
-PRETRAIN_DEFAULTS: dict = {k: p["default"] for k, p in schema_pretrain_properties().items()}
+PRETRAIN_DEFAULTS: dict = run_defaults("pretrain")
 
 
 def resolve_pretrain_config(cfg: Mapping) -> dict:

@@ -12,24 +12,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from ta2d.config import finetune_problems, load_schema
+from ta2d.config import finetune_problems, run_defaults
 from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, POOLS, PRESETS, default_waves
 
-
-def schema_run_properties() -> dict:
-    """The config schema's properties of one entry of ``train.runs``."""
-    return load_schema()["properties"]["train"]["properties"]["runs"]["additionalProperties"]["properties"]
-
-
-def _defaults_from_schema() -> dict:
-    props = schema_run_properties()
-    missing = sorted(k for k, p in props.items() if "default" not in p)
-    if missing:
-        raise RuntimeError(f"config schema: train.runs keys without a default: {missing}")
-    return {k: p["default"] for k, p in props.items()}
-
-
-RUN_DEFAULTS: dict = _defaults_from_schema()
+RUN_DEFAULTS: dict = run_defaults("train")
 SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
 # Keys that may differ between a killed run and its restart without breaking "the same run": how and where
 # it computes, not what. gpus: a data-parallel run has the loss trajectory of one process on the same global
