@@ -80,3 +80,14 @@ def test_cli_merges_config_files_as_snakemake_does(capsys):
     assert "'period' is a required property" in capsys.readouterr().err
     assert main(["validate-config", str(REPO / "config/config.yaml"), overlay]) == 0
     assert "config.yaml + " in capsys.readouterr().out
+
+
+def test_a_config_file_that_is_not_a_mapping_is_named(tmp_path, capsys):
+    from ta2d.cli import main
+
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- period\n- domain\n")
+    assert main(["validate-config", str(REPO / "config/config.yaml"), str(listed)]) == 1
+    assert f"config file {listed}: the top level is a list, not a mapping" in capsys.readouterr().err
+    assert main(["validate-config", str(tmp_path / "absent.yaml")]) == 1
+    assert "absent.yaml does not exist" in capsys.readouterr().err
