@@ -279,13 +279,13 @@ SMALL_RUNS = {
 }
 
 
-def train_small_runs(d: Path, train: list) -> dict:
-    """SMALL_RUNS trained on the train chunks (stats from them) under d/runs: {run: best.pt}."""
+def train_small_runs(d: Path, train: list, runs: dict | None = None) -> dict:
+    """SMALL_RUNS (or `runs`) trained on the train chunks (stats from them) under d/runs: {run: best.pt}."""
     from ta2d.training import train_run
 
     stats = compute_stats(train, d / "stats.json")
     ckpts = {}
-    for run, cfg in SMALL_RUNS.items():
+    for run, cfg in (SMALL_RUNS if runs is None else runs).items():
         train_run({**cfg, "seed": 3, "device": "cpu"}, train, [], stats, d / "runs" / run, progress=False,
                   log=lambda s: None)
         ckpts[run] = d / "runs" / run / "best.pt"

@@ -50,6 +50,10 @@ from ta2d.static import read_static
 from ta2d.training import predict_chunks
 
 RUNS = SMALL_RUNS
+# every model kind, and a cnn of each padding: the dense map pass treats each differently (ta2d.maps.dense)
+MAP_RUNS = {**SMALL_RUNS, "gbt": {"model": "gbt", "gbt_max_rounds": 40, "gbt_num_leaves": 15},
+            "cnn_same": {**SMALL_RUNS["cnn"], "cnn_padding": "same"},
+            "cnn_two": {**SMALL_RUNS["cnn"], "cnn_channels": [6, 8]}}
 DOMAIN = Domain(900, 919, 2700, 2723)  # 20 x 24 pixels near Seoul
 KEY, DAY, TIME = "20240410", "20240410", "2024-04-10T03:00"
 DATA_HOURS = (3, 18)  # the scene's slots with data; every other slot of the day has status "no_files"
@@ -61,7 +65,7 @@ def trained(tmp_path_factory):
     """Three runs trained on synthetic chunks (the chunk contract of tests/fakes.py)."""
     d = tmp_path_factory.mktemp("maps_runs")
     train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
-    ckpts = train_small_runs(d, train)
+    ckpts = train_small_runs(d, train, MAP_RUNS)
     return ckpts
 
 
@@ -149,6 +153,34 @@ def test_day_pass_equals_predict_chunks_on_the_same_pixels(trained, scene_and_st
             want = predict_chunks(model, [chunks[hour]], device="cpu")["y_pred"].numpy()
             got = np.array([out["ta"][hour, li - DOMAIN.first_line, co - DOMAIN.first_column] for li, co in pixels])
             np.testing.assert_allclose(got, want, rtol=0, atol=2e-4, err_msg=f"{run} {hour}")
+
+
+def test_dense_pass_equals_the_per_pixel_patches(trained, scene_and_static):
+    """The dense map pass (ta2d.maps.dense) gives the per-pixel path's values, to 1e-3 K, and its masks, for every
+    model kind: a valid cnn by one convolution over the tile, ridge from the pixels, the others from patches
+    cut from the tile; tiles of 7 px so that several (and partial) tiles and a NaN across a tile edge occur."""
+    s = scene_and_static
+    static = read_static(s["static"], DOMAIN)
+    times = day_slot_times(DAY, [0])
+    assert load_model(trained["cnn"]).dense and not load_model(trained["cnn_same"]).dense
+    for run in MAP_RUNS:
+        model = load_model(trained[run])
+        with read_scene(s["scene"]) as sc:
+            ref = map_day(model, sc, static, times, batch_size=53, device="cpu", method="per_pixel")
+        import ta2d.maps.dense as dense
+
+        tile, dense.TILE = dense.TILE, 7
+        try:
+            with read_scene(s["scene"]) as sc:
+                got = map_day(model, sc, static, times, batch_size=29, device="cpu")
+        finally:
+            dense.TILE = tile
+        assert np.array_equal(got["mask"], ref["mask"]), run
+        assert np.array_equal(np.isfinite(got["ta"]), np.isfinite(ref["ta"])), run
+        assert np.isfinite(got["ta"]).sum() > 100
+        diff = np.nanmax(np.abs(got["ta"] - ref["ta"]))
+        assert diff <= 1e-3, (run, diff)
+        assert got["n_pixels"] == ref["n_pixels"]
 
 
 def test_day_pass_predicts_land_only_and_says_why(trained, scene_and_static):

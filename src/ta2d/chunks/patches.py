@@ -58,12 +58,19 @@ def model_inputs(x: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndar
     pixel is built exactly as a training sample. `landcover` holds IGBP codes 1..17; `elev` is the
     station elevation (m), where unknown (NaN, or None for a map pixel) the centre pixel's DEM."""
     half = x.shape[-1] // 2
-    dem_centre = x[:, 17, half, half]
+    return {"x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            **pixel_inputs(x[:, :, half, half], times, lat, lon, landcover, elev)}
+
+
+def pixel_inputs(centre: np.ndarray, times: np.ndarray, lat: np.ndarray, lon: np.ndarray, landcover: np.ndarray,
+                 elev: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Every model input of N samples but the patch, from their centre pixels' 19 planes (N, 19): time7, loc,
+    landcover_onehot, elev (see :func:`model_inputs`, which adds the patch; the dense maps use this alone)."""
+    dem_centre = centre[:, 17]
     elev = dem_centre if elev is None else np.where(np.isfinite(elev), elev, dem_centre)
     return {
-        "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-        "time7": torch.from_numpy(time7_features(times, x[:, 16, half, half])),
-        "loc": torch.from_numpy(np.stack([lat, lon, np.full(len(x), GSD_M)], axis=1).astype(np.float32)),
+        "time7": torch.from_numpy(time7_features(times, centre[:, 16])),
+        "loc": torch.from_numpy(np.stack([lat, lon, np.full(len(centre), GSD_M)], axis=1).astype(np.float32)),
         "landcover_onehot": torch.from_numpy(np.eye(17, dtype=np.float32)[np.asarray(landcover) - 1]),
         "elev": torch.from_numpy(np.asarray(elev, dtype=np.float32)),
     }

@@ -220,12 +220,21 @@ def scene_slots_of_day(scene: xr.Dataset, times: pd.DatetimeIndex, scene_path) -
     return np.array(idx, np.int64), status
 
 
+MAP_METHODS = ("dense", "per_pixel")
+
+
 def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_path="scene", patch_size: int = 9,
-            batch_size: int = 1024, device=None) -> dict:
-    """The raw TA of every slot of `times` (see :func:`ta2d.maps.predict.predict_slots`): ta, mask, slot_status,
-    lat, lon, domain, n_pixels, seconds. A slot that is missing, bad, or without any predicted pixel is NaN and
-    its slot_status says why."""
+            batch_size: int = 1024, device=None, method: str = "dense") -> dict:
+    """The raw TA of every slot of `times`: ta, mask, slot_status, lat, lon, domain, n_pixels, seconds. A slot that
+    is missing, bad, or without any predicted pixel is NaN and its slot_status says why. ``method``: "dense"
+    (:func:`ta2d.maps.dense.predict_slots_dense`, the model's own speed) or "per_pixel" (one patch gathered per
+    pixel, :func:`ta2d.maps.predict.predict_slots`: the reference the dense pass is tested against). The slots
+    are read one at a time."""
+    from .dense import predict_slots_dense
     from .predict import MASK_NO_SCENE, MASK_PREDICTED, land_pixels, predict_slots, scene_domain
+
+    if method not in MAP_METHODS:
+        raise ValueError(f"map method {method!r}; choose one of {MAP_METHODS}")
 
     domain = scene_domain(scene)
     idx, status = scene_slots_of_day(scene, times, scene_path)
@@ -237,9 +246,12 @@ def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_pat
     lon = scene["lon"].values.astype(np.float32)
     n_pixels, seconds = 0, 0.0
     if len(present):
-        slots = scene[["bt", "rf", "sza", "lat", "lon"]].isel(time=idx[present]).load()
+        slots = scene[["bt", "rf", "sza", "lat", "lon"]].isel(time=idx[present])
         usable = np.array([status[i] == SLOT_OK for i in present])
-        out = predict_slots(model, slots, static, usable, patch_size, batch_size, device)
+        if method == "per_pixel":  # its batches span slots: each would read its slot again from a lazy scene
+            slots = slots.load()
+        predict = predict_slots_dense if method == "dense" else predict_slots
+        out = predict(model, slots, static, usable, patch_size, batch_size, device)
         ta[present], mask[present] = out["ta"], out["mask"]
         n_pixels, seconds = out["n_pixels"], out["seconds"]
     for t in range(len(times)):

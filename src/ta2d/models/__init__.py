@@ -21,6 +21,7 @@ from .gbt import GBTModel
 from .hand_features import hand_features
 from .ridge import RidgeModel
 from .ta_model import (
+    CNN_PADDINGS,
     FEATURE_GROUPS,
     FINETUNE_MODES,
     PATCH_MODES,
@@ -34,6 +35,7 @@ from .ta_model import (
 MODEL_KINDS = ("clay_transfer", "cnn", "gbt", "ridge")
 
 __all__ = [
+    "CNN_PADDINGS",
     "FEATURE_GROUPS",
     "FINETUNE_MODES",
     "MODEL_KINDS",
@@ -78,7 +80,9 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
     if kind == "gbt":
         return GBTModel(norm, seed=cfg["seed"], **{k[4:]: v for k, v in cfg.items() if k.startswith("gbt_")})
     if kind == "cnn":
-        return PatchCNN(norm, channels=cfg["cnn_channels"], head_hidden=cfg["head_hidden"])
+        # absent from checkpoints written before the key: those CNNs were zero-padded
+        return PatchCNN(norm, channels=cfg["cnn_channels"], head_hidden=cfg["head_hidden"],
+                        padding=cfg.get("cnn_padding", "same"))
     if kind != "clay_transfer":
         raise ValueError(f"unknown model {kind!r}; choose one of {MODEL_KINDS}")
     ckpt = cfg.get("clay_ckpt_path")

@@ -34,6 +34,7 @@ class RidgeModel(nn.Module):
     """y_norm = features @ weight + bias; fitted by ``fit``; has no gradient parameters."""
 
     drop_features: tuple[str, ...] = ()
+    needs_patch = False  # the centre pixel (x_center) is all it reads: maps need no patches
 
     def __init__(self, normalizer: Normalizer, alpha: float = 1.0):
         super().__init__()

@@ -386,24 +386,63 @@ class ClayTransfer(nn.Module):
         return self.head(torch.cat(feats, dim=1)).squeeze(1)
 
 
+CNN_PADDINGS = ("valid", "same")
+
+
 class PatchCNN(nn.Module):
-    """Small CNN from scratch on all 19 normalised planes, plus the side features."""
+    """Small CNN from scratch on all 19 normalised planes, plus the side features.
+
+    The head sees the mean of the last conv layer's features over the patch and the feature at the station
+    pixel. ``padding="valid"`` (the default since maps became dense) convolves without padding, so a 9x9 patch
+    gives 5x5 features, each computed from real pixels only: the features of every pixel of a scene are then
+    one dense convolution over the scene, equal to the per-patch ones (``dense_features``). With ``"same"``
+    (zero padding, the older models) the features near a patch's border see zeros that a dense pass does not
+    have, so such a model is mapped patch by patch.
+    """
 
     drop_features: tuple[str, ...] = ()
 
-    def __init__(self, normalizer: Normalizer, channels: Sequence[int] = (32, 64), head_hidden: int = 128):
+    def __init__(self, normalizer: Normalizer, channels: Sequence[int] = (32, 64), head_hidden: int = 128,
+                 padding: str = "valid"):
         super().__init__()
+        if padding not in CNN_PADDINGS:
+            raise ValueError(f"cnn padding {padding!r}; choose one of {CNN_PADDINGS}")
         self.normalizer = normalizer
+        self.padding = padding
         convs, c_in = [], len(X_CHANNELS)
         for c in channels:
-            convs += [nn.Conv2d(c_in, c, 3, padding=1), nn.GELU()]
+            convs += [nn.Conv2d(c_in, c, 3, padding=1 if padding == "same" else 0), nn.GELU()]
             c_in = c
         self.convs = nn.Sequential(*convs)
+        self.n_convs = len(channels)
         self.head = mlp(2 * c_in + N_SIDE, head_hidden)
 
+    @property
+    def dense(self) -> bool:
+        """Whether ``dense_features`` over a scene equals the per-patch features (valid padding)."""
+        return self.padding == "valid"
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        batch = drop_inputs(batch, self.drop_features, self.normalizer)
         f = self.convs(self.normalizer.norm_x(batch["x"]))
         c = centre_index(f)
-        feats = torch.cat([f.mean(dim=(2, 3)), f[:, :, c, c], side_features(batch, self.normalizer)], 1)
+        return self.predict_features(torch.cat([f.mean(dim=(2, 3)), f[:, :, c, c]], 1), batch)
+
+    def predict_features(self, conv_features: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The head on (B, 2C) pooled conv features (patch mean, centre) and the batch's side features."""
+        batch = drop_inputs(batch, self.drop_features, self.normalizer)
+        feats = torch.cat([conv_features, side_features(batch, self.normalizer)], 1)
         return self.head(feats).squeeze(1)
+
+    def dense_features(self, planes: torch.Tensor, patch_size: int) -> torch.Tensor:
+        """(1, 2C, H - P + 1, W - P + 1): the pooled conv features of every P x P patch of ``planes`` (1, 19, H, W,
+        physical units, finite), as ``forward`` computes them for that patch alone: the patch mean of the last
+        layer is a (P - 2n)-wide box mean of the dense feature map, the centre feature that map itself."""
+        if not self.dense:
+            raise ValueError("dense_features needs a cnn with valid padding")
+        f = self.convs(self.normalizer.norm_x(planes))  # (1, C, H - 2n, W - 2n)
+        k = patch_size - 2 * self.n_convs
+        if k < 1:
+            raise ValueError(f"a {patch_size}x{patch_size} patch is too small for {self.n_convs} valid 3x3 convs")
+        mean = F.avg_pool2d(f, k, stride=1)
+        centre = f[:, :, k // 2: f.shape[2] - k // 2, k // 2: f.shape[3] - k // 2]
+        return torch.cat([mean, centre], 1)

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Mapping
 
 from ta2d.config import finetune_problems, run_defaults
-from ta2d.models import FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, POOLS, PRESETS, default_waves
+from ta2d.models import CNN_PADDINGS, FEATURE_GROUPS, MODEL_KINDS, PATCH_MODES, POOLS, PRESETS, default_waves
 
 RUN_DEFAULTS: dict = run_defaults("train")
 SCHEDULERS = ("warmup_cosine", "onecycle", "cosine", "none")
@@ -62,6 +62,7 @@ def resolve_run_config(cfg: Mapping) -> dict:
         ("pool", tuple(POOLS)),
         ("scheduler", SCHEDULERS),
         ("amp_dtype", ("bfloat16", "float16")),
+        ("cnn_padding", CNN_PADDINGS),
     ):
         if out[key] not in allowed:
             raise ValueError(f"run config {key}={out[key]!r}; choose one of {list(allowed)}")
