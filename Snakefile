@@ -29,19 +29,27 @@ include: "workflow/rules/patches.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/maps.smk"
+
+
+# the training side only with a training period (a mapping-only config has none: ta2d.plan.Plan.trains)
+TRAINING_TARGETS = [
+    "results/stats.json",
+    "results/summary.json",
+    *expand("results/index/{ikey}/index.csv", ikey=PLAN.index_keys),
+    # every chunk is a target itself: a missing or failed chunk must be rebuilt even when the
+    # files downstream of it (summary, stats, runs) look up to date
+    *chunk_files(),
+    *expand("results/pretrain/{name}/encoder.ckpt", name=PRETRAIN_RUNS),
+    *expand("results/runs/{run}/best.pt", run=RUNS),
+    "results/eval/metrics.csv",
+    *expand("results/models/{run}.pt", run=RUNS),
+] if TRAINS else []
 
 
 rule all:
     default_target: True
     input:
-        "results/stats.json",
-        "results/summary.json",
-        expand("results/index/{ikey}/index.csv", ikey=PLAN.index_keys),
-        # every chunk is a target itself: a missing or failed chunk must be rebuilt even when the
-        # files downstream of it (summary, stats, runs) look up to date
-        chunk_files(),
-        expand("results/pretrain/{name}/encoder.ckpt", name=PRETRAIN_RUNS),
-        expand("results/runs/{run}/best.pt", run=RUNS),
-        "results/eval/metrics.csv",
+        TRAINING_TARGETS,
         MAP_TARGETS,

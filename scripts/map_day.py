@@ -1,25 +1,33 @@
-"""Rule map_day: a run's TA at every slot of one day -> results/maps/{run}/{day}.nc + station table (ta2d.maps)."""
+"""Rules map_day and map_slot: a model file's TA at every slot of one day, or at one slot -> the CF file + station
+table (ta2d.maps.archive.map_files)."""
 
+import pandas as pd
+
+from ta2d.index.route import read_part
 from ta2d.logsetup import log_to
-from ta2d.maps.archive import map_day_files
+from ta2d.maps.archive import day_slot_times, map_files
 
 with log_to(snakemake.log[0]):
-    p = snakemake.params
-    map_day_files(
-        snakemake.wildcards.maprun,
-        dict(zip(p.runs, snakemake.input.checkpoints, strict=True)),
-        snakemake.input.scene,
-        snakemake.input.static,
-        snakemake.input.index,
-        snakemake.wildcards.day,
-        p.slot_minutes,
+    p, w, inp = snakemake.params, snakemake.wildcards, snakemake.input
+    if "slot" in w.keys():
+        times = pd.DatetimeIndex([pd.Timestamp(w.slot, tz="UTC")])
+    else:
+        times = day_slot_times(w.day, p.slot_minutes)
+    map_files(
+        w.maprun,
+        inp.model,
+        inp.scene,
+        inp.static,
+        times,
         snakemake.output.nc,
         snakemake.output.stations,
-        metrics_csv=snakemake.input.metrics[0] if snakemake.input.metrics else None,
+        labels=read_part(inp.observations[0]) if inp.observations else None,
+        stations=inp.stations[0] if inp.stations else None,
         correction=p.correction,
         patch_size=p.patch_size,
         batch_size=p.batch_size,
         device=p.device,
         static_vars=p.static,
         threads=snakemake.threads,
+        label=snakemake.rule,
     )

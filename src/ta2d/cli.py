@@ -33,24 +33,30 @@ def main(argv: list[str] | None = None) -> int:
                                                "order, as snakemake --configfile merges my.yaml over config.yaml)")
     p.add_argument("config", nargs="+")
 
-    p = sub.add_parser("map-day", help="TA maps of every slot of one day from a trained run's best.pt -> CF NetCDF "
-                                       "(station-corrected with --index), optionally PNGs and a GIF")
-    p.add_argument("--checkpoint", required=True, help="results/runs/{run}/best.pt")
+    p = sub.add_parser("map-day", help="TA maps of every slot of one day from a model file -> CF NetCDF "
+                                       "(station-corrected with --labels and --stations), optionally PNGs and a GIF")
+    p.add_argument("--model", required=True, help="a model file: results/models/{run}.pt (or best.pt)")
     p.add_argument("--scene", required=True, help="results/scenes/{key}.nc holding the day")
     p.add_argument("--static", required=True, help="static NetCDF (dem, land_sea_mask, landcover)")
     p.add_argument("--day", required=True, help="UTC day, e.g. 2024-04-10")
     p.add_argument("--out", required=True, help="output NetCDF")
-    p.add_argument("--index", default=None,
-                   help="results/index/{YYYYMM}/index.csv of the day's month: station observations for the correction "
-                        "(and the plots)")
-    p.add_argument("--stations", default=None, help="write the day's station table (leave-stations-out) here")
+    p.add_argument("--labels", default=None,
+                   help="station observations for the correction (and the plots): a KMA label file or glob, with "
+                        "--stations")
+    p.add_argument("--stations", default=None, help="the station table of --labels")
+    p.add_argument("--station-table", default=None, help="write the day's station table (leave-stations-out) here")
     p.add_argument("--png-dir", default=None,
-                   help="also draw a PNG per slot into this folder (with the stations of --stations) ...")
+                   help="also draw a PNG per slot into this folder (with the stations of --station-table) ...")
     p.add_argument("--gif", default=None, help="... and the day's animation here")
     p.add_argument("--slot-minutes", type=int, nargs="+", default=[0], help="minutes of the slots (default 0)")
     p.add_argument("--patch-size", type=int, default=9)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+
+    p = sub.add_parser("model-info", help="what a model file holds: model, inputs, training period and stations, "
+                                          "test scores per validation scheme")
+    p.add_argument("model", help="a model file, e.g. results/models/best.pt")
+    p.add_argument("--json", action="store_true", help="everything but the weights, as JSON")
 
     text = ("list every period that has an inventory again, stating every raw file: the parse-time refresh trusts "
             "unchanged directory mtimes, so run this (in the workflow's folder) after editing a raw file in place")
@@ -121,18 +127,18 @@ def _refresh_inventories(args) -> int:
 
     from ta2d.config import load_config
     from ta2d.ingest.archive import refresh_inventories
-    from ta2d.periods import period_keys
+    from ta2d.plan import Plan
 
     # the same arguments as the parse-time refresh (workflow/rules/common.smk), so both write the same bytes
     config = load_config(*(args.config or [DEFAULT_CONFIG]))
-    period, freq = config["period"], config["chunking"]["period"]
-    keys = period_keys(period["start"], period["end"], freq)
+    plan = Plan.from_config(config)
+    keys = plan.scene_keys
     inventory_dir = Path(args.results) / "inventory"
     if not inventory_dir.is_dir():
         raise FileNotFoundError(f"{inventory_dir} does not exist: run this in the workflow's folder, or give --results")
     raw_inputs = {k: config["inputs"][k] for k in ("kind", "l1b", "calibrated")}
     present = sum((inventory_dir / f"{key}.tsv").is_file() for key in keys)
-    changed = refresh_inventories(raw_inputs, keys, freq, period, inventory_dir, full=True)
+    changed = refresh_inventories(raw_inputs, plan, inventory_dir, full=True)
     print(f"{present} inventories under {inventory_dir} listed again: {changed} changed")
     return 0
 
@@ -142,28 +148,48 @@ def _map_day(args) -> int:
 
     import pandas as pd
 
-    from .maps.archive import map_day_files
+    from .maps.archive import day_slot_times, map_files
 
     try:
         day = pd.Timestamp(args.day).strftime("%Y%m%d")
     except ValueError as err:
         raise ValueError(f"--day {args.day!r} is not a day ({err})") from err
-    run = Path(args.checkpoint).parent.name
-    summary = map_day_files(run, {run: args.checkpoint}, args.scene, args.static, args.index, day,
-                            args.slot_minutes, args.out, args.stations, patch_size=args.patch_size,
-                            batch_size=args.batch_size, device=args.device)
+    if bool(args.labels) != bool(args.stations):
+        raise ValueError("--labels and --stations go together")
+    labels = None
+    if args.labels:
+        from .maps.observations import label_rows_of_days
+
+        labels = label_rows_of_days({"path": args.labels}, [day])
+    times = day_slot_times(day, args.slot_minutes)
+    summary = map_files(Path(args.model).stem, args.model, args.scene, args.static, times, args.out,
+                        args.station_table, labels=labels, stations=args.stations, patch_size=args.patch_size,
+                        batch_size=args.batch_size, device=args.device, label="ta2d map-day")
     if args.png_dir or args.gif:
         if not (args.png_dir and args.gif):
             raise ValueError("--png-dir and --gif go together")
         from .maps.plots import plot_day_files
 
-        plot_day_files(args.out, args.stations, args.png_dir, args.gif, Path(args.gif).with_suffix(".html"))
+        plot_day_files(args.out, args.station_table, args.png_dir, args.gif, Path(args.gif).with_suffix(".html"))
     print(summary)
     return 0
 
 
+def _model_info(args) -> int:
+    import json
+
+    from .models.model_file import describe, read_model_file
+
+    info = read_model_file(args.model)
+    if args.json:
+        print(json.dumps({k: v for k, v in info.items() if k not in ("model", "stats")}, indent=1, default=str))
+    else:
+        print(describe(info, args.model))
+    return 0
+
+
 _COMMANDS = {"demo": _demo, "inspect": _inspect, "verify": _verify, "validate-config": _validate, "map-day": _map_day,
-             "refresh-inventories": _refresh_inventories}
+             "model-info": _model_info, "refresh-inventories": _refresh_inventories}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,6 +34,7 @@ def encoder_from_path(value: str) -> str:
 REPLACED_KEYS = {
     "freeze_encoder": " (replaced by finetune: frozen | last_k | full; freeze_encoder true = frozen, false = full)",
     "times": " (maps.times, single slots, was replaced by maps.days: every hour of the mapped days)",
+    "runs": " (maps.runs was replaced by maps.model: a run, best or a model file, or a list of them)",
 }
 
 
@@ -172,12 +173,25 @@ def _with_defaults(validator_cls):
 
 def _check_semantics(config: dict, source: str, check_files: bool) -> None:
     problems = []
-    try:
-        start, end = pd.Timestamp(config["period"]["start"]), pd.Timestamp(config["period"]["end"])
-        if start > end:
-            problems.append(f"key period: start {start.date()} is after end {end.date()}")
-    except ValueError as err:
-        problems.append(f"key period: not a date ({err})")
+    for key, span in (("period", config.get("period")), ("maps.period", config.get("maps", {}).get("period"))):
+        if span is None:
+            continue
+        try:
+            start, end = pd.Timestamp(span["start"]), pd.Timestamp(span["end"])
+            if start > end:
+                problems.append(f"key {key}: start {start.date()} is after end {end.date()}")
+        except ValueError as err:
+            problems.append(f"key {key}: not a date ({err})")
+    if config.get("period") is not None:
+        for key in ("labels", "stations"):
+            if config["inputs"].get(key) is None:
+                problems.append(f"key inputs.{key}: needed with a training period (period is set)")
+    elif config.get("demo", {}).get("enabled"):
+        problems.append("key demo.enabled: the demo needs a training period (period is null)")
+    if (config["inputs"].get("labels") is None) != (config["inputs"].get("stations") is None):
+        problems.append("keys inputs.labels and inputs.stations: give both (observations need their stations) or "
+                        "neither")
+    problems += _check_maps(config)
     dom = config["domain"]
     for axis in ("line", "column"):
         if dom[f"first_{axis}"] > dom[f"last_{axis}"]:
@@ -192,10 +206,12 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
     problems += _check_finetune(config)
     demo_makes_inputs = config.get("demo", {}).get("enabled", False)
     if check_files and not demo_makes_inputs:
-        labels = str(config["inputs"]["labels"]["path"])
+        labels = str((config["inputs"].get("labels") or {}).get("path", ""))
         if glob.has_magic(labels) and not any(Path(p).is_file() for p in glob.iglob(labels)):
             problems.append(f"key inputs.labels.path: the pattern {labels} matches no file")
         for key in ("labels", "stations", "static"):
+            if config["inputs"].get(key) is None:
+                continue
             path = config["inputs"][key]["path"]
             if key == "labels" and glob.has_magic(str(path)):
                 continue
@@ -206,6 +222,39 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
             problems.append(f"key inputs.l1b.dir: folder {config['inputs']['l1b']['dir']} does not exist")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def map_models(config: Mapping) -> list[str]:
+    """maps.model as a list: runs of train.runs, "best" or model file paths."""
+    model = config.get("maps", {}).get("model", "best")
+    return [model] if isinstance(model, str) else list(model)
+
+
+def is_model_path(value: str) -> bool:
+    """Whether a maps.model entry names a model file (a '/' or a .pt suffix) rather than a run or best."""
+    return "/" in value or value.endswith(".pt")
+
+
+def _check_maps(config: dict) -> list[str]:
+    """maps.model names runs that exist (and a training period), or model files that exist."""
+    problems = []
+    runs = config.get("train", {}).get("runs", {}) if config.get("period") is not None else {}
+    for value in map_models(config):
+        if is_model_path(value):
+            continue
+        if config.get("period") is None:
+            problems.append(f"key maps.model: {value!r} names a run, but there is no training period (period is "
+                            "null): name a model file (e.g. models/cnn.pt)")
+        elif value == "best":
+            if not runs:
+                problems.append("key maps.model: 'best' needs at least one run in train.runs")
+            elif "best" in runs:
+                problems.append("key maps.model: a run of train.runs is called 'best', the name of the pseudo-run "
+                                "'best run on the held-out days'; rename that run")
+        elif value not in runs:
+            problems.append(f"key maps.model: {value!r} is neither a run of train.runs ({sorted(runs)}), 'best' nor "
+                            "a model file path (with a '/' or ending in .pt)")
+    return problems
 
 
 def _check_finetune(config: dict) -> list[str]:

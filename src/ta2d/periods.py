@@ -2,7 +2,10 @@
 
 A key depends only on the calendar (UTC), never on how many rows exist, so adding a month of data
 adds new keys and leaves every existing chunk untouched (DESIGN.md, "Chunk keys are stable").
-  D -> 20240701      W -> 2024W27 (ISO week)      M -> 202407
+  D -> 20240701      W -> 2024W27 (ISO week)      M -> 202407      S -> 20240701T0300 (one slot)
+
+S is not a chunking period: it is the unit of the near-real-time maps (``maps.unit: slot``), whose scenes hold
+one slot each. A key's format names its frequency (:func:`key_freq`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,23 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-FREQS = ("D", "W", "M")
-_KEY_RE = {"D": re.compile(r"^\d{8}$"), "W": re.compile(r"^\d{4}W\d{2}$"), "M": re.compile(r"^\d{6}$")}
+FREQS = ("D", "W", "M")  # chunking.period
+_KEY_RE = {"D": re.compile(r"^\d{8}$"), "W": re.compile(r"^\d{4}W\d{2}$"), "M": re.compile(r"^\d{6}$"),
+           "S": re.compile(r"^\d{8}T\d{4}$")}
+SLOT_KEY_FORMAT = "%Y%m%dT%H%M"
+
+
+def key_freq(key: str) -> str:
+    """The frequency whose key format `key` has (D, W, M or S); ValueError for anything else."""
+    for freq, pattern in _KEY_RE.items():
+        if pattern.match(key):
+            return freq
+    raise ValueError(f"{key!r} is not a period key (YYYYMMDD, YYYYWww, YYYYMM or YYYYMMDDThhmm)")
+
+
+def slot_key(slot) -> str:
+    """The S key of a slot time (UTC)."""
+    return pd.Timestamp(slot).strftime(SLOT_KEY_FORMAT)
 
 
 def period_key(times_utc, freq: str):
@@ -31,6 +49,8 @@ def period_key(times_utc, freq: str):
         return pd.Index(keys[inverse])
     if freq == "M":
         return ts.strftime("%Y%m")
+    if freq == "S":
+        return ts.strftime(SLOT_KEY_FORMAT)
     raise ValueError(f"chunking.period must be one of {FREQS}, got {freq!r}")
 
 
@@ -53,6 +73,8 @@ def _period_days(key: str, freq: str, start, end) -> pd.DatetimeIndex:
         raise ValueError(f"{key!r} is not a chunk key for chunking.period={freq}")
     if freq == "D":
         days = pd.DatetimeIndex([pd.Timestamp(key, tz="UTC")])
+    elif freq == "S":
+        days = pd.DatetimeIndex([pd.Timestamp(key[:8], tz="UTC")])
     elif freq == "W":
         first = pd.Timestamp.fromisocalendar(int(key[:4]), int(key[5:]), 1).tz_localize("UTC")
         days = pd.date_range(first, periods=7, freq="D")
@@ -67,7 +89,10 @@ def _period_days(key: str, freq: str, start, end) -> pd.DatetimeIndex:
 
 
 def period_slots(key: str, freq: str, slot_minutes, start=None, end=None) -> pd.DatetimeIndex:
-    """Nominal slot times (UTC) of a period: every hour of every day at the given minutes."""
+    """Nominal slot times (UTC) of a period: every hour of every day at the given minutes (an S key: its slot)."""
+    if freq == "S":
+        slot = pd.DatetimeIndex([pd.Timestamp(key, tz="UTC")])
+        return slot if len(period_days(key, freq, start, end)) else pd.DatetimeIndex([])
     days = period_days(key, freq, start, end)
     if len(days) == 0:
         return pd.DatetimeIndex([])

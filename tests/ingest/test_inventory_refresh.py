@@ -21,6 +21,7 @@ from ta2d.cli import main
 from ta2d.ingest import inventory
 from ta2d.ingest.archive import period_inventory_text, refresh_inventories, write_inventory
 from ta2d.periods import period_keys
+from ta2d.plan import Plan
 
 DAYS = ("20240401", "20240402", "20240403")
 HOUR_S = 3600
@@ -54,6 +55,7 @@ class Archive:
         self.inputs = {k: self.config["inputs"][k] for k in ("kind", "l1b", "calibrated")}
         self.period = self.config["period"]
         self.keys = period_keys(self.period["start"], self.period["end"], "D")
+        self.plan = Plan.from_config(self.config)
         self.results = root / "results"
         self.inventory_dir = self.results / "inventory"
         assert self.keys == list(DAYS)
@@ -73,7 +75,7 @@ class Archive:
             write_inventory(self.inputs, key, "D", self.period, self.tsv(key))
 
     def refresh(self, full: bool = False) -> int:
-        return refresh_inventories(self.inputs, self.keys, "D", self.period, self.inventory_dir, full=full)
+        return refresh_inventories(self.inputs, self.plan, self.inventory_dir, full=full)
 
     def tsv(self, key: str) -> Path:
         return self.inventory_dir / f"{key}.tsv"
@@ -258,6 +260,7 @@ def test_calibrated_inputs_stat_every_file_every_time(tmp_path):
     write_inventory(inputs, "20240401", "D", period, out / "20240401.tsv")
     assert not Path(inventory.dirs_path(out / "20240401.tsv")).exists()
     (cal / "2024040103_bt.nc").write_bytes(b"rewritten in place")
-    assert refresh_inventories(inputs, ["20240401"], "D", period, out) == 1
+    plan = Plan(start=period["start"], end=period["end"], freq="D", split_cfg={})
+    assert refresh_inventories(inputs, plan, out) == 1
     table = pd.read_csv(out / "20240401.tsv", sep="\t", dtype=str)
     assert table.loc[table["path"] == "2024040103_bt.nc", "size"].item() == "18"

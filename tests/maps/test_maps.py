@@ -5,6 +5,7 @@ evaluation, a year-like archive through open_mfdataset, the plots and the plan h
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,7 +24,7 @@ from ta2d.maps.archive import (
     day_dataset,
     day_slot_times,
     map_day,
-    map_day_files,
+    map_files,
     open_archive,
     write_day,
 )
@@ -40,12 +41,14 @@ from ta2d.maps.kriging import (
     residual_table,
     station_folds,
 )
-from ta2d.maps.observations import day_observations, read_station_table
-from ta2d.maps.plan import BEST, best_run, map_days, map_runs, map_targets, model_runs, split_test_days
+from ta2d.maps.observations import read_station_table, unit_observations
+from ta2d.maps.plan import BEST, best_run, map_sources, map_targets
 from ta2d.maps.plots import plot_day
 from ta2d.maps.predict import MASK_EDGE, MASK_NAN_PATCH, MASK_NO_SCENE, MASK_NOT_LAND, MASK_PREDICTED
 from ta2d.models import load_model
+from ta2d.models.model_file import export_model
 from ta2d.periods import period_slots
+from ta2d.plan import map_days, split_test_days
 from ta2d.static import read_static
 from ta2d.training import predict_chunks
 
@@ -67,6 +70,27 @@ def trained(tmp_path_factory):
     train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
     ckpts = train_small_runs(d, train, MAP_RUNS)
     return ckpts
+
+
+def fake_metrics(path, runs) -> str:
+    """An evaluate metrics.csv with made-up scores, for model files of runs that were never evaluated."""
+    rows = [{"run": r, "model": "x", "baseline": False, "scheme": sch, "n": 10, "rmse": 1.0 + i / 10, "mae": 0.8,
+             "bias": 0.0, "r2": 0.9, "floor": 0.8, "rmse_over_floor": 1.25, "floor_pixel": 0.8}
+            for i, r in enumerate(runs) for sch in ("held_out_days", "held_out_stations", "time_block", "all")]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model_files(trained, tmp_path_factory):
+    """A model file (results/models/{run}.pt) of every trained run."""
+    d = tmp_path_factory.mktemp("model_files")
+    train = sorted((Path(trained["cnn"]).parents[2] / "patch_pt").glob("train_*.pt"))
+    metrics = fake_metrics(d / "metrics.csv", list(trained))
+    period = {"start": "2024-04-01", "end": "2024-04-02"}
+    for run, ck in trained.items():
+        export_model(ck, d / f"{run}.pt", run, metrics, train, [], period, 9)
+    return {run: d / f"{run}.pt" for run in trained}
 
 
 @pytest.fixture(scope="module")
@@ -98,22 +122,24 @@ def scene_and_static(tmp_path_factory):
          "landcover": (("line", "column"), lc)},
         coords={"line": DOMAIN.lines, "column": DOMAIN.columns},
     ).to_netcdf(d / "static.nc", engine="h5netcdf")
-    # station observations at every pixel of a few, at both data slots and a slot without data
+    # station observations at the pixel centres of a few stations, at both data slots and a slot without data
     with read_scene(scene) as sc:
         lat, lon = sc["lat"].values, sc["lon"].values
-    rows = []
+    rows, stations = [], []
     pixels = [(905, 2710), (905, 2718), (904, 2707), (915, 2708), (912, 2719), (908, 2714)]
+    for i, (li, co) in enumerate(pixels):
+        r, c = li - DOMAIN.first_line, co - DOMAIN.first_column
+        stations.append({"stn": 100 + i, "lat": float(lat[r, c]), "lon": float(lon[r, c]), "elev_m": np.nan,
+                         "valid_from": pd.NaT, "valid_to": pd.NaT})
     for hour in (*DATA_HOURS, 5):
-        for i, (li, co) in enumerate(pixels):
-            r, c = li - DOMAIN.first_line, co - DOMAIN.first_column
-            rows.append({"row": len(rows) + 1, "stn": 100 + i,
+        for i in range(len(pixels)):
+            rows.append({"source": "obs.csv", "row": len(rows) + 1, "stn": 100 + i,
                          "time": int(pd.Timestamp(f"2024-04-10T{hour:02d}:00", tz="UTC").timestamp()),
-                         "ta_c": 10.0 + i, "lat": float(lat[r, c]), "lon": float(lon[r, c]), "line": li,
-                         "column": co, "split": "test", "chunk": KEY})
-    rows.append({**rows[0], "row": len(rows) + 1, "time": rows[0]["time"] + 86400})  # another day: not read
-    index = d / "index.csv"
-    pd.DataFrame(rows).to_csv(index, index=False)
-    return {"dir": d, "scene": scene, "static": d / "static.nc", "index": index, "pixels": pixels}
+                         "ta_c": 10.0 + i})
+    rows.append({**rows[0], "row": len(rows) + 1, "time": rows[0]["time"] + 86400})  # another day: not mapped
+    rows.append({**rows[1], "row": len(rows) + 1, "stn": 999})  # a station the table does not know
+    return {"dir": d, "scene": scene, "static": d / "static.nc", "labels": pd.DataFrame(rows),
+            "stations": pd.DataFrame(stations), "pixels": pixels}
 
 
 def _manifest(scene_path, pixels, time, path):
@@ -213,13 +239,13 @@ def test_day_pass_predicts_land_only_and_says_why(trained, scene_and_static):
 # --- the archive file ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def day_file(trained, scene_and_static, tmp_path_factory):
-    """One day mapped by the rule's library function (cnn), with the station correction."""
+def day_file(model_files, scene_and_static, tmp_path_factory):
+    """One day mapped by the rule's library function from the cnn's model file, with the station correction."""
     s = scene_and_static
     d = tmp_path_factory.mktemp("maps_day")
-    summary = map_day_files("cnn", {"cnn": trained["cnn"]}, s["scene"], s["static"], s["index"], DAY, [0],
-                            d / f"{DAY}.nc", d / f"{DAY}_stations.csv",
-                            correction={"min_stations": 3, "folds": 2}, device="cpu")
+    summary = map_files("cnn", model_files["cnn"], s["scene"], s["static"], day_slot_times(DAY, [0]),
+                        d / f"{DAY}.nc", d / f"{DAY}_stations.csv", labels=s["labels"], stations=s["stations"],
+                        correction={"min_stations": 3, "folds": 2}, device="cpu")
     return {"nc": d / f"{DAY}.nc", "stations": d / f"{DAY}_stations.csv", "summary": summary}
 
 
@@ -281,6 +307,7 @@ def test_archive_decodes_to_the_predictions(trained, scene_and_static, day_file)
         assert ds["line"].dims == ("y",) and ds["lat"].dims == ("y", "x")
         assert pd.Timestamp(ds["time"].values[3]) == pd.Timestamp(TIME)
         assert ds.attrs["run"] == "cnn" and ds.attrs["model_kind"] == "cnn" and ds.attrs["day"] == "2024-04-10"
+        assert ds.attrs["model_trained_on"] == "2024-04-01..2024-04-02"
 
 
 def test_missing_slot_is_nan_with_its_reason(day_file, trained, scene_and_static):
@@ -310,19 +337,38 @@ def test_missing_slot_is_nan_with_its_reason(day_file, trained, scene_and_static
 
 
 def test_correction_in_the_file_and_station_table(day_file):
-    """Slots with >= min_stations observations are corrected; the others keep TA and say why."""
+    """Slots with >= min_stations observations and a variogram of their own are corrected; the others keep TA and
+    say why; the station the table does not know and the other day's row are not used."""
     st = pd.read_csv(day_file["stations"])
     assert set(st["time"]) == {int(pd.Timestamp(f"2024-04-10T{h:02d}:00", tz="UTC").timestamp()) for h in DATA_HOURS}
     assert {"stn", "ta_c", "ta_raw", "fold", "ta_lso", "run", "model_run", "day"} <= set(st.columns)
-    assert (st["run"] == "cnn").all() and (st["day"] == int(DAY)).all()
+    assert (st["run"] == "cnn").all() and (st["day"] == int(DAY)).all() and 999 not in set(st["stn"])
     with xr.open_dataset(day_file["nc"], engine="h5netcdf") as ds:
         cs = [str(v) for v in ds["correction_status"].values]
         assert cs[18] == "ok: 6 station residuals kriged" and ds["n_stations"].values[18] == 6
-        assert cs[3] == "ok: 4 station residuals kriged"  # 2 stations are within 4 px of NAN_PIXEL: no map value
+        # 2 stations are within 4 px of NAN_PIXEL: 4 residuals, 6 pairs, too few for the slot's own variogram
+        assert cs[3].startswith("none: variogram not fitted")
         assert cs[5].startswith("none:") and ds["n_stations"].values[5] == 0
-        ok = np.isfinite(ds["TA"].values[3])
-        assert not np.allclose(ds["TA_corrected"].values[3][ok], ds["TA"].values[3][ok])
+        ok = np.isfinite(ds["TA"].values[18])
+        assert not np.allclose(ds["TA_corrected"].values[18][ok], ds["TA"].values[18][ok])
+        np.testing.assert_array_equal(ds["TA_corrected"].values[3], ds["TA"].values[3])
         assert "kriging" in ds.attrs["correction_method"]
+        assert ds.attrs["station_correction"].startswith("applied at 1 of 24 slots")
+
+
+def test_unit_observations_match_as_chunk_samples(scene_and_static):
+    """Label rows become observations at the station pixels by the chunk builder's matching: an unknown station
+    and a slot without data are rejected with their reasons."""
+    s = scene_and_static
+    static = read_static(s["static"], DOMAIN)
+    with read_scene(s["scene"]) as sc:
+        status = pd.DataFrame({"time": sc["time"].values.astype("datetime64[s]").astype("int64"),
+                               "status": sc["status"].values.astype(str)})
+    obs, rejects = unit_observations(s["labels"], s["stations"], static, status, 9)
+    assert list(obs.columns) == ["stn", "time", "lat", "lon", "line", "column", "ta_c"]
+    assert len(obs) == len(DATA_HOURS) * 6 and set(zip(obs["line"], obs["column"], strict=True)) == set(s["pixels"])
+    assert set(rejects["reason"]) == {"unknown_station", "no_scene"}
+    assert (rejects["reason"] == "no_scene").sum() == 6 + 1  # 05:00 has no files; the next day no slot
 
 
 # --- kriging ------------------------------------------------------------------------------------------------
@@ -516,7 +562,7 @@ SPLIT = {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "block_days": 20,
          "time_block_start": "2024-04-20"}
 
 
-def test_map_days_and_runs_from_the_config():
+def test_map_days_and_models_from_the_config():
     test = split_test_days(PERIOD, SPLIT)
     assert "20240420" in test and "20240421" in test and len(test) == 6  # 4 of the block's 20 days + the time block
     assert map_days("test", PERIOD, SPLIT) == test
@@ -527,20 +573,26 @@ def test_map_days_and_runs_from_the_config():
     assert len(map_days("all", PERIOD, SPLIT)) == 21
     assert map_days(["2024-04-05", "2024-04-03"], PERIOD, SPLIT) == ["20240403", "20240405"]
     assert map_days([], PERIOD, SPLIT) == []
-    with pytest.raises(ValueError, match="maps.days.*outside the period"):
-        map_days(["2024-05-01"], PERIOD, SPLIT)
+    # days anywhere: a list outside the period, maps.period on top (max_days does not cut it), no training period
+    assert map_days(["2024-05-01"], PERIOD, SPLIT) == ["20240501"]
+    assert map_days("test", PERIOD, SPLIT, 1, {"start": "2023-12-31", "end": "2024-01-01"}) == [
+        "20231231", "20240101", test[0]]
+    assert map_days("test", None, SPLIT, None, {"start": "2025-01-01", "end": "2025-01-02"}) == ["20250101",
+                                                                                                 "20250102"]
     with pytest.raises(ValueError, match="maps.days"):
         map_days("some", PERIOD, SPLIT)
-    assert map_runs(None, ["a", "b"]) == ["a", "b"] and map_runs([BEST, "b"], ["a", "b"]) == [BEST, "b"]
-    with pytest.raises(ValueError, match="maps.runs.*'c'"):
-        map_runs(["c"], ["a", "b"])
-    with pytest.raises(ValueError, match="maps.runs.*called 'best'"):
-        map_runs(["best"], ["best", "b"])
-    assert model_runs(BEST, ["a", "b"]) == ["a", "b"] and model_runs("b", ["a", "b"]) == ["b"]
-    assert map_targets([BEST], ["20240403"], True) == [
+    with pytest.raises(ValueError, match="maps.period: start"):
+        map_days([], PERIOD, SPLIT, None, {"start": "2024-02-02", "end": "2024-02-01"})
+    cfg = {"maps": {"model": ["best", "cnn", "elsewhere/old_cnn.pt"]}}
+    assert map_sources(cfg) == {"best": "results/models/best.pt", "cnn": "results/models/cnn.pt",
+                                "old_cnn": "elsewhere/old_cnn.pt"}
+    with pytest.raises(ValueError, match="maps.model.*results/maps/cnn/"):
+        map_sources({"maps": {"model": ["cnn", "other/cnn.pt"]}})
+    assert map_targets([BEST], ["20240403"], True, True) == [
         "results/maps/best/20240403.nc", "results/maps/best/20240403.gif", "results/maps/best/20240403.html",
         "results/eval/map_correction.csv"]
-    assert map_targets([BEST], [], True) == []
+    assert map_targets([BEST], ["20240403"], False, False) == ["results/maps/best/20240403.nc"]
+    assert map_targets([BEST], [], True, True) == []
 
 
 def test_best_run_from_the_metrics(tmp_path):
@@ -557,43 +609,27 @@ def test_best_run_from_the_metrics(tmp_path):
         best_run(tmp_path / "bad.csv", ["cnn"])
 
 
-def test_day_observations_reads_one_day(scene_and_static, tmp_path):
-    obs = day_observations(scene_and_static["index"], DAY)
-    assert len(obs) == 3 * 6 and list(obs.columns) == ["stn", "time", "lat", "lon", "line", "column", "ta_c"]
-    assert obs["time"].min() >= pd.Timestamp(DAY, tz="UTC").timestamp()
-    assert day_observations(scene_and_static["index"], "20240412").empty
-    (tmp_path / "i.csv").write_text("stn,time\n1,2\n")
-    with pytest.raises(ValueError, match=r"i.csv: no column\(s\) \['lat'"):
-        day_observations(tmp_path / "i.csv", DAY)
-
-
-def test_cli_map_day(trained, scene_and_static, tmp_path):
+def test_cli_map_day_and_model_info(model_files, scene_and_static, tmp_path, capsys):
     s = scene_and_static
-    out = tmp_path / "day.nc"
-    rc = cli_main(["map-day", "--checkpoint", str(trained["ridge"]), "--scene", str(s["scene"]), "--static",
-                   str(s["static"]), "--day", "2024-04-10", "--out", str(out), "--index", str(s["index"]),
-                   "--device", "cpu"])
+    out, table = tmp_path / "day.nc", tmp_path / "day_stations.csv"
+    rc = cli_main(["map-day", "--model", str(model_files["ridge"]), "--scene", str(s["scene"]), "--static",
+                   str(s["static"]), "--day", "2024-04-10", "--out", str(out), "--station-table", str(table),
+                   "--png-dir", str(tmp_path / "png"), "--gif", str(tmp_path / "day.gif"), "--device", "cpu"])
     assert rc == 0
     with xr.open_dataset(out, engine="h5netcdf") as ds:
         assert ds.attrs["run"] == "ridge" and ds.sizes["time"] == 24
         assert np.isfinite(ds["TA"].values[3]).sum() == ds["n_predicted"].values[3] > 0
-    assert cli_main(["map-day", "--checkpoint", str(trained["ridge"]), "--scene", str(tmp_path / "no.nc"),
-                     "--static", str(s["static"]), "--day", "2024-04-10", "--out", str(out)]) == 1
-
-
-def test_cli_map_day_plots_the_stations_of_its_own_table(trained, scene_and_static, tmp_path):
-    """The plots read map_day's station table, not the index: its observations are the ones drawn."""
-    s = scene_and_static
-    out, stations = tmp_path / "day.nc", tmp_path / "day_stations.csv"
-    assert cli_main(["map-day", "--checkpoint", str(trained["ridge"]), "--scene", str(s["scene"]), "--static",
-                     str(s["static"]), "--day", "2024-04-10", "--out", str(out), "--index", str(s["index"]),
-                     "--stations", str(stations), "--png-dir", str(tmp_path / "png"), "--gif",
-                     str(tmp_path / "day.gif"), "--device", "cpu"]) == 0
-    obs = read_station_table(stations)
-    expected = day_observations(s["index"], DAY)
-    drawn = set(zip(obs["stn"], obs["time"], strict=True))
-    assert drawn and drawn <= set(zip(expected["stn"], expected["time"], strict=True))
+        assert ds.attrs["station_correction"].startswith("none: no station observations")
+        np.testing.assert_array_equal(ds["TA_corrected"].values, ds["TA"].values)
     assert len(list((tmp_path / "png").glob("*.png"))) == 24 and (tmp_path / "day.gif").stat().st_size > 0
+    assert read_station_table(table).empty
+    assert cli_main(["map-day", "--model", str(model_files["ridge"]), "--scene", str(tmp_path / "no.nc"),
+                     "--static", str(s["static"]), "--day", "2024-04-10", "--out", str(out)]) == 1
+    capsys.readouterr()
+    assert cli_main(["model-info", str(model_files["cnn"])]) == 0
+    text = capsys.readouterr().out
+    assert "run cnn: model cnn" in text and "ir105 (10.35 µm)" in text and "held_out_days" in text
+    assert "trained on 2024-04-01..2024-04-02" in text
     pd.DataFrame({"stn": [1]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"bad.csv: no column\(s\) \['time'"):
         read_station_table(tmp_path / "bad.csv")

@@ -5,16 +5,20 @@ import os
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
 from ta2d.chunks.contract import CHUNK_STEM, chunk_name
 from ta2d.config import explicit_settings, run_defaults, uses_embedding_cache, validate_config
-from ta2d.index.route import LABELS_DIR, refresh_label_parts
-from ta2d.periods import period_days
+from ta2d.index.route import LABELS_DIR, obs_part_name, planned_parts, refresh_label_parts
+from ta2d.periods import key_freq
 from ta2d.plan import Plan
 
 validate_config(config, source="config")
 
-PERIOD = config["period"]
+PERIOD = config["period"]  # None: a mapping-only config (no index, chunk, stats or train job)
 FREQ = config["chunking"]["period"]
-PLAN = Plan.from_config(config)  # every period, chunk and index period, from the config alone
-KEYS = PLAN.keys
+PLAN = Plan.from_config(config)  # every period, chunk, scene and map unit, from the config alone
+TRAINS = PLAN.trains
+KEYS = PLAN.keys  # chunk periods (training)
+SCENE_KEYS = PLAN.scene_keys  # training periods, then the map units' own scenes outside them
+LABELS = config["inputs"]["labels"]  # None: no observations
+STATIONS = config["inputs"]["stations"]
 DEMO = config["demo"]["enabled"]
 DEMO_MANIFEST = os.path.join(config["demo"]["out_dir"], "demo.json")
 SPLITS = ("train", "val", "test")
@@ -23,7 +27,7 @@ RAW_INPUTS = {k: config["inputs"][k] for k in ("kind", "l1b", "calibrated")}
 
 
 wildcard_constraints:
-    key="[0-9W]+",
+    key="[0-9WT]+",
     ikey="[0-9]+",
     split="train|val|test",
 
@@ -32,18 +36,23 @@ wildcard_constraints:
 # changed since the last run rewrite their period's inventory (bytes compared, mtime kept when
 # equal) and Snakemake reruns exactly those calibrate jobs. Inventories that do not exist yet
 # are made by rule inventory, after the demo data (if any) has been generated.
-# Label files likewise: only files changed since the last run are read, and only the chunk parts whose rows
-# changed are rewritten (ta2d.index.route), so a changed label row rebuilds exactly its chunk.
+# Label files likewise: only files changed since the last run are read, and only the chunk parts (and map
+# observation parts) whose rows changed are rewritten (ta2d.index.route), so a changed label row rebuilds
+# exactly its chunk.
 if workflow.is_main_process:
-    refresh_inventories(RAW_INPUTS, KEYS, FREQ, PERIOD, "results/inventory")
-    refresh_label_parts(config["inputs"]["labels"], PLAN, LABELS_DIR)
+    refresh_inventories(RAW_INPUTS, PLAN, "results/inventory")
+    if LABELS is not None:
+        refresh_label_parts(LABELS, PLAN, LABELS_DIR)
 
 
 def period_bounds(wildcards):
-    """The period's own first and last day inside the configured period: extending the configured
-    period changes this only for the periods at its ends, so no other scene is rebuilt."""
-    days = period_days(wildcards.key, FREQ, PERIOD["start"], PERIOD["end"])
-    return {"start": f"{days[0]:%Y-%m-%d}", "end": f"{days[-1]:%Y-%m-%d}"}
+    """The scene's own first and last day (ta2d.plan.Plan.scene_bounds): extending a period changes this only for
+    the scenes at its ends, so no other scene is rebuilt."""
+    return PLAN.scene_bounds(wildcards.key)
+
+
+def scene_freq(wildcards):
+    return key_freq(wildcards.key)
 
 
 def demo_inputs(wildcards):
@@ -56,7 +65,7 @@ def chunk_files(splits=SPLITS):
 
 
 # --- training runs -----------------------------------------------------------------------------
-RUNS = config["train"]["runs"]
+RUNS = config["train"]["runs"] if TRAINS else {}  # without a training period nothing is trained
 TRAIN_RUN_DEFAULTS = run_defaults("train")
 PRETRAIN_RUN_DEFAULTS = run_defaults("pretrain")
 ENCODER_KEYS = (
@@ -98,7 +107,7 @@ def embedding_files(wildcards):
 
 # --- self-supervised pretraining (pretrain.smk) ------------------------------------------------
 PRETRAIN = config["pretrain"]
-PRETRAIN_RUNS = PRETRAIN["runs"]
+PRETRAIN_RUNS = PRETRAIN["runs"] if TRAINS else {}
 
 
 def pretrained_encoder(wildcards):

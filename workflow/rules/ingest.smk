@@ -1,16 +1,17 @@
-# Raw archive -> one calibrated scene per period (a UTC day by default).
+# Raw archive -> one calibrated scene per period (a UTC day by default; outside the training period a map day's or
+# a map slot's own, ta2d.plan.Plan.scene_keys).
 
 
 rule inventory:
     message:
-        "Listing the raw files of period {wildcards.key}"
+        "Listing the raw files of scene {wildcards.key}"
     input:
         demo_inputs,
     output:
         "results/inventory/{key}.tsv",
     params:
         inputs=RAW_INPUTS,
-        freq=FREQ,
+        freq=scene_freq,
         period=period_bounds,
     log:
         "logs/inventory/{key}.log",
@@ -29,7 +30,7 @@ rule inventory:
 
 rule calibrate:
     message:
-        "Calibrating period {wildcards.key} onto the 2 km domain"
+        "Calibrating scene {wildcards.key} onto the 2 km domain"
     input:
         inventory="results/inventory/{key}.tsv",
     output:
@@ -37,7 +38,7 @@ rule calibrate:
         status="results/scenes/{key}.status.csv",
     params:
         inputs=RAW_INPUTS,
-        freq=FREQ,
+        freq=scene_freq,
         period=period_bounds,
         domain=config["domain"],
         scene=config["scene"],
@@ -49,8 +50,7 @@ rule calibrate:
     resources:
         mem_mb=lambda wc, attempt: 3000 * attempt,
         # ~7.5 CPU-s a slot for single-chunk full-disk files (benchmarks/bench_calibrate_fd.py): 10 s a slot
-        runtime=lambda wc, attempt: (10 + len(period_days(wc.key, FREQ, PERIOD["start"], PERIOD["end"]))
-                                     * 24 * len(slot_minutes(RAW_INPUTS)) * 10 // 60) * attempt,
+        runtime=lambda wc, attempt: (10 + len(PLAN.scene_slots(wc.key)) * 10 // 60) * attempt,
     conda:
         "../../envs/ta2d.yaml"
     script:

@@ -1,54 +1,147 @@
-# TA maps as a product (ta2d.maps): per map run and UTC day, the hourly CF NetCDF with the station-corrected
-# field and the day's station table (map_day), a PNG per slot and a GIF (map_plots), and the leave-stations-out
-# evaluation of the correction over all mapped test days (map_correction). The DAG is static: the "best" run is
-# chosen inside map_day from results/eval/metrics.csv and named in the file's attributes.
-from ta2d.ingest.archive import slot_minutes
-from ta2d.maps.plan import BEST, day_period_key, map_days, map_runs, map_targets, model_runs
+# TA maps as a product (ta2d.maps): per map (a model file: a run's, the best run's, or any given path) and UTC day,
+# the hourly CF NetCDF with the station-corrected field and the day's station table, a PNG per slot and a GIF
+# (map_plots), and the leave-stations-out evaluation of the correction over all mapped test days (map_correction).
+# A map needs only its model file, the scenes, the static file and, for the correction, the routed observations
+# (results/labels/obs/{unit}.csv): no run folder, no index. maps.unit day: one job per day (map_day); slot: one
+# per slot (map_slot, from the slot's own scene) and the day assembled from them (assemble_day), so a new slot
+# reruns only its own calibration and map. `snakemake maps` makes only these files.
+import pandas as pd
 
-MAP_RUNS = map_runs(config["maps"]["runs"], list(RUNS))
-MAP_DAYS = map_days(config["maps"]["days"], PERIOD, config["split"], config["maps"]["max_days"]) if MAP_RUNS else []
-MAP_TARGETS = map_targets(MAP_RUNS, MAP_DAYS, config["maps"]["plots"])  # for rule all
+from ta2d.ingest.archive import slots_with_files
+from ta2d.maps.plan import map_sources, map_targets
+
+MAP_SOURCES = map_sources(config)  # {map name: model file}
+MAP_NAMES = list(MAP_SOURCES) if PLAN.map_days else []
+UNIT = PLAN.map_unit
+SLOT_MINUTES = slot_minutes(config["inputs"])
+STATIONS_PATH = [STATIONS["path"]] if LABELS is not None else []
+
+
+def observation_parts(unit):
+    return [f"{LABELS_DIR}/{obs_part_name(unit)}"] if LABELS is not None else []
+
+
+def mapped_slots_and_days():
+    """unit slot: the slots of the map days with at least one raw file now (the others wait for theirs), and
+    the days to assemble: every slot has files, or a later map slot has (the satellite moved on; a slot still
+    without files is missing in the day file, and a late file reruns its slot and the day)."""
+    if UNIT != "slot" or not MAP_NAMES:
+        return {}, []
+    slots = [s for d in PLAN.map_days for s in PLAN.slots_of_day(d)]
+    present = slots_with_files(RAW_INPUTS, pd.DatetimeIndex(slots, tz="UTC"))
+    have = [s for s in slots if s.replace("T", "") in present]
+    last = max(have) if have else ""
+    by_day = {d: [s for s in PLAN.slots_of_day(d) if s in set(have)] for d in PLAN.map_days}
+    done = [d for d in PLAN.map_days if by_day[d] and (len(by_day[d]) == len(PLAN.slots_of_day(d)) or last > f"{d}T2400")]
+    return by_day, done
+
+
+SLOTS_BY_DAY, COMPLETE_DAYS = mapped_slots_and_days()
+MAP_DAYS = PLAN.map_days if UNIT == "day" else COMPLETE_DAYS
+# the correction is scored on mapped test days only (labels of the training period)
+SCORED = TRAINS and LABELS is not None and any(PLAN.in_training(d) for d in MAP_DAYS)
+MAP_TARGETS = map_targets(MAP_NAMES, MAP_DAYS, config["maps"]["plots"], SCORED) + [
+    f"results/maps/{n}/slots/{s}.nc" for n in MAP_NAMES for d, slots in SLOTS_BY_DAY.items() for s in slots]
 
 
 wildcard_constraints:
-    maprun="|".join(MAP_RUNS) or "NO_MAP_RUNS",
+    maprun="|".join(MAP_NAMES) or "NO_MAPS",
     day="[0-9]{8}",
+    slot="[0-9]{8}T[0-9]{4}",
 
 
-rule map_day:
-    message:
-        "TA maps of run {wildcards.maprun} at every slot of {wildcards.day}, station-corrected"
-    input:
-        checkpoints=lambda wc: expand("results/runs/{run}/best.pt", run=model_runs(wc.maprun, RUNS)),
-        metrics=lambda wc: ["results/eval/metrics.csv"] if wc.maprun == BEST else [],
-        scene=lambda wc: f"results/scenes/{day_period_key(wc.day, FREQ)}.nc",
-        static=config["inputs"]["static"]["path"],
-        # the station observations of the day: the index of the index period its chunks belong to
-        index=lambda wc: f"results/index/{PLAN.index_key(day_period_key(wc.day, FREQ))}/index.csv",
-    output:
-        nc="results/maps/{maprun}/{day}.nc",
-        stations="results/maps/{maprun}/{day}_stations.csv",
-    params:
-        runs=lambda wc: model_runs(wc.maprun, RUNS),
-        slot_minutes=slot_minutes(config["inputs"]),
-        patch_size=config["patch"]["size"],
-        batch_size=config["maps"]["batch_size"],
-        device=config["maps"]["device"],
-        correction=config["maps"]["correction"],
-        static=config["inputs"]["static"],
-    log:
-        "logs/map_day/{maprun}_{day}.log",
-    benchmark:
-        "results/benchmarks/map_day/{maprun}_{day}.tsv"
-    # one thread: the models' small convolutions hardly gain from a second one, two days side by side do
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
-    conda:
-        "../../envs/ta2d.yaml"
-    script:
-        "../../scripts/map_day.py"
+MAP_PARAMS = dict(
+    slot_minutes=SLOT_MINUTES,
+    patch_size=config["patch"]["size"],
+    batch_size=config["maps"]["batch_size"],
+    device=config["maps"]["device"],
+    correction=config["maps"]["correction"],
+    static=config["inputs"]["static"],
+)
+
+
+if UNIT == "day":
+
+    rule map_day:
+        message:
+            "TA maps of {wildcards.maprun} at every slot of {wildcards.day}, station-corrected"
+        input:
+            model=lambda wc: MAP_SOURCES[wc.maprun],
+            scene=lambda wc: f"results/scenes/{PLAN.map_scene_key(wc.day)}.nc",
+            static=config["inputs"]["static"]["path"],
+            observations=lambda wc: observation_parts(wc.day),
+            stations=STATIONS_PATH,
+        output:
+            nc="results/maps/{maprun}/{day}.nc",
+            stations="results/maps/{maprun}/{day}_stations.csv",
+        params:
+            **MAP_PARAMS,
+        log:
+            "logs/map_day/{maprun}_{day}.log",
+        benchmark:
+            "results/benchmarks/map_day/{maprun}_{day}.tsv"
+        # one thread: two days side by side gain more than a second thread for one (README "Maps")
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 3000 * attempt,
+            runtime=lambda wc, attempt: 30 * attempt,
+        conda:
+            "../../envs/ta2d.yaml"
+        script:
+            "../../scripts/map_day.py"
+
+else:
+
+    rule map_slot:
+        message:
+            "TA map of {wildcards.maprun} at slot {wildcards.slot}, station-corrected"
+        input:
+            model=lambda wc: MAP_SOURCES[wc.maprun],
+            scene="results/scenes/{slot}.nc",
+            static=config["inputs"]["static"]["path"],
+            observations=lambda wc: observation_parts(wc.slot),
+            stations=STATIONS_PATH,
+        output:
+            nc="results/maps/{maprun}/slots/{slot}.nc",
+            stations="results/maps/{maprun}/slots/{slot}_stations.csv",
+        params:
+            **MAP_PARAMS,
+        log:
+            "logs/map_slot/{maprun}_{slot}.log",
+        benchmark:
+            "results/benchmarks/map_slot/{maprun}_{slot}.tsv"
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            "../../envs/ta2d.yaml"
+        script:
+            "../../scripts/map_day.py"
+
+    rule assemble_day:
+        message:
+            "The day file of {wildcards.maprun} on {wildcards.day} from its slot maps"
+        input:
+            slots=lambda wc: [f"results/maps/{wc.maprun}/slots/{s}.nc" for s in SLOTS_BY_DAY[wc.day]],
+            tables=lambda wc: [f"results/maps/{wc.maprun}/slots/{s}_stations.csv" for s in SLOTS_BY_DAY[wc.day]],
+        output:
+            nc="results/maps/{maprun}/{day}.nc",
+            stations="results/maps/{maprun}/{day}_stations.csv",
+        params:
+            slot_keys=lambda wc: SLOTS_BY_DAY[wc.day],
+            slot_minutes=SLOT_MINUTES,
+        log:
+            "logs/assemble_day/{maprun}_{day}.log",
+        localrule: True
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=10,
+        conda:
+            "../../envs/ta2d.yaml"
+        script:
+            "../../scripts/assemble_day.py"
 
 
 rule map_plots:
@@ -56,7 +149,7 @@ rule map_plots:
         "PNG per slot and GIF of the {wildcards.maprun} maps of {wildcards.day}"
     input:
         nc="results/maps/{maprun}/{day}.nc",
-        stations="results/maps/{maprun}/{day}_stations.csv",  # map_day's observations: no second index scan
+        stations="results/maps/{maprun}/{day}_stations.csv",  # the map job's observations: no second read
     output:
         pngs=directory("results/maps/{maprun}/{day}_png"),
         gif="results/maps/{maprun}/{day}.gif",
@@ -65,7 +158,8 @@ rule map_plots:
             caption="../report/map_animation.rst",
             category="2. Maps",
             subcategory="{maprun}",
-            labels=lambda wc: {"map": wc.maprun, "day (UTC)": f"{wc.day[:4]}-{wc.day[4:6]}-{wc.day[6:]}"},
+            labels=lambda wc: {"map": wc.maprun, "day (UTC)": f"{wc.day[:4]}-{wc.day[4:6]}-{wc.day[6:]}",
+                               "labelled": "yes" if PLAN.in_training(wc.day) else "no (outside the training period)"},
         ),
     log:
         "logs/map_plots/{maprun}_{day}.log",
@@ -81,30 +175,38 @@ rule map_plots:
         "../../scripts/map_plots.py"
 
 
-rule map_correction:
-    message:
-        "Station correction of the maps: raw vs kriged, leave-stations-out"
+if SCORED:
+
+    rule map_correction:
+        message:
+            "Station correction of the maps: raw vs kriged, leave-stations-out"
+        input:
+            expand("results/maps/{maprun}/{day}_stations.csv", maprun=MAP_NAMES, day=MAP_DAYS),
+        output:
+            csv="results/eval/map_correction.csv",
+            markdown="results/eval/map_correction.md",
+            html=report(
+                "results/eval/map_correction.html",
+                caption="../report/map_correction.rst",
+                category="1. Evaluation",
+                subcategory="Summary",
+            ),
+        params:
+            split=config["split"],
+            correction=config["maps"]["correction"],
+        log:
+            "logs/map_correction.log",
+        threads: 1
+        resources:
+            mem_mb=lambda wc, attempt: 2000 * attempt,
+            runtime=lambda wc, attempt: 10 * attempt,
+        conda:
+            "../../envs/ta2d.yaml"
+        script:
+            "../../scripts/map_correction.py"
+
+
+# every map of the config (maps.model x maps.days / maps.period), and only what they need
+rule maps:
     input:
-        expand("results/maps/{maprun}/{day}_stations.csv", maprun=MAP_RUNS, day=MAP_DAYS),
-    output:
-        csv="results/eval/map_correction.csv",
-        markdown="results/eval/map_correction.md",
-        html=report(
-            "results/eval/map_correction.html",
-            caption="../report/map_correction.rst",
-            category="1. Evaluation",
-            subcategory="Summary",
-        ),
-    params:
-        split=config["split"],
-        correction=config["maps"]["correction"],
-    log:
-        "logs/map_correction.log",
-    threads: 1
-    resources:
-        mem_mb=lambda wc, attempt: 2000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    conda:
-        "../../envs/ta2d.yaml"
-    script:
-        "../../scripts/map_correction.py"
+        MAP_TARGETS,

@@ -61,6 +61,7 @@ class DemoSettings:
     workers: int | None = None
     cloud_fraction: float = 0.3
     station_elev_sigma_m: float = 15.0
+    unlabelled_days: int = 0
     defects: DefectCounts = DefectCounts()
 
     @classmethod
@@ -81,10 +82,13 @@ def _times(config: dict):
     days = pd.date_range(pd.Timestamp(period["start"]), pd.Timestamp(period["end"]), freq="D", tz="UTC")
     if len(days) == 0:
         raise ValueError(f"period: start {period['start']} is after end {period['end']}")
-    hours = pd.DatetimeIndex([d + pd.Timedelta(hours=h) for d in days for h in range(24)])
-    minutes = sorted(config["inputs"]["l1b"].get("slot_minutes", [0]))
-    slots = pd.DatetimeIndex([h + pd.Timedelta(minutes=m) for h in hours for m in minutes])
-    return days, hours, slots
+    hours = _slots_of(days, [0])
+    return days, hours, _slots_of(days, config["inputs"]["l1b"].get("slot_minutes", [0]))
+
+
+def _slots_of(days: pd.DatetimeIndex, slot_minutes) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex([d + pd.Timedelta(hours=h, minutes=m) for d in days for h in range(24)
+                             for m in sorted(slot_minutes)])
 
 
 def _workers(requested: int | None, n_slots: int) -> int:
@@ -190,8 +194,12 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
         planted=plan.pixel_flags,
         seed=s.seed,
     )
+    # days after the labelled period with L1B files only (no labels, no planted defects): what maps.period maps
+    extra_days = pd.date_range(days[-1] + pd.Timedelta(days=1), periods=s.unlabelled_days, freq="D")
+    extra_slots = [int(t.timestamp()) for t in _slots_of(extra_days, l1b.get("slot_minutes", [0]))]
+    all_slots = slot_times + extra_slots
     n_files, n_bytes = _write_slots(
-        writer, slot_times, _workers(workers or s.workers, len(slot_times)), progress
+        writer, all_slots, _workers(workers or s.workers, len(all_slots)), progress
     )
 
     records = (
@@ -223,7 +231,8 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
             "n_lines": window.n_lines,
             "n_columns": window.n_columns,
         },
-        "n_slots": len(slot_times),
+        "n_slots": len(all_slots),
+        "unlabelled_days": [str(d.date()) for d in extra_days],
         "n_files": n_files,
         "n_stations": sum(st.role != "out_of_domain" for st in stations),
         "n_label_rows": len(rows),

@@ -10,6 +10,9 @@ rebuilds exactly those chunks.
 
 Files under ``results/labels/`` (``LABELS_DIR``):
   {split}_chunk_{key}.csv   the label rows of one planned chunk (PART_COLUMNS), sorted; header only when none
+  obs/{unit}.csv            the label rows of one map unit (a map day YYYYMMDD, or a slot YYYYMMDDThhmm with
+                            maps.unit slot), for the station correction of the maps: a row may be in a chunk
+                            part too; outside the training period it is still counted as outside_period
   rejects.csv               rows no chunk can take: unreadable (ta2d.index.labels reasons) or outside_period
   summary.json              rows read per label file and the rejects by reason (the run summary's totals)
   state.json                size + mtime of every label file read, its chunks and time range (not a
@@ -25,6 +28,7 @@ left it.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +47,7 @@ from ta2d.rejects import REJECT_COLUMNS
 log = logging.getLogger(__name__)
 
 LABELS_DIR = "results/labels"
+OBS_DIR = "obs"  # below LABELS_DIR: one part per map unit
 PART_COLUMNS = ["source", "row", "stn", "time", "ta_c"]
 LABEL_REJECT_COLUMNS = ["source", *REJECT_COLUMNS]
 STATE_VERSION = 2  # 2: `source` is the file's path relative to the pattern's folder
@@ -82,7 +87,7 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
     state = {} if force else _read_state(out_dir / "state.json")
     fingerprint = _fingerprint(labels_cfg, plan)
     stats = {f: _stat(f) for f in files}
-    planned = [chunk_name(s, k, ".csv") for s, k in plan.chunks]
+    planned = planned_parts(plan)
     # a changed period alone rereads only the files that reach the changed days (below); anything else, all
     reroute_all = force or _without_period(state.get("fingerprint", {})) != _without_period(fingerprint)
     if reroute_all:
@@ -103,9 +108,10 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
     old_parts = {p for f in replaced for p in old_files.get(f, {}).get("parts", [])}  # emptied of their rows
     affected = set(absent) | old_parts
     new_rejects, file_state = [], {f: v for f, v in old_files.items() if f not in replaced}
-    ensure_dir(out_dir)
+    ensure_dir(out_dir / OBS_DIR)
     # each file's rows are appended to per-part staging files, so memory holds one label file, never the archive
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".routing.") as staging:
+        (Path(staging) / OBS_DIR).mkdir()
         staged = set()
         for path in to_read:
             parts, rejects, info = _route_file(path, labels_cfg, plan)
@@ -137,6 +143,16 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
         tmp.write_text(json.dumps({"version": STATE_VERSION, "fingerprint": fingerprint, "files": file_state}))
     log.info("labels: read %d file(s), rewrote %d of %d chunk parts", len(to_read), written, len(planned))
     return {"read": len(to_read), "parts_written": written}
+
+
+def obs_part_name(unit: str) -> str:
+    """The part of a map unit's observations, relative to LABELS_DIR."""
+    return f"{OBS_DIR}/{unit}.csv"
+
+
+def planned_parts(plan: Plan) -> list[str]:
+    """Every part the routing keeps, relative to LABELS_DIR: one per planned chunk, one per map unit."""
+    return [chunk_name(s, k, ".csv") for s, k in plan.chunks] + [obs_part_name(u) for u in plan.map_units]
 
 
 def refresh_label_parts(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR) -> dict | None:
@@ -191,11 +207,15 @@ def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, source: str, plan: 
     from ta2d.index.schemes import assign_splits
     from ta2d.periods import period_key
 
-    start = pd.Timestamp(plan.start, tz="UTC").timestamp()
-    end = (pd.Timestamp(plan.end, tz="UTC") + pd.Timedelta(days=1)).timestamp()
-    inside = ((labels["time"] >= start) & (labels["time"] < end)).to_numpy()
-    outside = labels.loc[~inside, ["row", "stn", "time"]].assign(
-        reason="outside_period", detail=f"outside period {plan.start}..{plan.end} (UTC)")
+    obs = _map_unit_rows(labels, plan)
+    if plan.trains:
+        start = pd.Timestamp(plan.start, tz="UTC").timestamp()
+        end = (pd.Timestamp(plan.end, tz="UTC") + pd.Timedelta(days=1)).timestamp()
+        inside = ((labels["time"] >= start) & (labels["time"] < end)).to_numpy()
+        detail = f"outside period {plan.start}..{plan.end} (UTC)"
+    else:
+        inside, detail = np.zeros(len(labels), bool), "no training period (period is null)"
+    outside = labels.loc[~inside, ["row", "stn", "time"]].assign(reason="outside_period", detail=detail)
     labels = labels[inside]
     day = pd.to_datetime(labels["time"], unit="s", utc=True).dt.strftime("%Y%m%d")
     split = assign_splits(labels["stn"].to_numpy(), day.to_numpy(), dict(plan.split_cfg))["split"].to_numpy()
@@ -203,14 +223,32 @@ def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, source: str, plan: 
     name = pd.Series(split, dtype=object) + "_chunk_" + pd.Series(key, dtype=object) + ".csv"
     labels = labels.assign(source=source)
     parts = {n: rows for n, rows in labels.groupby(name.to_numpy(), sort=True)}
+    parts.update({n: rows.assign(source=source) for n, rows in obs.items()})
     rejects = pd.concat([rejects, outside], ignore_index=True).assign(source=source)
     return parts, rejects
+
+
+def _map_unit_rows(labels: pd.DataFrame, plan: Plan) -> dict[str, pd.DataFrame]:
+    """{obs part name: rows} of the rows on a map unit (its day, or its slot with maps.unit slot)."""
+    from ta2d.periods import period_key
+
+    units = plan.map_unit_set
+    if not units or not len(labels):
+        return {}
+    unit = np.asarray(period_key(labels["time"].to_numpy(), "D" if plan.map_unit == "day" else "S"), dtype=object)
+    on_unit = np.fromiter((u in units for u in unit), bool, len(unit))
+    if not on_unit.any():
+        return {}
+    rows = labels[on_unit]
+    return {obs_part_name(u): g for u, g in rows.groupby(unit[on_unit], sort=True)}
 
 
 def _files_touching_changed_days(old_files: dict, old_period: dict, new_period: dict, exclude) -> list[str]:
     """Files whose rows reach a day that entered or left the configured period (their routing changed)."""
     if old_period == new_period:
         return []
+    if old_period.get("start") is None or new_period.get("start") is None:  # a training period came or went
+        return [f for f in old_files if f not in exclude and os.path.isfile(f)]
     old_days = pd.date_range(old_period["start"], old_period["end"], freq="D")
     new_days = pd.date_range(new_period["start"], new_period["end"], freq="D")
     changed = old_days.symmetric_difference(new_days)
@@ -225,7 +263,9 @@ def _files_touching_changed_days(old_files: dict, old_period: dict, new_period: 
 def _fingerprint(labels_cfg: dict, plan: Plan) -> dict:
     return {"labels": {k: labels_cfg.get(k) for k in ("path", "format", "timezone", "encoding")},
             "split": json.loads(json.dumps(dict(plan.split_cfg), sort_keys=True, default=str)),
-            "freq": plan.freq, "period": {"start": plan.start, "end": plan.end}, "version": STATE_VERSION}
+            "freq": plan.freq, "period": {"start": plan.start, "end": plan.end}, "version": STATE_VERSION,
+            "map_units": {"unit": plan.map_unit, "days": hashlib.blake2b(",".join(plan.map_days).encode(),
+                                                                        digest_size=12).hexdigest()}}
 
 
 def _without_period(fingerprint: dict) -> dict:

@@ -13,23 +13,20 @@ import pandas as pd
 from ta2d.atomic import atomic_path, write_text_if_changed
 from ta2d.grid import Domain
 from ta2d.ingest.inventory import (
+    calibrated_inventory,
     calibrated_period_inventory,
     inventory_text,
     l1b_inventory_current,
+    l1b_inventory_rows,
     l1b_period_inventory_text,
     write_l1b_inventory,
 )
+from ta2d.periods import key_freq
+from ta2d.plan import slot_minutes  # noqa: F401  (re-exported: the rules import it from here)
 
 # ta2d.ingest.scene (xarray, h5netcdf, tqdm) is imported inside calibrate_period only: the Snakefile (parsed by
 # every snakemake process, incl. each SLURM job's) and the inventory jobs import this module and need none
 # of it (~0.15 CPU-s per process; benchmarks/bench_job_cost.py).
-
-
-def slot_minutes(inputs: dict) -> list[int]:
-    """Minutes past the hour of the scene slots, for either input kind (one place for the default)."""
-    if inputs["kind"] == "calibrated":
-        return list(inputs["calibrated"].get("slot_minutes", [0]))
-    return list(inputs["l1b"]["slot_minutes"])
 
 
 def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> str:
@@ -46,9 +43,9 @@ def write_inventory(inputs: dict, key: str, freq: str, period: dict, out_path: s
     return write_l1b_inventory(inputs["l1b"], key, freq, period["start"], period["end"], out_path)
 
 
-def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, inventory_dir: str | Path,
-                        full: bool = False) -> int:
-    """Rewrite the existing inventories whose archive listing changed; returns how many changed.
+def refresh_inventories(inputs: dict, plan, inventory_dir: str | Path, full: bool = False) -> int:
+    """Rewrite the existing inventories of the plan's scenes (ta2d.plan.Plan.scene_keys) whose archive listing
+    changed; returns how many changed.
 
     Missing inventories are left to rule `inventory` (the archive may not exist yet: the demo rule
     writes it during the run). An L1B period whose slot directories are as its sidecar recorded them is
@@ -57,15 +54,26 @@ def refresh_inventories(inputs: dict, keys: list[str], freq: str, period: dict, 
     per-timestamp files: one stat each, always.
     """
     changed = 0
-    for key in keys:
+    for key in plan.scene_keys:
         path = Path(inventory_dir) / f"{key}.tsv"
         if not path.is_file():
             continue
-        if not full and inputs["kind"] == "l1b" and l1b_inventory_current(
+        freq, period = key_freq(key), plan.scene_bounds(key)
+        # a slot's scene (maps.unit slot) is listed every time, its 16 files stat'ed: a file still being copied
+        # grows without touching its folder's mtime, and the slot must be mapped again once it is complete
+        if not full and freq != "S" and inputs["kind"] == "l1b" and l1b_inventory_current(
                 inputs["l1b"], key, freq, period["start"], period["end"], path):
             continue
         changed += write_inventory(inputs, key, freq, period, path)
     return changed
+
+
+def slots_with_files(inputs: dict, slots) -> set[str]:
+    """The slots (stamps YYYYMMDDhhmm) of which the archive holds at least one file now: one listing per slot
+    folder (what maps.unit slot maps at once; the others wait for their files)."""
+    if inputs["kind"] == "calibrated":
+        return set(calibrated_inventory(inputs["calibrated"], slots)["slot"])
+    return {row[0] for row in l1b_inventory_rows(inputs["l1b"], slots)}
 
 
 def calibrate_period(inputs: dict, inventory_path, key: str, freq: str, period: dict, domain: dict,

@@ -39,8 +39,6 @@ from ta2d import grid
 from ta2d.atomic import atomic_path
 from ta2d.grid import Domain
 
-from .plan import BEST, best_run
-
 log = logging.getLogger(__name__)
 
 GRID_MAPPING = "gk2a_geos"
@@ -51,6 +49,9 @@ TILE = 96  # pixels: the spatial side of a chunk
 SLOT_OK = "ok"
 FIELDS = ("TA", "TA_corrected")
 KST = pd.Timedelta(hours=9)
+# global attributes day_dataset writes itself (from the data): not copied from slot maps into a day
+CF_OWN_ATTRS = ("Conventions", "title", "institution", "source", "time_zone", "missing_slots", "n_missing_slots",
+                "first_line", "last_line", "first_column", "last_column", "ta2d_version")
 
 
 # --- the grid -------------------------------------------------------------------------------------------
@@ -261,32 +262,51 @@ def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_pat
             "n_pixels": n_pixels, "seconds": seconds}
 
 
-def resolve_run(run: str, checkpoints: Mapping[str, str | Path], metrics_csv: str | Path | None) -> tuple[str, str]:
-    """(model run, why): `run` itself, or for ``best`` the run chosen from the evaluation's metrics.csv."""
-    if run != BEST:
-        if run not in checkpoints:
-            raise ValueError(f"maps: no checkpoint for run {run!r} (have {sorted(checkpoints)})")
-        return run, "named in maps.runs"
-    if metrics_csv is None:
-        raise ValueError("maps: run 'best' needs results/eval/metrics.csv")
-    return best_run(metrics_csv, list(checkpoints))
+def correct_slots(ta: np.ndarray, unix: np.ndarray, gx: np.ndarray, gy: np.ndarray, table: pd.DataFrame,
+                  cfg) -> dict:
+    """The station correction of each slot on its own (ta2d.maps.kriging: the slot's variogram, the slot's station
+    folds), so a day's file is the same whether it is mapped in one job or assembled from slot maps. Returns
+    corrected (T, H, W), status (T,), n_stations (T,), the leave-stations-out rows and the variograms."""
+    from .kriging import correct_fields, leave_stations_out
+
+    corrected = ta.copy()
+    status, n_stations, lso, varios = [], np.zeros(len(unix), np.int32), [], []
+    for t, u in enumerate(unix):
+        rows = table[table["time"] == u]
+        one = correct_fields(ta[t:t + 1], unix[t:t + 1], gx, gy, rows, cfg)
+        corrected[t] = one["corrected"][0]
+        status.append(one["status"][0])
+        n_stations[t] = one["n_stations"][0]
+        varios.append(one["variogram"])
+        lso.append(leave_stations_out(rows, cfg)[0])
+    lso_table = pd.concat(lso, ignore_index=True) if lso else leave_stations_out(table, cfg)[0]
+    return {"corrected": corrected, "status": status, "n_stations": n_stations, "lso": lso_table, "variograms": varios}
 
 
-def map_day_files(run: str, checkpoints: Mapping[str, str | Path], scene_path: str | Path, static_path: str | Path,
-                  index_csv: str | Path | None, day: str, slot_minutes: Sequence[int], out_nc: str | Path,
-                  out_stations: str | Path | None, metrics_csv: str | Path | None = None,
-                  correction: Mapping | None = None, patch_size: int = 9, batch_size: int = 1024,
-                  device: str | None = None, static_vars: Mapping[str, str] | None = None,
-                  threads: int | None = None) -> dict:
-    """Rule map_day: a run's TA for every slot of a day -> the archive file, plus the day's station table
-    (observed, raw, leave-stations-out corrected; ta2d.maps.kriging). ``threads``: torch's CPU threads.
-    Returns a summary."""
-    from ta2d.evaluation.evaluate import run_kind
-    from ta2d.models import load_model
+def correction_summary(status: Sequence[str], n_obs: int) -> str:
+    """The file's ``station_correction`` attribute: where TA_corrected differs from TA, and why not elsewhere."""
+    n_ok = sum(s.startswith("ok") for s in status)
+    if n_obs == 0:
+        return "none: no station observations for these slots; TA_corrected = TA"
+    return f"applied at {n_ok} of {len(status)} slots ({n_obs} station observations); elsewhere TA_corrected = TA"
+
+
+def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_path: str | Path,
+              times: pd.DatetimeIndex, out_nc: str | Path, out_stations: str | Path | None,
+              labels: pd.DataFrame | None = None, stations=None, correction: Mapping | None = None,
+              patch_size: int = 9, batch_size: int = 1024, device: str | None = None,
+              static_vars: Mapping[str, str] | None = None, threads: int | None = None, label: str = "") -> dict:
+    """Rules map_day and map_slot: the TA of a model file at every slot of ``times`` (a day's or one slot) -> the
+    CF file, plus its station table (observed, raw, leave-stations-out corrected; ta2d.maps.kriging).
+
+    ``labels``: the label rows of these slots (a routed part; None or empty: no observations, the file is written
+    uncorrected and says so), matched to ``stations`` as chunk samples are. The model file is checked against the
+    scene (its channels) and ``patch_size`` before any map is written. Returns a summary."""
+    from ta2d.models.model_file import check_inputs, load_model_file
     from ta2d.static import read_static
 
-    from .kriging import KrigingConfig, correct_fields, leave_stations_out, local_xy_km, residual_table
-    from .observations import day_observations, no_observations, values_at
+    from .kriging import KrigingConfig, local_xy_km, residual_table
+    from .observations import no_observations, unit_observations, values_at
     from .predict import scene_domain
 
     t0 = _time.perf_counter()
@@ -295,53 +315,56 @@ def map_day_files(run: str, checkpoints: Mapping[str, str | Path], scene_path: s
 
         torch.set_num_threads(int(threads))
     cfg = KrigingConfig.from_config(correction)
-    model_run, why = resolve_run(run, checkpoints, metrics_csv)
-    checkpoint = checkpoints[model_run]
-    model = load_model(checkpoint)
+    model, info = load_model_file(model_path)
     sv = dict(static_vars or {})
-    times = day_slot_times(day, slot_minutes)
     try:
         scene = xr.open_dataset(scene_path, engine="h5netcdf", cache=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"scene {scene_path}: cannot be opened ({err})") from err
     with scene:
-        for name in ("bt", "rf", "sza", "lat", "lon", "time", "line", "column"):
-            if name not in scene.variables:
-                raise ValueError(f"scene {scene_path}: no variable {name!r}: not a ta2d scene")
+        for var in ("bt", "rf", "sza", "lat", "lon", "time", "line", "column", "bt_channel", "rf_channel"):
+            if var not in scene.variables:
+                raise ValueError(f"scene {scene_path}: no variable {var!r}: not a ta2d scene")
+        check_inputs(info, model_path, scene_path, [str(c) for c in scene["bt_channel"].values],
+                     [str(c) for c in scene["rf_channel"].values], patch_size)
         static = read_static(static_path, scene_domain(scene), sv.get("dem_var", "dem"),
                              sv.get("land_sea_mask_var", "land_sea_mask"), sv.get("landcover_var", "landcover"))
         day_map = map_day(model, scene, static, times, scene_path, patch_size, batch_size, device)
+        status = pd.DataFrame({"time": scene["time"].values.astype("datetime64[s]").astype("int64"),
+                               "status": scene["status"].values.astype(str)})
     domain, ta = day_map["domain"], day_map["ta"]
 
-    # station correction and its leave-stations-out evaluation
-    obs = day_observations(index_csv, day) if index_csv is not None else no_observations()
     unix = np.array([int(ts.timestamp()) for ts in times], np.int64)
+    obs = no_observations()
+    if labels is not None and len(labels) and stations is not None:
+        obs, _ = unit_observations(labels, stations, static, status, patch_size)
+        obs = obs[obs["time"].isin(unix)]
     lat0, lon0 = float(np.nanmean(day_map["lat"])), float(np.nanmean(day_map["lon"]))
     gx, gy = local_xy_km(day_map["lat"], day_map["lon"], lat0, lon0)
     slot_of = {int(u): i for i, u in enumerate(unix)}
-    t_of_obs = np.array([slot_of.get(int(u), -1) for u in obs["time"]], np.int64)
-    obs = obs[t_of_obs >= 0]
-    t_of_obs = t_of_obs[t_of_obs >= 0]
+    t_of_obs = np.array([slot_of[int(u)] for u in obs["time"]], np.int64)
     at_pixel = values_at(ta, domain, obs["line"], obs["column"])  # (T, N)
     raw = at_pixel[t_of_obs, np.arange(len(obs))] if len(obs) else np.empty(0)
-    sx = values_at(gx, domain, obs["line"], obs["column"])
-    sy = values_at(gy, domain, obs["line"], obs["column"])
-    table = residual_table(obs, raw, sx, sy)
-    corr = correct_fields(ta, unix, gx, gy, table, cfg)
-    lso, _ = leave_stations_out(table, cfg)
-    lso.insert(0, "day", day)
-    lso.insert(0, "model_run", model_run)
-    lso.insert(0, "run", run)
+    table = residual_table(obs, raw, values_at(gx, domain, obs["line"], obs["column"]),
+                           values_at(gy, domain, obs["line"], obs["column"]))
+    corr = correct_slots(ta, unix, gx, gy, table, cfg)
+    lso = corr["lso"]
+    lso.insert(0, "day", f"{times[0]:%Y%m%d}")
+    lso.insert(0, "model_run", info["run"])
+    lso.insert(0, "run", name)
 
-    kind = run_kind(checkpoint)
-    vario = corr["variogram"]
+    fitted = [v for v in corr["variograms"] if v is not None]
     attrs = {
-        "run": model_run, "map_run": run, "run_selection": why, "model_kind": kind, "checkpoint": str(checkpoint),
-        "day": f"{pd.Timestamp(day):%Y-%m-%d}", "source_scene": str(scene_path), "source_static": str(static_path),
-        "source_observations": str(index_csv) if index_csv is not None else "none", "patch_size": int(patch_size),
-        "correction_method": (f"ordinary kriging of station residuals (PyKrige), variogram {vario.describe()}"
-                              if vario is not None and cfg.method != "none" else f"none ({corr['status'][0]})"),
-        "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} ta2d map_day (ta2d {ta2d.__version__})",
+        "run": info["run"], "map_run": name, "model_kind": info["model_kind"], "model_file": str(model_path),
+        "model_trained_on": f"{info['training']['period']['start']}..{info['training']['period']['end']}",
+        "run_selection": info.get("selected", f"named in maps.model ({name})"),
+        "day": f"{times[0]:%Y-%m-%d}", "source_scene": str(scene_path), "source_static": str(static_path),
+        "patch_size": int(patch_size),
+        "station_correction": correction_summary(corr["status"], len(obs)),
+        "correction_method": (f"ordinary kriging of station residuals (PyKrige), a variogram per slot "
+                              f"({cfg.variogram}; e.g. {fitted[0].describe()})" if fitted and cfg.method != "none"
+                              else f"none ({corr['status'][0]})"),
+        "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} ta2d {label or 'map'} (ta2d {ta2d.__version__})",
     }
     ds = day_dataset(times, domain, day_map["lat"], day_map["lon"], ta, day_map["mask"], day_map["slot_status"],
                      corr["corrected"], corr["status"], corr["n_stations"], attrs)
@@ -349,11 +372,65 @@ def map_day_files(run: str, checkpoints: Mapping[str, str | Path], scene_path: s
     if out_stations is not None:
         with atomic_path(out_stations) as tmp:
             lso.to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
-    n_ok = sum(s == SLOT_OK for s in day_map["slot_status"])
-    summary = {"run": run, "model_run": model_run, "day": day, "slots": len(times), "slots_ok": n_ok,
-               "pixels": day_map["n_pixels"], "seconds_model": round(day_map["seconds"], 2),
+    n_ok = sum(st == SLOT_OK for st in day_map["slot_status"])
+    summary = {"map": name, "model_run": info["run"], "first_slot": f"{times[0]:%Y-%m-%dT%H:%M}", "slots": len(times),
+               "slots_ok": n_ok, "pixels": day_map["n_pixels"], "seconds_model": round(day_map["seconds"], 2),
                "pixels_per_s": round(day_map["n_pixels"] / max(day_map["seconds"], 1e-9)),
                "stations": int(table["stn"].nunique()) if len(table) else 0,
                "seconds_total": round(_time.perf_counter() - t0, 2)}
     log.info("map %s", summary)
     return summary
+
+
+def assemble_day(slot_files: Mapping[str, str | Path], slot_tables: Sequence[str | Path], day: str,
+                 slot_minutes: Sequence[int], out_nc: str | Path, out_stations: str | Path | None) -> dict:
+    """Rule assemble_day (maps.unit: slot): the day's CF file and station table from its slot maps
+    (``{slot key: file}``). A slot of the day without a slot map (no file of it in the archive) is missing with
+    that reason; the attributes are the slot maps' (the first one's), the station correction's summarised."""
+    from ta2d.periods import slot_key
+
+    from .predict import MASK_NO_SCENE
+
+    times = day_slot_times(day, slot_minutes)
+    parts = {}
+    for key, path in slot_files.items():
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            parts[key] = ds.load()
+    if not parts:
+        raise ValueError(f"assemble_day {day}: no slot map")
+    first = next(iter(parts.values()))
+    shape = (len(times), first.sizes["y"], first.sizes["x"])
+    land = (first["mask"].values[0] != 0)
+    ta = np.full(shape, np.nan, np.float32)
+    cor = np.full(shape, np.nan, np.float32)
+    mask = np.repeat(np.where(land, MASK_NO_SCENE, 0).astype(np.uint8)[None], len(times), axis=0)
+    status, cstatus = [], []
+    n_stations = np.zeros(len(times), np.int32)
+    for t, ts in enumerate(times):
+        ds = parts.get(slot_key(ts))
+        if ds is None:
+            status.append(f"no_files: no L1B file of {ts:%Y-%m-%d %H:%M} UTC in the archive")
+            cstatus.append("none: no map values at this slot")
+            continue
+        ta[t], cor[t], mask[t] = ds["TA"].values[0], ds["TA_corrected"].values[0], ds["mask"].values[0]
+        status.append(str(ds["slot_status"].values[0]))
+        cstatus.append(str(ds["correction_status"].values[0]))
+        n_stations[t] = int(ds["n_stations"].values[0])
+    domain = Domain(int(first["line"].values[0]), int(first["line"].values[-1]), int(first["column"].values[0]),
+                    int(first["column"].values[-1]))
+    tables = [pd.read_csv(p) for p in slot_tables]
+    tables = [t for t in tables if len(t)]
+    n_obs = sum(len(t) for t in tables)
+    attrs = {k: v for k, v in first.attrs.items() if k not in CF_OWN_ATTRS}
+    attrs.update({"station_correction": correction_summary(cstatus, n_obs), "assembled_from": f"{len(parts)} slot maps",
+                  "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} ta2d assemble_day "
+                             f"(ta2d {ta2d.__version__})"})
+    ds = day_dataset(times, domain, first["lat"].values, first["lon"].values, ta, mask, status, cor, cstatus,
+                     n_stations, attrs)
+    write_day(ds, out_nc)
+    if out_stations is not None:
+        table = pd.concat(tables, ignore_index=True) if tables else pd.read_csv(slot_tables[0]) if slot_tables \
+            else pd.DataFrame()
+        with atomic_path(out_stations) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f", lineterminator="\n")
+    return {"day": day, "slots": len(times), "slot_maps": len(parts)}

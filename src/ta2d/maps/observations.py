@@ -1,5 +1,6 @@
-"""Station observations for the maps: the one place that reads them (from the index of the day's month, written by
-rule build_index), and the map values at the stations' pixels."""
+"""Station observations for the maps: the one place that turns label rows into observations at map pixels (the
+parse-time routing writes each map unit's rows to ``results/labels/obs/{unit}.csv``; ta2d.index.route), and the
+map values at the stations' pixels."""
 
 from __future__ import annotations
 
@@ -15,33 +16,51 @@ _DTYPES = {"stn": "int64", "time": "int64", "lat": "float64", "lon": "float64", 
            "ta_c": "float64"}
 
 
-def day_observations(index_csv: str | Path, day: str) -> pd.DataFrame:
-    """Observed TA of every station at the slots of one UTC day (YYYYMMDD), from ``results/index/{YYYYMM}/index.csv``
-    (every accepted label row, all splits): columns stn, time (Unix s, UTC), lat, lon, line, column, ta_c.
+def unit_observations(labels: pd.DataFrame, stations, static, status: pd.DataFrame, patch_size: int
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(observations, rejects) of a map unit's label rows (``source, row, stn, time, ta_c``: its part of
+    ``results/labels/obs/``, or rows read from a label file): matched to stations, pixels, land cover and the scene's
+    slots by the chunk builder's own matching (ta2d.index.match), so a station corrects the map exactly where it
+    would be a training sample. ``stations``: the station table or its path; ``status``: the scene's (time,
+    status). Observations have the columns OBS_COLUMNS, sorted by time and station."""
+    from ta2d.index.match import match_part
 
-    Raises ValueError naming the file when it lacks a column. Read in pieces, so memory stays at one day's
-    rows whatever the index's length.
-    """
-    path = Path(index_csv)
-    start = int(pd.Timestamp(day, tz="UTC").timestamp())
-    end = start + 86400
-    try:
-        header = pd.read_csv(path, nrows=0).columns
-    except (OSError, ValueError) as err:
-        raise ValueError(f"station observations {path}: cannot be read as CSV ({err})") from err
-    missing = [c for c in OBS_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"station observations {path}: no column(s) {missing} (has {list(header)})")
-    parts = [part[(part["time"] >= start) & (part["time"] < end)]
-             for part in pd.read_csv(path, usecols=list(OBS_COLUMNS), dtype=_DTYPES, chunksize=500_000)]
-    out = pd.concat(parts) if parts else no_observations()
-    out = out[np.isfinite(out["ta_c"])]
-    return out.loc[:, list(OBS_COLUMNS)].sort_values(["time", "stn"]).reset_index(drop=True)
+    if not isinstance(stations, pd.DataFrame):
+        from ta2d.index.stations import read_stations
+
+        stations = read_stations(stations)
+    if not len(labels):
+        return no_observations(), pd.DataFrame()
+    matched, rejects = match_part(labels, stations, static, status, patch_size)
+    out = matched.loc[np.isfinite(matched["ta_c"].to_numpy(np.float64)), list(OBS_COLUMNS)].astype(_DTYPES)
+    return out.sort_values(["time", "stn"]).reset_index(drop=True), rejects
+
+
+def label_rows_of_days(labels_cfg: dict, days) -> pd.DataFrame:
+    """The label rows (source, row, stn, time, ta_c) of the UTC days (YYYYMMDD) in the label files of
+    ``inputs.labels`` (for ``ta2d map``, which runs without the workflow's routed parts)."""
+    from ta2d.index.labels import iter_labels
+    from ta2d.index.route import PART_COLUMNS, label_files, source_name
+
+    bounds = [(int(pd.Timestamp(d, tz="UTC").timestamp()), int(pd.Timestamp(d, tz="UTC").timestamp()) + 86400)
+              for d in days]
+    frames = []
+    for path in label_files(labels_cfg):
+        for rows, _ in iter_labels(path, fmt=labels_cfg.get("format", "auto"),
+                                   timezone=labels_cfg.get("timezone", "KST"),
+                                   encoding=labels_cfg.get("encoding", "auto")):
+            keep = np.zeros(len(rows), bool)
+            for lo, hi in bounds:
+                keep |= ((rows["time"] >= lo) & (rows["time"] < hi)).to_numpy()
+            frames.append(rows[keep].assign(source=source_name(path, labels_cfg)))
+    if not frames:
+        return pd.DataFrame(columns=PART_COLUMNS)
+    return pd.concat(frames, ignore_index=True).reindex(columns=PART_COLUMNS)
 
 
 def read_station_table(path: str | Path) -> pd.DataFrame:
     """The observations of a map_day station table (``{day}_stations.csv``, which holds them beside the map
-    values): columns as :func:`day_observations`. Raises ValueError naming the file when it lacks a column."""
+    values): columns as :func:`unit_observations`. Raises ValueError naming the file when it lacks a column."""
     try:
         table = pd.read_csv(path, dtype=_DTYPES)
     except (OSError, ValueError) as err:
@@ -53,7 +72,7 @@ def read_station_table(path: str | Path) -> pd.DataFrame:
 
 
 def no_observations() -> pd.DataFrame:
-    """An empty observation table (the columns of :func:`day_observations`)."""
+    """An empty observation table (the columns of :func:`unit_observations`)."""
     return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in OBS_COLUMNS})
 
 

@@ -389,6 +389,19 @@ class ClayTransfer(nn.Module):
 CNN_PADDINGS = ("valid", "same")
 
 
+def box_mean(f: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, C, H - k + 1, W - k + 1): the mean of every k x k window of f, as k + k shifted slices (separable; on the
+    CPU several times faster than avg_pool2d with stride 1)."""
+    h, w = f.shape[2] - k + 1, f.shape[3] - k + 1
+    rows = f[:, :, :h]
+    for i in range(1, k):
+        rows = rows + f[:, :, i:i + h]
+    out = rows[:, :, :, :w]
+    for j in range(1, k):
+        out = out + rows[:, :, :, j:j + w]
+    return out / (k * k)
+
+
 class PatchCNN(nn.Module):
     """Small CNN from scratch on all 19 normalised planes, plus the side features.
 
@@ -443,6 +456,6 @@ class PatchCNN(nn.Module):
         k = patch_size - 2 * self.n_convs
         if k < 1:
             raise ValueError(f"a {patch_size}x{patch_size} patch is too small for {self.n_convs} valid 3x3 convs")
-        mean = F.avg_pool2d(f, k, stride=1)
+        mean = box_mean(f, k)
         centre = f[:, :, k // 2: f.shape[2] - k // 2, k // 2: f.shape[3] - k // 2]
         return torch.cat([mean, centre], 1)
