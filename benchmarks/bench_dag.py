@@ -200,7 +200,7 @@ def write_config(work: Path, data: Path, start: str, end: str, labels_glob: str)
                    "labels": {"path": labels_glob, "format": "kma_portal_csv"},
                    "stations": {"path": str(data / "stations.csv")},
                    "static": {"path": str(data / "static.nc")}},
-        "maps": {"days": []},
+        "maps": {"days": [], "period": None},
         "demo": {"enabled": False},
     }
     path = work / "config" / "bench.yaml"
@@ -480,7 +480,7 @@ def bench_size(name: str, root: Path, data: Path, stations: pd.DataFrame, args) 
     step("inventories + sidecars (real write_inventory)", t_inv, f"{len(plan.keys)} periods")
 
     def refresh_inv() -> int:
-        return refresh_inventories(raw_inputs, plan.keys, plan.freq, cfg["period"], work / "results/inventory")
+        return refresh_inventories(raw_inputs, plan, work / "results/inventory")
 
     if args.plan_only:
         time.sleep(2.5)  # directories written < 2 s before a listing are "unsettled" and listed again

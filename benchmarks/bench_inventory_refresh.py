@@ -31,6 +31,7 @@ from bench_dag import SUBDIR, check_drop_caches, make_archive  # the same stub a
 from ta2d.atomic import write_text_if_changed
 from ta2d.ingest.archive import period_inventory_text, refresh_inventories, write_inventory
 from ta2d.periods import period_keys
+from ta2d.plan import Plan
 
 END = pd.Timestamp("2023-12-31")
 
@@ -65,6 +66,7 @@ def main() -> int:
     inputs = {"kind": "l1b", "calibrated": {},
               "l1b": {"dir": str(raw), "subdir": SUBDIR, "area": "fd", "slot_minutes": [0]}}
     keys = period_keys(period["start"], period["end"], "D")
+    plan = Plan(start=period["start"], end=period["end"], freq="D", split_cfg={})
     if args.root.exists():
         shutil.rmtree(args.root)
     try:
@@ -78,8 +80,8 @@ def main() -> int:
 
         runs = {
             "old": lambda: old_refresh(inputs, keys, "D", period, inventory_dir),
-            "full": lambda: refresh_inventories(inputs, keys, "D", period, inventory_dir, full=True),
-            "fast": lambda: refresh_inventories(inputs, keys, "D", period, inventory_dir),
+            "full": lambda: refresh_inventories(inputs, plan, inventory_dir, full=True),
+            "fast": lambda: refresh_inventories(inputs, plan, inventory_dir),
         }
         results: dict[tuple[str, str], list[float]] = {}
         for name, fn in runs.items():

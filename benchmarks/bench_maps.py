@@ -1,12 +1,19 @@
-"""Maps: pixels/s of the batched day pass per model kind, and a year of stub maps on disk + open_mfdataset.
+"""Maps: CPU-seconds per pixel·slot of a day of maps per model kind, dense pass vs one patch per pixel, beside the
+model's own compute; and a year of stub maps on disk + open_mfdataset.
 
-1. For every run of a built demo (results/runs/*/best.pt), one model pass over every land pixel of every slot of
-   one day (ta2d.maps.archive.map_day: patch gather + model, batched across slots), on --threads CPU threads:
-   pixels per wall second, and per CPU second of the process (all its threads; steadier on a shared machine).
+1. For every model file of a built demo (results/models/{run}.pt), one day of maps (ta2d.maps.archive.map_day, every
+   land pixel of every slot) by the per-pixel path (a 9x9 patch gathered per pixel, batched across slots: the
+   reference) and by the dense path (ta2d.maps.dense: a convolution over the tile for a valid cnn, the pixels for
+   ridge, patches cut from the tile for the others), on --threads CPU threads: CPU seconds of the process (all its
+   threads) and pixel·slots per CPU-second, their ratio, and the "limit": the model's own forward pass on the
+   same inputs prepared beforehand (ta2d.maps.dense.predict_tile on ready tiles: what no mapping code can beat on
+   this CPU), with the model's FLOPs per pixel (torch.utils.flop_counter). The dense maps are checked against the
+   reference (max |diff|). Then what a year of hourly maps of a land domain of --land-pixels pixels costs:
+   core-hours at the dense rate, and GPU hours from the FLOPs at --gpu-tflops sustained.
 2. A year of day files in the archive's format (ta2d.maps.archive.write_day: TA and TA_corrected int16-packed,
-   deflated, one slot per chunk) on the demo's domain, filled from a real day's maps shifted per day (or a
-   smooth stub field without one): bytes on disk, and the seconds to open all of them lazily with
-   open_mfdataset (ta2d.maps.archive.open_archive) and to read one slot and one pixel's year.
+   deflated) on the demo's domain, filled from a real day's maps shifted per day (or a smooth stub field without
+   one): bytes on disk, and the seconds to open all of them lazily with open_mfdataset and to read one slot and
+   one pixel's year.
 
     .venv/bin/python benchmarks/bench_maps.py --root /path/where/the/demo/ran
     .venv/bin/python benchmarks/bench_maps.py --root . --days 365 --skip-models
@@ -29,36 +36,118 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ta2d.grid import Domain, domain_lonlat  # noqa: E402
 from ta2d.maps.archive import day_dataset, day_slot_times, map_day, open_archive, write_day  # noqa: E402
-from ta2d.maps.plan import day_period_key, split_test_days  # noqa: E402
 from ta2d.maps.predict import MASK_NOT_LAND, MASK_PREDICTED  # noqa: E402
+from ta2d.plan import Plan, split_test_days  # noqa: E402
 
 
-def bench_models(root: Path, cfg: dict, day: str, threads: int, batch_size: int) -> None:
+def _model_only(model, scene, static, t: int, patch_size: int, batch_size: int) -> tuple[float, int, float]:
+    """(CPU seconds, pixels, FLOPs per pixel) of the model's forward pass alone on one slot's ready tiles."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ta2d.chunks.patches import pixel_inputs
+    from ta2d.maps import dense
+
+    slots = scene[["bt", "rf", "sza", "lat", "lon"]]
+    planes = dense.slot_planes(slots, t, static)
+    half = patch_size // 2
+    nl, nc = planes.shape[1:]
+    land = (static.land_sea_mask > 0.5) & (static.landcover >= 1) & (static.landcover <= 17)
+    finite = np.isfinite(planes).all(axis=0)
+    ok = land.copy()
+    ok[:half], ok[-half:], ok[:, :half], ok[:, -half:] = False, False, False, False
+    ok &= finite
+    unix = int(slots["time"].values[t].astype("datetime64[s]").astype(np.int64))
+    lat, lon = slots["lat"].values, slots["lon"].values
+    tiles = []
+    for r0 in range(half, nl - half, dense.TILE):
+        r1 = min(r0 + dense.TILE, nl - half)
+        for c0 in range(half, nc - half, dense.TILE):
+            c1 = min(c0 + dense.TILE, nc - half)
+            rr, cc = np.nonzero(ok[r0:r1, c0:c1])
+            pr, pc = rr + r0, cc + c0
+            centre = planes[:, pr, pc].T
+            side = pixel_inputs(centre, np.full(len(pr), unix), lat[pr, pc], lon[pr, pc], static.landcover[pr, pc])
+            block = torch.from_numpy(np.where(np.isfinite(planes), planes, 0.0)[:, r0 - half:r1 + half,
+                                              c0 - half:c1 + half].copy())
+            tiles.append((block, {**side, "x_center": torch.from_numpy(centre)}, torch.from_numpy(rr),
+                          torch.from_numpy(cc)))
+    n = sum(len(t[2]) for t in tiles)
+    with torch.no_grad():
+        c0 = time.process_time()
+        for block, batch, rr, cc in tiles:
+            dense.predict_tile(model, block, batch, rr, cc, patch_size, batch_size)
+        seconds = time.process_time() - c0
+        block, batch, rr, cc = tiles[0]
+        k = min(256, len(rr))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            dense.predict_tile(model, block, {key: v[:k] for key, v in batch.items()}, rr[:k], cc[:k], patch_size,
+                               batch_size)
+    flops = counter.get_total_flops() / k
+    if getattr(model, "dense", False):  # the tile's convolutions serve every pixel: count them once per tile
+        with counter:
+            dense.predict_tile(model, block, batch, rr, cc, patch_size, batch_size)
+        flops = counter.get_total_flops() / len(rr)
+    return seconds, n, flops
+
+
+def bench_models(root: Path, cfg: dict, day: str, threads: int, batch_size: int, land_pixels: int,
+                 gpu_tflops: float, n_slots: int, only: set[str] | None = None) -> None:
     import torch
     import xarray as xr
 
-    from ta2d.evaluation.evaluate import run_kind
-    from ta2d.models import load_model
+    from ta2d.models.model_file import load_model_file
     from ta2d.static import read_static
 
     torch.set_num_threads(threads)
-    scene_path = root / f"results/scenes/{day_period_key(day, cfg['chunking']['period'])}.nc"
+    plan = Plan.from_config(cfg)
+    scene_path = root / f"results/scenes/{plan.map_scene_key(day)}.nc"
     static_path = root / cfg["inputs"]["static"]["path"]
     times = day_slot_times(day, cfg["inputs"]["l1b"]["slot_minutes"])
-    print(f"day {day}: {len(times)} slots, scene {scene_path.name}, {threads} threads, batch {batch_size}")
-    print(f"{'run':14s} {'kind':14s} {'pixels':>9s} {'model pass s':>12s} {'pixels/s':>9s} {'day total s':>11s} "
-          f"{'CPU s':>6s} {'px/CPU-s':>9s}")
-    for ckpt in sorted(root.glob("results/runs/*/best.pt")):
-        model = load_model(ckpt)
-        t0, c0 = time.perf_counter(), time.process_time()
+    times = times[:: max(1, len(times) // n_slots)][:n_slots]  # spread over the day: night and day slots
+    year = land_pixels * 8760
+    hours = ", ".join(f"{t:%H:%M}" for t in times)
+    print(f"day {day}: {len(times)} slots ({hours}), scene {scene_path.name}, {threads} thread(s); "
+          f"a year of hourly maps of "
+          f"{land_pixels:,} land pixels = {year:,} pixel·slots")
+    print(f"{'model':12s} {'kind':14s} {'px·slots':>9s} {'per-pixel':>10s} {'dense':>9s} {'ratio':>6s} "
+          f"{'limit':>9s} {'dense/limit':>11s} {'max|diff| K':>11s} {'FLOP/px':>9s} {'core-h/yr':>9s} "
+          f"{'GPU-h/yr':>8s}")
+    print(f"{'':12s} {'':14s} {'':9s} {'px/CPU-s':>10s} {'px/CPU-s':>9s} {'':6s} {'px/CPU-s':>9s}")
+    models = [(p.stem, *load_model_file(p)) for p in sorted(root.glob("results/models/*.pt")) if p.name != "best.pt"]
+    cnn = next((m for m in models if m[2]["model_kind"] == "cnn"), None)
+    if cnn is not None:  # the cnn as models were before the dense maps: zero-padded, mapped patch by patch
+        from ta2d.models import build_model
+
+        same = build_model({**cnn[2]["run_config"], "cnn_padding": "same"}, cnn[2]["stats"])
+        models.append(("cnn_same*", same.eval(), {**cnn[2], "model_kind": "cnn"}))
+    for name, model, info in models:
+        if only and name not in only:
+            continue
+        rates, maps = {}, {}
         with xr.open_dataset(scene_path, engine="h5netcdf", cache=False) as scene:
             lines, cols = scene["line"].values, scene["column"].values
             static = read_static(static_path, Domain(int(lines[0]), int(lines[-1]), int(cols[0]), int(cols[-1])))
-            out = map_day(model, scene, static, times, patch_size=cfg["patch"]["size"], batch_size=batch_size,
-                          device="cpu")
-        total, cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"{ckpt.parent.name:14s} {run_kind(ckpt):14s} {out['n_pixels']:9,d} {out['seconds']:12.1f} "
-              f"{out['n_pixels'] / out['seconds']:9,.0f} {total:11.1f} {cpu:6.1f} {out['n_pixels'] / cpu:9,.0f}")
+            for method in ("per_pixel", "dense"):
+                c0 = time.process_time()
+                out = map_day(model, scene, static, times, patch_size=cfg["patch"]["size"], batch_size=batch_size,
+                              device="cpu", method=method)
+                rates[method] = out["n_pixels"] / (time.process_time() - c0)
+                maps[method] = out["ta"]
+            mid = np.datetime64(times[len(times) // 2].tz_convert(None))
+            t_idx = int(np.flatnonzero(scene["time"].values == mid)[0])
+            secs, n, flops = _model_only(model, scene, static, t_idx, cfg["patch"]["size"], batch_size)
+        limit = n / secs
+        diff = float(np.nanmax(np.abs(maps["dense"] - maps["per_pixel"])))
+        print(f"{name:12s} {info['model_kind']:14s} {out['n_pixels']:9,d} {rates['per_pixel']:10,.0f} "
+              f"{rates['dense']:9,.0f} {rates['dense'] / rates['per_pixel']:5.1f}x {limit:9,.0f} "
+              f"{rates['dense'] / limit:10.0%} {diff:11.1e} {flops:9,.0f} {year / rates['dense'] / 3600:9.2f} "
+              f"{year * flops / (gpu_tflops * 1e12) / 3600:8.3f}", flush=True)
+    print("cnn_same*: the cnn's widths zero-padded (cnn_padding: same, every cnn before the dense maps), random "
+          "weights: its speed, not its values. FLOP/px: torch's count (LightGBM's trees are not counted: 0).")
+    print(f"GPU-h/yr: the FLOPs at {gpu_tflops:g} TFLOP/s sustained (a guess for small fp32 batches on one GPU: about "
+          "a tenth of an H100's fp32 peak); limit: the model's forward pass alone on ready tiles of one slot.")
 
 
 def bench_year(root: Path, cfg: dict, n_days: int, template: Path | None, keep: Path | None) -> None:
@@ -119,6 +208,14 @@ def main() -> None:
     ap.add_argument("--day", default=None, help="YYYYMMDD (default: the first test day)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (rule map_day runs with 1)")
     ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--slots", type=int, default=4, help="slots of the day mapped per model (per-pixel Clay: ~1 min a "
+                                                         "slot on the demo domain)")
+    ap.add_argument("--models", default=None, help="comma-separated model names to run (default: all; cnn_same* is the "
+                                                   "zero-padded cnn)")
+    ap.add_argument("--land-pixels", type=int, default=20_000,
+                    help="land pixels of the domain a year is costed for (South Korea: ~100,000 km² of land in "
+                         "GK-2A 2 km pixels of ~5 km²)")
+    ap.add_argument("--gpu-tflops", type=float, default=6.0, help="sustained TFLOP/s assumed for the GPU hours")
     ap.add_argument("--days", type=int, default=365, help="days of stub maps")
     ap.add_argument("--template", default=None, help="a day file whose maps fill the stub year "
                                                       "(default: ROOT/results/maps/best/DAY.nc if there)")
@@ -130,10 +227,11 @@ def main() -> None:
     cfg = yaml.safe_load(Path(a.config or root / "config/config.yaml").read_text())
     from ta2d.config import validate_config
 
-    cfg = validate_config(cfg)
+    cfg = validate_config(cfg, check_files=False)
     day = a.day or split_test_days(cfg["period"], cfg["split"])[0]
     if not a.skip_models:
-        bench_models(root, cfg, day, a.threads, a.batch_size)
+        bench_models(root, cfg, day, a.threads, a.batch_size, a.land_pixels, a.gpu_tflops, a.slots,
+                     set(a.models.split(",")) if a.models else None)
     if not a.skip_year:
         template = Path(a.template) if a.template else root / f"results/maps/best/{day}.nc"
         bench_year(root, cfg, a.days, template, Path(a.keep) if a.keep else None)

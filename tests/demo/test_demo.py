@@ -113,12 +113,34 @@ def test_every_file_exists_with_the_real_name(demo):
     config = demo["config"]
     missing = {r["file"] for r in demo["defects"] if r["kind"] == "missing_file"}
     assert missing
-    expected = [_path(config, s, c) for s in _slots(config) for c in ALL_CHANNELS]
+    # the labelled period's slots and those of the unlabelled days after it (demo.unlabelled_days)
+    end = pd.Timestamp(config["period"]["end"]) + pd.Timedelta(days=config["demo"]["unlabelled_days"])
+    slots = pd.date_range(f"{config['period']['start']} 00:00", f"{end:%Y-%m-%d} 23:00", freq="h", tz="UTC")
+    assert config["demo"]["unlabelled_days"] == 1 and demo["summary"]["unlabelled_days"] == [f"{end:%Y-%m-%d}"]
+    expected = [_path(config, s, c) for s in slots for c in ALL_CHANNELS]
     for p in expected:
         assert p.exists() == (str(p) not in missing), p
     written = sorted(Path(config["inputs"]["l1b"]["dir"]).rglob("*.nc"))
     assert len(written) == len(expected) - len(missing) == demo["summary"]["n_files"]
     assert _path(config, _slots(config)[3], "vi006").name == "gk2a_ami_le1b_vi006_fd005ge_202404010300.nc"
+
+
+def test_write_slots_writes_the_generators_own_files(demo, tmp_path):
+    """ta2d.demo.write_slots (new slots landing, benchmarks/bench_nrt.py) writes byte for byte what generate_demo
+    wrote for the same slot, and the stations' observations of its hour."""
+    from ta2d.demo import write_slots
+    from ta2d.index.labels import read_labels
+
+    config = demo["config"]
+    end = pd.Timestamp(config["period"]["end"]) + pd.Timedelta(days=1)  # the unlabelled day: no defects planted
+    slot = pd.Timestamp(f"{end:%Y-%m-%d} 05:00", tz="UTC")
+    other = {**config, "inputs": {**config["inputs"], "l1b": {**config["inputs"]["l1b"], "dir": str(tmp_path / "raw")}}}
+    assert write_slots(other, [slot], labels_path=tmp_path / "obs.csv") == len(ALL_CHANNELS)
+    for ch in ALL_CHANNELS:
+        assert _path(other, slot, ch).read_bytes() == _path(config, slot, ch).read_bytes(), ch
+    labels, rejects = read_labels(tmp_path / "obs.csv")
+    assert rejects.empty and set(labels["time"]) == {int(slot.timestamp())}
+    assert len(labels) == config["demo"]["n_stations"]
 
 
 def test_attributes_have_the_real_messy_types(demo):

@@ -5,10 +5,7 @@
 # (results/labels/obs/{unit}.csv): no run folder, no index. maps.unit day: one job per day (map_day); slot: one
 # per slot (map_slot, from the slot's own scene) and the day assembled from them (assemble_day), so a new slot
 # reruns only its own calibration and map. `snakemake maps` makes only these files.
-import pandas as pd
-
-from ta2d.ingest.archive import slots_with_files
-from ta2d.maps.plan import map_sources, map_targets
+from ta2d.maps.plan import map_sources, map_targets, slots_to_map
 
 MAP_SOURCES = map_sources(config)  # {map name: model file}
 MAP_NAMES = list(MAP_SOURCES) if PLAN.map_days else []
@@ -17,26 +14,9 @@ SLOT_MINUTES = slot_minutes(config["inputs"])
 STATIONS_PATH = [STATIONS["path"]] if LABELS is not None else []
 
 
-def observation_parts(unit):
-    return [f"{LABELS_DIR}/{obs_part_name(unit)}"] if LABELS is not None else []
-
-
-def mapped_slots_and_days():
-    """unit slot: the slots of the map days with at least one raw file now (the others wait for theirs), and
-    the days to assemble: every slot has files, or a later map slot has (the satellite moved on; a slot still
-    without files is missing in the day file, and a late file reruns its slot and the day)."""
-    if UNIT != "slot" or not MAP_NAMES:
-        return {}, []
-    slots = [s for d in PLAN.map_days for s in PLAN.slots_of_day(d)]
-    present = slots_with_files(RAW_INPUTS, pd.DatetimeIndex(slots, tz="UTC"))
-    have = [s for s in slots if s.replace("T", "") in present]
-    last = max(have) if have else ""
-    by_day = {d: [s for s in PLAN.slots_of_day(d) if s in set(have)] for d in PLAN.map_days}
-    done = [d for d in PLAN.map_days if by_day[d] and (len(by_day[d]) == len(PLAN.slots_of_day(d)) or last > f"{d}T2400")]
-    return by_day, done
-
-
-SLOTS_BY_DAY, COMPLETE_DAYS = mapped_slots_and_days()
+# unit slot: the slots with files now, and the days complete enough to assemble (ta2d.maps.plan.slots_to_map)
+SLOTS_BY_DAY, COMPLETE_DAYS = slots_to_map(PLAN, RAW_INPUTS) if UNIT == "slot" and MAP_NAMES else ({}, [])
+OBSERVATION_PARTS = (lambda unit: [f"{LABELS_DIR}/{obs_part_name(unit)}"]) if LABELS is not None else (lambda unit: [])
 MAP_DAYS = PLAN.map_days if UNIT == "day" else COMPLETE_DAYS
 # the correction is scored on mapped test days only (labels of the training period)
 SCORED = TRAINS and LABELS is not None and any(PLAN.in_training(d) for d in MAP_DAYS)
@@ -69,7 +49,7 @@ if UNIT == "day":
             model=lambda wc: MAP_SOURCES[wc.maprun],
             scene=lambda wc: f"results/scenes/{PLAN.map_scene_key(wc.day)}.nc",
             static=config["inputs"]["static"]["path"],
-            observations=lambda wc: observation_parts(wc.day),
+            observations=lambda wc: OBSERVATION_PARTS(wc.day),
             stations=STATIONS_PATH,
         output:
             nc="results/maps/{maprun}/{day}.nc",
@@ -99,7 +79,7 @@ else:
             model=lambda wc: MAP_SOURCES[wc.maprun],
             scene="results/scenes/{slot}.nc",
             static=config["inputs"]["static"]["path"],
-            observations=lambda wc: observation_parts(wc.slot),
+            observations=lambda wc: OBSERVATION_PARTS(wc.slot),
             stations=STATIONS_PATH,
         output:
             nc="results/maps/{maprun}/slots/{slot}.nc",

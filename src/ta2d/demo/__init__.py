@@ -131,37 +131,60 @@ def _write_slots(writer: SlotWriter, slot_times: list[int], workers: int, progre
     return n_files, n_bytes
 
 
+def _world(config: dict):
+    """Everything the demo draws before its files: settings, window, static fields, truth model, stations (with
+    their planted defects) and the defect generator in the state the label defects continue from."""
+    s = DemoSettings.from_config(config.get("demo", {}))
+    domain = Domain.from_config(config["domain"])
+    window = Window.around(domain, s.margin_px)
+    days, _, _ = _times(config)
+    half = patch_half(config)
+    static = static_fields(window, s.seed)
+    model = TruthModel(s.seed, s.cloud_fraction)
+    stations = place_stations(static, window, domain, s.n_stations, half, s.station_elev_sigma_m,
+                              np.random.default_rng([s.seed, 6]), n_extra_ids=s.defects.out_of_domain_stations)
+    defect_rng = np.random.default_rng([s.seed, 5])
+    landcover, station_records = plant_station_defects(
+        stations, static, window, domain, half, s.defects, days, s.seed, s.station_elev_sigma_m, defect_rng
+    )
+    return s, window, static, model, stations, landcover, station_records, defect_rng
+
+
+def write_slots(config: dict, slot_times, labels_path: str | Path | None = None, progress: bool = False) -> int:
+    """L1B files of more slots of the demo's archive (any UTC times, no planted defects), the same as generate_demo
+    writes for its slots: what new slots landing in an archive look like (benchmarks/bench_nrt.py). With
+    `labels_path`, also a KMA portal label file with every station's observation at those of the slots that are
+    on the hour (truth + station noise, as the demo's labels). Returns the number of L1B files written."""
+    s, window, static, model, stations, _, _, _ = _world(config)
+    if labels_path is not None:
+        hours = pd.DatetimeIndex([pd.Timestamp(t) for t in slot_times if pd.Timestamp(t).minute == 0])
+        rows = label_truth([st for st in stations if st.role != "out_of_domain"], model, static, window, hours,
+                           s.seed, s.noise_sigma_k)
+        write_labels(Path(labels_path), rows.assign(ta_text=rows["ta_obs_c"].map(lambda v: f"{v:.1f}"), qc_text=""))
+    l1b = config["inputs"]["l1b"]
+    counts = s.defects
+    writer = SlotWriter(window=window, static=static, model=model, raw_dir=Path(l1b["dir"]),
+                        subdir=l1b.get("subdir", ""), area=l1b.get("area", "fd"), compression_level=s.compression_level,
+                        flags=FileFlags(counts.background_error_pixels, counts.background_conditional_pixels,
+                                        counts.padding_bit_fraction),
+                        allowed_2km=background_allowed(stations, window, patch_half(config)), missing=set(),
+                        corrupt=set(), planted={}, seed=s.seed)
+    times = [int(pd.Timestamp(t).timestamp()) for t in slot_times]
+    return _write_slots(writer, times, 1, progress)[0]
+
+
 def generate_demo(config: dict, progress: bool = True, workers: int | None = None) -> dict:
     """Write the whole demo for `config` (the full ta2d config); returns a summary (also demo.json).
 
     `workers` (e.g. a Snakemake rule's threads) overrides demo.workers; the output does not depend on it.
     """
     t_start = time.perf_counter()
-    s = DemoSettings.from_config(config.get("demo", {}))
+    s, window, static, model, stations, landcover, station_records, defect_rng = _world(config)
     counts = s.defects
-    domain = Domain.from_config(config["domain"])
-    window = Window.around(domain, s.margin_px)
     inputs = config["inputs"]
     l1b = inputs["l1b"]
     days, hours, slots = _times(config)
     half = patch_half(config)
-
-    static = static_fields(window, s.seed)
-    model = TruthModel(s.seed, s.cloud_fraction)
-    stations = place_stations(
-        static,
-        window,
-        domain,
-        s.n_stations,
-        half,
-        s.station_elev_sigma_m,
-        np.random.default_rng([s.seed, 6]),
-        n_extra_ids=counts.out_of_domain_stations,
-    )
-    defect_rng = np.random.default_rng([s.seed, 5])
-    landcover, station_records = plant_station_defects(
-        stations, static, window, domain, half, counts, days, s.seed, s.station_elev_sigma_m, defect_rng
-    )
     static_path = Path(inputs["static"]["path"])
     static_path.parent.mkdir(parents=True, exist_ok=True)
     write_static(static_path, static.with_landcover(landcover), window, s.compression_level)

@@ -62,3 +62,20 @@ def map_targets(names: Sequence[str], days: Sequence[str], plots: bool, scored: 
     exts = ("nc", "gif", "html") if plots else ("nc",)
     out = [f"results/maps/{n}/{d}.{e}" for n in names for d in days for e in exts]
     return out + (["results/eval/map_correction.csv"] if scored else [])
+
+
+def slots_to_map(plan, raw_inputs: Mapping) -> tuple[dict[str, list[str]], list[str]]:
+    """maps.unit slot: ({day: its slot keys with at least one raw file now}, the days to assemble). The other
+    slots wait for their files. A day is assembled once every slot of it has files, or a later map slot has (the
+    satellite moved on: a slot still without files is missing in the day file, and a late file reruns its slot
+    and the day). One listing per slot folder of the map days."""
+    from ta2d.ingest.archive import slots_with_files
+
+    slots = [s for d in plan.map_days for s in plan.slots_of_day(d)]
+    present = slots_with_files(dict(raw_inputs), pd.DatetimeIndex(slots, tz="UTC")) if slots else set()
+    have = {s for s in slots if s.replace("T", "") in present}
+    last = max(have) if have else ""
+    by_day = {d: [s for s in plan.slots_of_day(d) if s in have] for d in plan.map_days}
+    done = [d for d in plan.map_days
+            if by_day[d] and (len(by_day[d]) == len(plan.slots_of_day(d)) or last > f"{d}T2400")]
+    return by_day, done

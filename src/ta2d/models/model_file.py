@@ -175,10 +175,13 @@ def describe(info: Mapping, path) -> str:
         f"{len(t['stations'])} stations, {t['epoch']} epoch(s), data fingerprint {t['data_fingerprint']}",
         "test scores (K):",
     ]
+    def num(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
     for scheme, s in info["scores"].items():
         floor = f", {s['rmse_over_floor']:.2f} x floor" if s.get("rmse_over_floor") else ""
-        lines.append(f"  {scheme:18s} RMSE {s['rmse']:.3f}  MAE {s.get('mae') or float('nan'):.3f}  "
-                     f"bias {s.get('bias') or 0.0:+.3f}  n={s['n']:,}{floor}")
+        lines.append(f"  {scheme:18s} RMSE {num(s.get('rmse'), '.3f')}  MAE {num(s.get('mae'), '.3f')}  "
+                     f"bias {num(s.get('bias'), '+.3f')}  n={s.get('n') or 0:,}{floor}")
     if "selected" in info:
         lines.append(f"selected as best: {info['selected']}")
     return "\n".join(lines)
