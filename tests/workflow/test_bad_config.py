@@ -55,7 +55,7 @@ def test_config_fault_names_the_key(base, fault, message):
 
 
 
-SHIPPED_OVERLAYS = ["config/gk2a.yaml", "config/test/tiny.yaml",
+SHIPPED_OVERLAYS = ["config/gk2a.yaml", "config/test/tiny.yaml", "config/map.yaml", "config/nrt.yaml",
                     *[f"config/experiments/{p.name}" for p in sorted((REPO / "config/experiments").glob("*.yaml"))]]
 
 
@@ -77,7 +77,7 @@ def test_cli_merges_config_files_as_snakemake_does(capsys):
 
     overlay = str(REPO / "config/experiments/clay_pixels.yaml")
     assert main(["validate-config", overlay]) == 1
-    assert "'period' is a required property" in capsys.readouterr().err
+    assert "'domain' is a required property" in capsys.readouterr().err
     assert main(["validate-config", str(REPO / "config/config.yaml"), overlay]) == 0
     assert "config.yaml + " in capsys.readouterr().out
 
