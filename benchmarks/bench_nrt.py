@@ -10,7 +10,7 @@ Snakefile and the documented command (README "Near-real-time"):
    over a hard-linked copy of the demo's L1B archive (its files are not touched), maps.unit slot, the day after
    the demo's last archive day. Each step writes the NEXT slot's 16 L1B files (ta2d.demo.write_slots: the
    generator's own files, under temporary names renamed into place, as archives deliver) and the stations'
-   observations of that hour (one more label file of the inputs.labels glob, as an hourly feed appends), then
+   observations of that hour (one more label file of the inputs.labels glob, as an hourly feed delivers), then
    times `snakemake -n maps` (planning: the parse, its refreshes, the DAG) and `snakemake maps` (the latency:
    the files are complete when it starts, the corrected slot map exists when it returns), and prints the jobs
    that ran and the slot's correction status. The first step also makes the first build's label parts.
@@ -85,7 +85,9 @@ def write_nrt_config(work: Path, base: dict, raw: Path, labels_glob: str, model:
     cfg["inputs"]["labels"] = {"path": labels_glob, "format": "kma_portal_csv"}
     cfg["inputs"]["stations"] = {"path": str(base["inputs"]["stations"]["path"])}
     cfg["inputs"]["static"] = {"path": str(base["inputs"]["static"]["path"])}
-    cfg["maps"]["model"] = str(model)
+    (work / "models").mkdir(exist_ok=True)
+    shutil.copy2(model, work / "models/demo.pt")  # the model file copied in, as config/nrt.yaml expects it
+    cfg["maps"]["model"] = "models/demo.pt"
     cfg["maps"]["period"] = {"start": day, "end": day}
     if period is not None:
         cfg["chunking"] = {"period": "W"}
@@ -112,7 +114,8 @@ def run_slots(title: str, work: Path, demo_cfg: dict, raw: Path, labels: Path, d
     rows = []
     times = pd.date_range(pd.Timestamp(day, tz="UTC"), periods=n + 1, freq="h")
     for i in range(n + 1):
-        land_slots(demo_cfg, raw, labels, list(times[: i + 1]))
+        # the new slot only, and its hour's observations as a file of their own (an hourly feed)
+        land_slots(demo_cfg, raw, labels.with_name(f"{labels.stem}_{times[i]:%Y%m%d%H}.csv"), [times[i]])
         dry, plan_s = snakemake(work, "-n", "maps")
         real, latency = snakemake(work, "maps")
         key = f"{times[i]:%Y%m%dT%H%M}"
