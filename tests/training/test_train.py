@@ -355,7 +355,7 @@ def test_inference_side_never_imports_the_training_loop():
 
     code = (
         "import sys, ta2d.training.embed, ta2d.evaluation.evaluate, ta2d.maps.archive, ta2d.maps.predict,"
-        " ta2d.maps.kriging, ta2d.maps.plots, ta2d.training.inference;"
+        " ta2d.maps.kriging, ta2d.maps.plots, ta2d.maps.dense, ta2d.models.model_file, ta2d.training.inference;"
         "from ta2d.training import predict_chunks, resolve_device, load_stats, RUN_DEFAULTS;"
         "assert 'ta2d.training.loop' not in sys.modules, 'loop imported';"
         "from ta2d.training import train_run, METRIC_COLUMNS, FITTED_KINDS, make_scheduler, data_fingerprint"

@@ -66,7 +66,7 @@ def test_demo_end_to_end_then_nothing_to_do(demo_run):
     overall = evaluation[evaluation["scheme"] == "all"]  # one row per run and validation scheme
     assert sorted(overall["run"]) == runs and (overall["n"] > 0).all()
     assert (evaluation.groupby("scheme")["n"].nunique() == 1).all()  # the same samples for every run
-    # maps (maps.runs: [best] by default): the hourly archive of each mapped day, its plots, the correction table
+    # maps (maps.model: best by default): the hourly archive of each mapped day, its plots, the correction table
     for day in yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["maps"]["days"]:
         stamp = pd.Timestamp(day).strftime("%Y%m%d")
         with xr.open_dataset(work / f"results/maps/best/{stamp}.nc", engine="h5netcdf") as ds:
