@@ -107,6 +107,14 @@ def test_mapping_only_config_runs_no_training_job(demo_run, four_days, tmp_path)
         assert ds.attrs["station_correction"].startswith("none: no station observations")
     assert not (work / "results/patch_pt").exists() and not (work / "results/runs").exists()
     assert dry_run(work)[0] == {}
+    # without observations at all (inputs.labels null): inventory -> calibrate -> maps, not even the routing
+    bare = _map_only_workdir(tmp_path / "bare", four_days, demo_run / "results/models/best.pt",
+                             {"period": {"start": "2024-04-05", "end": "2024-04-05"}})
+    config = yaml.safe_load((bare / "config/test/tiny.yaml").read_text())
+    config["inputs"].update(labels=None, stations=None)
+    (bare / "config/test/tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs, _ = dry_run(bare)
+    assert jobs == {"inventory": 1, "calibrate": 1, "map_day": 1, "map_plots": 1, "all": 1}, jobs
 
 
 def outputs(work: Path) -> dict[str, tuple[bytes, int]]:

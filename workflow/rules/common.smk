@@ -12,7 +12,6 @@ from ta2d.plan import Plan
 validate_config(config, source="config")
 
 PERIOD = config["period"]  # None: a mapping-only config (no index, chunk, stats or train job)
-FREQ = config["chunking"]["period"]
 PLAN = Plan.from_config(config)  # every period, chunk, scene and map unit, from the config alone
 TRAINS = PLAN.trains
 KEYS = PLAN.keys  # chunk periods (training)
