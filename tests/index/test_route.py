@@ -144,6 +144,35 @@ def test_extending_the_period_rereads_only_files_that_reach_the_new_days(archive
     assert pd.read_csv(archive["out"] / "rejects.csv").empty
 
 
+def test_map_units_get_observation_parts_and_more_map_days_reread_only_their_files(archive):
+    """Rows on a map day (here outside the training period too) go to results/labels/obs/{unit}.csv, per day or
+    per slot; they stay outside_period rejects of the training side; more map days reread only the files that
+    reach them, and rewrite no chunk part."""
+    def mapping(days, unit="day", end="2024-04-02"):
+        return Plan(start="2024-04-01", end=end, freq="D", split_cfg=SPLIT, map_day_list=tuple(days), map_unit=unit)
+
+    out = archive["out"]
+    route_labels(archive["cfg"], mapping(["20240402", "20240403"]), out, force=True)
+    obs = read_part(out / "obs/20240403.csv")
+    assert len(obs) == 24 * len(STATIONS) and set(obs["stn"]) == set(STATIONS)
+    assert len(read_part(out / "obs/20240402.csv")) == 24 * len(STATIONS)  # also a chunk's rows: both parts
+    rejects = pd.read_csv(out / "rejects.csv")
+    assert (rejects["reason"] == "outside_period").sum() == 2 * 24 * len(STATIONS)  # 04-03 and 04-04 still count
+    before = parts(out)
+    done = route_labels(archive["cfg"], mapping(["20240402", "20240403", "20240404"]), out)
+    assert done["read"] == 1  # OBS_b.csv: the only file with rows on 2024-04-04
+    assert parts(out) == before and len(read_part(out / "obs/20240404.csv")) == 24 * len(STATIONS)
+    # per slot: one part per slot of the map days, each with that hour's rows
+    route_labels(archive["cfg"], mapping(["20240403"], unit="slot"), out)
+    slot = read_part(out / "obs/20240403T0500.csv")
+    assert len(slot) == len(STATIONS) and set(slot["time"]) == {int(pd.Timestamp("2024-04-03T05:00Z").timestamp())}
+    # no training period at all: every row is outside_period, the map days still get theirs
+    route_labels(archive["cfg"], Plan(start=None, end=None, freq="D", split_cfg=SPLIT, map_day_list=("20240401",)),
+                 out)
+    assert len(read_part(out / "obs/20240401.csv")) == 24 * len(STATIONS)
+    assert len(pd.read_csv(out / "rejects.csv")) == 4 * 24 * len(STATIONS)
+
+
 def test_a_label_file_that_disappears_is_a_clear_error(tmp_path):
     from ta2d.index.route import RoutingError
 

@@ -28,7 +28,6 @@ left it.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -50,7 +49,7 @@ LABELS_DIR = "results/labels"
 OBS_DIR = "obs"  # below LABELS_DIR: one part per map unit
 PART_COLUMNS = ["source", "row", "stn", "time", "ta_c"]
 LABEL_REJECT_COLUMNS = ["source", *REJECT_COLUMNS]
-STATE_VERSION = 2  # 2: `source` is the file's path relative to the pattern's folder
+STATE_VERSION = 3  # 2: `source` is the file's path relative to the pattern's folder; 3: map observation parts
 
 
 class RoutingError(ValueError):
@@ -97,6 +96,8 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
         to_read = [f for f in files if old.get(f, {}).get("stat") != stats[f]]
         to_read += _files_touching_changed_days(old, state["fingerprint"]["period"], fingerprint["period"],
                                                 exclude=to_read)
+        changed_map_days = sorted(set(state["fingerprint"]["map_days"]) ^ set(fingerprint["map_days"]))
+        to_read += _files_touching(old, pd.DatetimeIndex(changed_map_days), exclude=to_read)
         gone = set(old) - set(files)
     absent = [p for p in planned if not (out_dir / p).is_file()]
     if not to_read and not gone and not absent and not reroute_all:
@@ -251,7 +252,11 @@ def _files_touching_changed_days(old_files: dict, old_period: dict, new_period: 
         return [f for f in old_files if f not in exclude and os.path.isfile(f)]
     old_days = pd.date_range(old_period["start"], old_period["end"], freq="D")
     new_days = pd.date_range(new_period["start"], new_period["end"], freq="D")
-    changed = old_days.symmetric_difference(new_days)
+    return _files_touching(old_files, old_days.symmetric_difference(new_days), exclude)
+
+
+def _files_touching(old_files: dict, changed: pd.DatetimeIndex, exclude) -> list[str]:
+    """Files whose rows reach the span of the changed days (their routing may have changed)."""
     if changed.empty:
         return []
     lo = pd.Timestamp(changed.min(), tz="UTC").timestamp()
@@ -264,12 +269,13 @@ def _fingerprint(labels_cfg: dict, plan: Plan) -> dict:
     return {"labels": {k: labels_cfg.get(k) for k in ("path", "format", "timezone", "encoding")},
             "split": json.loads(json.dumps(dict(plan.split_cfg), sort_keys=True, default=str)),
             "freq": plan.freq, "period": {"start": plan.start, "end": plan.end}, "version": STATE_VERSION,
-            "map_units": {"unit": plan.map_unit, "days": hashlib.blake2b(",".join(plan.map_days).encode(),
-                                                                        digest_size=12).hexdigest()}}
+            "map_unit": plan.map_unit, "map_days": plan.map_days}
 
 
 def _without_period(fingerprint: dict) -> dict:
-    return {k: v for k, v in fingerprint.items() if k != "period"}
+    """What reroutes every file when it changes: all but the training period and the map days, whose changes
+    reread only the files that reach the days that came or went."""
+    return {k: v for k, v in fingerprint.items() if k not in ("period", "map_days")}
 
 
 def _stat(path: str) -> list[int]:
