@@ -32,15 +32,7 @@ from ta2d.chunks.patches import pixel_inputs
 from ta2d.static import StaticFields
 from ta2d.training.inference import resolve_device
 
-from .predict import (
-    MASK_EDGE,
-    MASK_NAN_PATCH,
-    MASK_NO_SCENE,
-    MASK_NOT_LAND,
-    MASK_PREDICTED,
-    mappable_pixels,
-    scene_domain,
-)
+from .predict import MASK_EDGE, MASK_NAN_PATCH, MASK_NOT_LAND, MASK_PREDICTED, blank_fields
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +69,17 @@ def predict_tile(model, planes: torch.Tensor, batch: dict, rows: torch.Tensor, c
 
 @torch.no_grad()
 def predict_slots_dense(model, slots: xr.Dataset, static: StaticFields, usable: np.ndarray, patch_size: int = 9,
-                        batch_size: int = 4096, device: str | torch.device | None = None, tile: int = TILE) -> dict:
+                        batch_size: int = 4096, device: str | torch.device | None = None,
+                        tile: int | None = None) -> dict:
     """TA (°C) of every land pixel of every usable slot of ``slots`` (bt, rf, sza, time, lat, lon), tile by tile;
     the same result dict as :func:`ta2d.maps.predict.predict_slots` (``n_pixels``: pixels predicted or found
     with a non-finite patch; ``seconds``: the model passes, tiles and side inputs included)."""
-    domain = scene_domain(slots)
-    if static.domain != domain:
-        raise ValueError(f"static fields cover {static.domain}, the scene {domain}: read them for the scene's domain")
+    domain, land, inner, ta, mask = blank_fields(slots, static, patch_size)
     usable = np.asarray(usable, bool)
     n_t = slots.sizes["time"]
     nl, nc = domain.shape
     half = patch_size // 2
-    land, inner = mappable_pixels(static, patch_size)
-    ta = np.full((n_t, nl, nc), np.nan, np.float32)
-    mask = np.repeat(np.where(land, MASK_NO_SCENE, MASK_NOT_LAND).astype(np.uint8)[None], n_t, axis=0)
+    tile = tile or TILE
     lat = slots["lat"].values.astype(np.float32)
     lon = slots["lon"].values.astype(np.float32)
     unix_slots = slots["time"].values.astype("datetime64[s]").astype(np.int64)

@@ -54,6 +54,19 @@ def mappable_pixels(static: StaticFields, patch_size: int) -> tuple[np.ndarray, 
     return land, inner
 
 
+def blank_fields(slots: xr.Dataset, static: StaticFields, patch_size: int):
+    """(domain, land, inner, ta, mask) of a map pass over ``slots``: TA all NaN, every land pixel NO_SCENE. Raises
+    ValueError when the static fields are not the scene's domain."""
+    domain = scene_domain(slots)
+    if static.domain != domain:
+        raise ValueError(f"static fields cover {static.domain}, the scene {domain}: read them for the scene's domain")
+    n_t = slots.sizes["time"]
+    land, inner = mappable_pixels(static, patch_size)
+    ta = np.full((n_t, *domain.shape), np.nan, np.float32)
+    mask = np.repeat(np.where(land, MASK_NO_SCENE, MASK_NOT_LAND).astype(np.uint8)[None], n_t, axis=0)
+    return domain, land, inner, ta, mask
+
+
 @torch.no_grad()
 def predict_slots(model, slots: xr.Dataset, static: StaticFields, usable: np.ndarray, patch_size: int = 9,
                   batch_size: int = 1024, device: str | torch.device | None = None) -> dict:
@@ -63,15 +76,8 @@ def predict_slots(model, slots: xr.Dataset, static: StaticFields, usable: np.nda
     float32, ``mask`` (T, H, W) uint8, ``n_pixels`` (pixels passed through the model) and ``seconds`` (the
     model pass, patch gathering included).
     """
-    domain = scene_domain(slots)
-    if static.domain != domain:
-        raise ValueError(f"static fields cover {static.domain}, the scene {domain}: read them for the scene's domain")
+    domain, land, inner, ta, mask = blank_fields(slots, static, patch_size)
     usable = np.asarray(usable, bool)
-    n_t = slots.sizes["time"]
-    nl, nc = domain.shape
-    land, inner = mappable_pixels(static, patch_size)
-    ta = np.full((n_t, nl, nc), np.nan, np.float32)
-    mask = np.repeat(np.where(land, MASK_NO_SCENE, MASK_NOT_LAND).astype(np.uint8)[None], n_t, axis=0)
     mask[usable] = np.where(land, MASK_EDGE, MASK_NOT_LAND)  # land & inner becomes predicted or non_finite_patch
     rows, cols = np.nonzero(land & inner)
     t_idx = np.flatnonzero(usable)
@@ -103,5 +109,6 @@ def predict_slots(model, slots: xr.Dataset, static: StaticFields, usable: np.nda
         mask[t, r, c] = MASK_PREDICTED
     seconds = _time.perf_counter() - t0
     log.info("%d slots (%d usable): %d pixels through the model in %.1f s (%.0f px/s), %d predicted",
-             n_t, len(t_idx), len(tt), seconds, len(tt) / max(seconds, 1e-9), int((mask == MASK_PREDICTED).sum()))
+             len(usable), len(t_idx), len(tt), seconds, len(tt) / max(seconds, 1e-9),
+             int((mask == MASK_PREDICTED).sum()))
     return {"ta": ta, "mask": mask, "n_pixels": len(tt), "seconds": seconds}
