@@ -86,8 +86,9 @@ def mtimes(paths) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in paths}
 
 
-def changed(before: dict, after: dict) -> set[str]:
-    return {Path(k).name for k in after.keys() | before.keys() if before.get(k) != after.get(k)}
+def changed(before: dict, after: dict, root: Path) -> set[str]:
+    """The paths (relative to root) that appeared, went or were rewritten between two mtimes() snapshots."""
+    return {Path(k).relative_to(root).as_posix() for k in after.keys() | before.keys() if before.get(k) != after.get(k)}
 
 
 def label_row_of(part_csv: Path) -> int:
@@ -259,8 +260,8 @@ class SlurmScenario(threading.Thread):
         os.utime(scene, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         after_fail = watched()
         rerun = self.run_on_slurm(work, partition)
-        rerun["changed_since_fail"] = changed(after_fail, watched())
-        rerun["changed_since_start"] = changed(before, watched())
+        rerun["changed_since_fail"] = changed(after_fail, watched(), work / "results")
+        rerun["changed_since_start"] = changed(before, watched(), work / "results")
         rerun["summary"] = json.loads((work / "results/summary.json").read_text())
         rerun["chunks"] = sorted(p.name for p in (work / "results/patch_pt").glob("*.pt"))
         self.record["rerun"] = rerun

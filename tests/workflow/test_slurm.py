@@ -72,8 +72,9 @@ def test_workflow_runs_as_slurm_jobs(first_run):
         assert len(batches) == 1, rules
     # a batch asks for what the plugin really does: its members one after another on 1 CPU
     calib = next(j for j in jobs if rule_of(j).endswith("calibrate"))
-    # 3 daily calibrate jobs x (10 min + 10 s per slot: 24 hourly slots) = 42 min (workflow/rules/ingest.smk)
-    assert calib["NumCPUs"] == "1" and calib["TimeLimit"] == "00:42:00", calib
+    # 4 daily calibrate jobs (the 3 labelled days and the unlabelled map day of config/test/tiny.yaml) x
+    # (10 min + 10 s per slot: 24 hourly slots) = 56 min (workflow/rules/ingest.smk)
+    assert calib["NumCPUs"] == "1" and calib["TimeLimit"] == "00:56:00", calib
     # a training run that needs a GPU got one from SLURM (fake gres/gpu here)
     gpu_jobs = [j for j in jobs if "gpu" in j.get("TresPerJob", "")]
     assert gpu_jobs and all(rule_of(j).endswith(("train", "embed_chunk")) for j in gpu_jobs), jobs
@@ -127,8 +128,11 @@ def test_failed_chunk_reruns_alone_after_fix(first_run, scenario):
     assert all(j["JobState"] == "COMPLETED" for j in rerun["jobs"]), rerun["jobs"]
     batch = next(j for j in rerun["jobs"] if j["Comment"] == chunk_jobs[0]["Comment"])
     assert f"Building chunk test/{key}" in batch["log"].read_text()
-    assert rerun["changed_since_fail"] == {chunk.name, "summary.json"}
-    assert rerun["changed_since_start"] == {chunk.name, "summary.json"}  # scenes, other chunks, runs untouched
+    # the model files carry each run's test RMSE, which the changed label row moved; scenes, the other chunks
+    # and the runs' weights (results/runs/*/best.pt) are untouched
+    rewritten = {f"patch_pt/{chunk.name}", "summary.json", *(f"models/{run}.pt" for run in (*SLURM_RUNS, "best"))}
+    assert rerun["changed_since_fail"] == rewritten
+    assert rerun["changed_since_start"] == rewritten
     check_summary(rerun["summary"], rerun["chunks"])
     out = scenario["dry_run"]
     assert "Nothing to be done" in out["out"] and not out["jobs"]
