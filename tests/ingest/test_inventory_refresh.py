@@ -264,3 +264,43 @@ def test_calibrated_inputs_stat_every_file_every_time(tmp_path):
     assert refresh_inventories(inputs, plan, out) == 1
     table = pd.read_csv(out / "20240401.tsv", sep="\t", dtype=str)
     assert table.loc[table["path"] == "2024040103_bt.nc", "size"].item() == "18"
+
+
+def test_a_slot_inventory_records_content_hashes_and_hashes_only_what_changed(tmp_path, monkeypatch):
+    """A slot's inventory (freq "S", the mapping service) holds each file's BLAKE2b: the same bytes delivered
+    again (new mtime, new inode) leave it byte-identical; changed bytes change it. A file is hashed only when
+    its stat moved since the last listing."""
+    import hashlib
+
+    raw = tmp_path / "raw"
+    inputs = {"kind": "l1b", "l1b": {"dir": str(raw), "subdir": "%Y%m/%d/%H", "area": "fd", "slot_minutes": [0]}}
+    files = {ch: l1b_file(raw, "20240401", 5, ch) for ch in ALL_CHANNELS}
+    for i, (ch, path) in enumerate(files.items()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"{ch} {i}".encode() * 100)
+    key, out = "20240401T0500", tmp_path / "inv/20240401T0500.tsv"
+    period = {"start": "2024-04-01", "end": "2024-04-01"}
+    hashed = []
+    real_hash = inventory._content_hash
+    monkeypatch.setattr(inventory, "_content_hash", lambda p: hashed.append(p) or real_hash(p))
+
+    assert write_inventory(inputs, key, "S", period, out)
+    table = inventory.read_inventory(out)
+    assert len(table) == len(files) and len(hashed) == len(files)
+    for rel, digest in zip(table["path"], table["blake2b"], strict=True):  # an independent hash of each file
+        assert digest == hashlib.blake2b((raw / rel).read_bytes(), digest_size=16).hexdigest()
+    text, mtime = out.read_text(), out.stat().st_mtime_ns
+
+    hashed.clear()
+    assert not write_inventory(inputs, key, "S", period, out) and hashed == []  # nothing moved: no file read
+    # delivered again with the same bytes, by rename (new inode, new mtime): re-hashed, the inventory untouched
+    ir105 = files["ir105"]
+    ir105.with_suffix(".part").write_bytes(ir105.read_bytes())
+    os.replace(ir105.with_suffix(".part"), ir105)
+    assert not write_inventory(inputs, key, "S", period, out)
+    assert hashed == [str(ir105)] and out.read_text() == text and out.stat().st_mtime_ns == mtime
+    # changed bytes of the same size: a new hash, the inventory rewritten
+    ir105.write_bytes(ir105.read_bytes()[::-1])
+    assert write_inventory(inputs, key, "S", period, out)
+    old, new = (dict(zip(t["channel"], t["blake2b"], strict=True)) for t in (table, inventory.read_inventory(out)))
+    assert {ch for ch in old if old[ch] != new[ch]} == {"ir105"}

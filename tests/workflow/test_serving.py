@@ -1,7 +1,8 @@
 """Serving a trained model with the real Snakefile: model files, a day mapped after the training period, a
 mapping-only config (no training-side job), a model file in a fresh process, and near-real-time slots (maps.unit
 slot: one new slot reruns exactly its own jobs; an incomplete slot is missing with its reason until its files are
-complete)."""
+complete), under the faults of operating it (docs/faults.md): slots out of order, a slot delivered twice, a file
+still being written, a channel hours late, two invocations at once."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from conftest import REPO, dry_run, make_workdir, run_snakemake
+from conftest import REPO, SNAKEMAKE, dry_run, make_workdir, run_snakemake
 
 pytestmark = pytest.mark.slow
 TRAINING_RULES = {"build_index", "build_patch_chunk", "stats", "summary", "embed_chunk", "train",
@@ -121,7 +124,7 @@ def outputs(work: Path) -> dict[str, tuple[bytes, int]]:
     """(bytes, mtime) of every file under results/ but the inventories' folder-mtime sidecars (bookkeeping of the
     parse, not outputs)."""
     return {str(p.relative_to(work)): (p.read_bytes(), p.stat().st_mtime_ns) for p in (work / "results").rglob("*")
-            if p.is_file() and p.suffix != ".dirs"}
+            if p.is_file() and p.suffix not in (".dirs", ".hashes")}
 
 
 def _copy_slot(src_raw: Path, dst_raw: Path, hour: int, day: str = "2024/04/03", skip=()) -> list[Path]:
@@ -198,3 +201,149 @@ def test_near_real_time_slots_rerun_only_their_own_jobs(demo_run, four_days, tmp
     want = pd.read_csv(day_work / "results/maps/demo/20240403_stations.csv")
     pd.testing.assert_frame_equal(got.sort_values(["time", "stn"]).reset_index(drop=True),
                                   want.sort_values(["time", "stn"]).reset_index(drop=True))
+
+
+# README "Near-real-time": the cron command. A second invocation while one runs exits at once with 0.
+NRT_COMMAND = ("flock", "--nonblock", "--conflict-exit-code", "0", ".nrt.lock", SNAKEMAKE, "maps", "--cores", "2",
+               "--configfile", "config/test/tiny.yaml")
+
+
+class SlowCopy(threading.Thread):
+    """Writes `src` to `dest` under its final name the way `cp` over a slow link does: 40 % at once, then a
+    little every 20 ms, the last KiB only once `finish` is set."""
+
+    def __init__(self, src: Path, dest: Path):
+        super().__init__(daemon=True)
+        self.data, self.dest = src.read_bytes(), dest
+        self.finish = threading.Event()
+        with open(dest, "wb") as fh:
+            fh.write(self.data[: len(self.data) * 4 // 10])
+
+    def run(self) -> None:
+        with open(self.dest, "ab") as fh:
+            at = len(self.data) * 4 // 10
+            while not self.finish.wait(0.02):
+                if at < len(self.data) - 1024:
+                    fh.write(self.data[at : at + 64])
+                    fh.flush()
+                    at += 64
+            fh.write(self.data[at:])
+
+
+def _slot_is_intact(folder: Path) -> bool:
+    """All 16 channel files of a demo slot there and readable (the demo plants truncated and missing files)."""
+    import h5py
+
+    files = sorted(folder.glob("*.nc"))
+    try:
+        for f in files:
+            h5py.File(f, "r").close()
+    except OSError:
+        return False
+    return len(files) == 16
+
+
+def slot_status(slot_file: Path) -> str:
+    with xr.open_dataset(slot_file, engine="h5netcdf") as ds:
+        return str(ds["slot_status"].values[0])
+
+
+def test_near_real_time_service_under_operating_faults(demo_run, four_days, tmp_path):
+    """The faults of running the mapping service for months (docs/faults.md), each on real files through the
+    real Snakefile: a slot arriving after a later one, a slot delivered twice (same bytes: nothing reruns;
+    changed bytes: its jobs rerun), a file still being written while the slot is calibrated, a channel arriving
+    after its day was assembled, and two cron invocations at once."""
+    src_raw = four_days / "resources/demo/raw"
+    raw = tmp_path / "archive"
+    work = _map_only_workdir(tmp_path, four_days, demo_run / "results/models/best.pt",
+                             {"period": {"start": "2024-04-03", "end": "2024-04-04"}, "unit": "slot",
+                              "plots": False}, raw=raw)
+    slots = work / "results/maps/demo/slots"
+    for hour in (0, 2):
+        _copy_slot(src_raw, raw, hour)
+    run_snakemake(work, "maps")
+    assert sorted(p.name for p in slots.glob("*.nc")) == ["20240403T0000.nc", "20240403T0200.nc"]
+
+    # out of order: 01:00 lands after 02:00 -> its own jobs only, nothing earlier touched
+    before = outputs(work)
+    _copy_slot(src_raw, raw, 1)
+    jobs, out = dry_run(work, "maps")
+    assert jobs == {"inventory": 1, "calibrate": 1, "map_slot": 1, "maps": 1}, jobs
+    assert re.findall(r"at slot (\d{8}T\d{4})", out) == ["20240403T0100"], out[-3000:]
+    run_snakemake(work, "maps")
+    assert {k: v for k, v in outputs(work).items() if k in before} == before
+
+    # delivered twice, the same bytes (new mtimes, by rename): nothing reruns
+    before = outputs(work)
+    _copy_slot(src_raw, raw, 2)
+    assert dry_run(work, "maps")[0] == {}
+    run_snakemake(work, "maps")
+    assert outputs(work) == before
+    # ... changed bytes (a reprocessed ir105 file): that slot's calibration and map, nothing else
+    ir105 = next((raw / "202404/03/02").glob("*_ir105_*.nc"))
+    other = next((src_raw / "202404/02/02").glob("*_ir105_*.nc"))
+    shutil.copy2(other, ir105.with_suffix(".part"))
+    os.replace(ir105.with_suffix(".part"), ir105)
+    jobs, out = dry_run(work, "maps")
+    assert jobs == {"calibrate": 1, "map_slot": 1, "maps": 1}, jobs
+    assert re.findall(r"at slot (\d{8}T\d{4})", out) == ["20240403T0200"], out[-3000:]
+    run_snakemake(work, "maps")
+    after = outputs(work)
+    rewritten = {k for k in before if after[k] != before[k]}
+    assert {"results/scenes/20240403T0200.nc", "results/maps/demo/slots/20240403T0200.nc"} <= rewritten
+    assert all("20240403T0200" in k for k in rewritten), rewritten  # its inventory, scene, map, job benchmarks
+
+    # a file still being written while the slot is listed and calibrated: missing, with the reason ...
+    _copy_slot(src_raw, raw, 3, skip=("ir105",))
+    copy = SlowCopy(next((src_raw / "202404/03/03").glob("*_ir105_*.nc")),
+                    raw / "202404/03/03" / next((src_raw / "202404/03/03").glob("*_ir105_*.nc")).name)
+    copy.start()
+    try:
+        run_snakemake(work, "maps")
+    finally:
+        copy.finish.set()
+        copy.join(30)
+    assert slot_status(slots / "20240403T0300.nc") == "bad_scene: still_being_written:ir105"
+    # ... and mapped by the next invocation, once the copy is complete
+    jobs, _ = dry_run(work, "maps")
+    assert jobs == {"calibrate": 1, "map_slot": 1, "maps": 1}, jobs
+    run_snakemake(work, "maps")
+    assert slot_status(slots / "20240403T0300.nc") == "ok"
+
+    # a channel hours late: the day is assembled without it (the next day has begun) ...
+    _copy_slot(src_raw, raw, 4, skip=("ir105",))
+    for hour in range(5, 24):
+        _copy_slot(src_raw, raw, hour)
+    _copy_slot(src_raw, raw, 0, day="2024/04/04")
+    run_snakemake(work, "maps")
+    day_file = work / "results/maps/demo/20240403.nc"
+    with xr.open_dataset(day_file, engine="h5netcdf") as ds:
+        assert str(ds["slot_status"].values[4]) == "bad_scene: missing_channel:ir105"
+        assert np.isnan(ds["TA"].values[4]).all() and np.isfinite(ds["TA"].values[5]).any()
+    # ... and when it arrives, that slot and the day file are redone, nothing else
+    _copy_slot(src_raw, raw, 4)
+    jobs, _ = dry_run(work, "maps")
+    assert jobs == {"calibrate": 1, "map_slot": 1, "assemble_day": 1, "maps": 1}, jobs
+    run_snakemake(work, "maps")
+    with xr.open_dataset(day_file, engine="h5netcdf") as ds:
+        assert str(ds["slot_status"].values[4]) == "ok" and np.isfinite(ds["TA"].values[4]).any()
+
+    # two invocations of the cron command at once: the second exits at once with 0, the first maps the slot
+    hour = next(h for h in range(1, 24) if _slot_is_intact(src_raw / f"202404/04/{h:02d}"))  # not a planted defect
+    _copy_slot(src_raw, raw, hour, day="2024/04/04")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(NRT_COMMAND, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    # Snakemake's own locks exist from its DAG to its end: the first invocation holds the flock then (a probe
+    # with flock itself would take the lock from it)
+    while not any((work / ".snakemake/locks").glob("*")):
+        assert time.monotonic() < deadline and first.poll() is None, "the first invocation never got going"
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    second = subprocess.run(NRT_COMMAND, cwd=work, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            env=env, timeout=60)
+    assert second.returncode == 0 and time.monotonic() - t0 < 5 and not second.stdout + second.stderr
+    assert first.wait(600) == 0, first.stdout.read()[-4000:]
+    assert slot_status(slots / f"20240404T{hour:02d}00.nc") == "ok"
+    assert dry_run(work, "maps")[0] == {}

@@ -20,8 +20,9 @@ from ta2d.ingest.inventory import (
     l1b_inventory_rows,
     l1b_period_inventory_text,
     write_l1b_inventory,
+    write_slot_inventory,
 )
-from ta2d.periods import key_freq
+from ta2d.periods import key_freq, period_slots
 from ta2d.plan import slot_minutes  # noqa: F401  (re-exported: the rules import it from here)
 
 # ta2d.ingest.scene (xarray, h5netcdf, tqdm) is imported inside calibrate_period only: the Snakefile (parsed by
@@ -37,7 +38,15 @@ def period_inventory_text(inputs: dict, key: str, freq: str, period: dict) -> st
 
 
 def write_inventory(inputs: dict, key: str, freq: str, period: dict, out_path: str | Path) -> bool:
-    """Write period `key`'s inventory when its bytes changed (returns whether); for L1B also its sidecar."""
+    """Write period `key`'s inventory when its bytes changed (returns whether); for L1B also its sidecar. A slot's
+    (freq "S") records content hashes: the same bytes delivered again rerun nothing."""
+    if freq == "S":
+        slots = period_slots(key, freq, slot_minutes(inputs), period["start"], period["end"])
+        if inputs["kind"] == "calibrated":
+            table = calibrated_inventory(inputs["calibrated"], slots)
+            return write_slot_inventory(table.itertuples(index=False, name=None), inputs["calibrated"]["dir"],
+                                        out_path)
+        return write_slot_inventory(l1b_inventory_rows(inputs["l1b"], slots), inputs["l1b"]["dir"], out_path)
     if inputs["kind"] == "calibrated":
         return write_text_if_changed(out_path, period_inventory_text(inputs, key, freq, period))
     return write_l1b_inventory(inputs["l1b"], key, freq, period["start"], period["end"], out_path)

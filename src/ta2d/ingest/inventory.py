@@ -13,10 +13,17 @@ file) records the mtime of each slot directory at the listing, and the parse-tim
 directories (:func:`l1b_inventory_current`). An archive is append-only in practice and a reprocessed file
 arrives by rename, both of which change the directory's mtime; a file rewritten in place does not, and
 needs the full refresh (``ta2d refresh-inventories``).
+
+A slot's inventory (maps.unit slot: the near-real-time service) records each file's content hash instead of
+its mtime (:func:`write_slot_inventory`): a slot delivered twice with the same bytes (a re-sent or re-copied
+file: new mtime) leaves the inventory byte-identical and reruns nothing; changed bytes rerun the slot. A hash
+is computed only when a file's stat changed since the last listing (a cache beside the inventory), so a cron
+invocation reads only the files that are new.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
@@ -30,6 +37,8 @@ from ta2d.ingest.l1b import parse_l1b_name
 from ta2d.periods import period_days, period_slots
 
 COLUMNS = ("slot", "channel", "path", "size", "mtime_ns")
+HASHED_COLUMNS = ("slot", "channel", "path", "size", "blake2b")  # a slot's inventory (write_slot_inventory)
+HASH_CACHE_VERSION = "# ta2d inventory hashes 1"
 SLOT_FORMAT = "%Y%m%d%H%M"  # slot column: nominal slot time, UTC, as in L1B file names
 DIRS_VERSION = "# ta2d inventory dirs 1"  # bump when the inventory text or the sidecar changes meaning
 # A directory's mtime only moves in steps (a kernel tick; 1-2 s on some file systems and NFS servers): a file
@@ -206,6 +215,53 @@ def _write_if_changed(path: str, data: bytes) -> tuple[bool, os.stat_result]:
     return True, st
 
 
+def write_slot_inventory(rows, root, out_path) -> bool:
+    """Write a slot's inventory from listing `rows` (slot, channel, path, size, mtime_ns; path relative to `root`)
+    with each file's BLAKE2b-128 content hash in place of its mtime; returns whether the inventory changed.
+
+    Hashes come from the cache beside the inventory (``{key}.hashes``, not a Snakemake file) while a file's
+    size, mtime, ctime and inode are those recorded with them (ctime: a rewrite in place that restores the old
+    mtime still changes it). A file that vanished since the listing is left out, as if it had not arrived.
+    """
+    root, out_path = os.fspath(root), os.fspath(out_path)
+    cache_path = os.path.splitext(out_path)[0] + ".hashes"
+    cache = _read_hash_cache(cache_path)
+    hashed, kept = [], []
+    for slot, channel, rel, _size, _mtime in rows:
+        path = os.path.join(root, rel)
+        try:
+            st = os.stat(path)
+            ident = f"{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\t{st.st_ino}"
+            digest = cache.get((rel, ident)) or _content_hash(path)
+        except FileNotFoundError:
+            continue
+        hashed.append((slot, channel, rel, st.st_size, digest))
+        kept.append(f"{rel}\t{ident}\t{digest}")
+    write_text_if_changed(cache_path, "\n".join([HASH_CACHE_VERSION, *sorted(kept)]) + "\n")
+    return write_text_if_changed(out_path, rows_text(hashed, HASHED_COLUMNS))
+
+
+def _content_hash(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def _read_hash_cache(path: str) -> dict[tuple[str, str], str]:
+    try:
+        with open(path) as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        return {}
+    if lines[:1] != [HASH_CACHE_VERSION]:
+        return {}
+    out = {}
+    for line in lines[1:]:
+        fields = line.split("\t")
+        if len(fields) == 6:  # rel, size, mtime, ctime, inode, digest
+            out[(fields[0], "\t".join(fields[1:5]))] = fields[5]
+    return out
+
+
 def calibrated_period_inventory(calibrated_cfg: dict, key: str, freq: str, start=None, end=None) -> pd.DataFrame:
     """The calibrated-input inventory of period `key` (slots from inputs.calibrated.slot_minutes, default [0])."""
     minutes = calibrated_cfg.get("slot_minutes", [0])
@@ -217,21 +273,22 @@ def inventory_text(table: pd.DataFrame) -> str:
     return rows_text(table.loc[:, list(COLUMNS)].itertuples(index=False, name=None))
 
 
-def rows_text(rows) -> str:
-    """:func:`inventory_text` of (slot, channel, path, size, mtime_ns) tuples (any order)."""
-    lines = ["\t".join(COLUMNS)] + [f"{a}\t{b}\t{c}\t{d}\t{e}" for a, b, c, d, e in sorted(rows)]
+def rows_text(rows, columns=COLUMNS) -> str:
+    """:func:`inventory_text` of (slot, channel, path, size, mtime_ns or hash) tuples (any order)."""
+    lines = ["\t".join(columns)] + [f"{a}\t{b}\t{c}\t{d}\t{e}" for a, b, c, d, e in sorted(rows)]
     return "\n".join(lines) + "\n"
 
 
 def read_inventory(path) -> pd.DataFrame:
-    """The table of an inventory file written from :func:`inventory_text`."""
+    """The table of an inventory file (:func:`inventory_text` or :func:`write_slot_inventory`)."""
     text = Path(path).read_text()
-    table = pd.read_csv(io.StringIO(text), sep="\t", dtype={"slot": str, "channel": str, "path": str},
-                        keep_default_na=False)
-    missing = set(COLUMNS) - set(table.columns)
+    table = pd.read_csv(io.StringIO(text), sep="\t", dtype={"slot": str, "channel": str, "path": str,
+                                                            "blake2b": str}, keep_default_na=False)
+    columns = HASHED_COLUMNS if "blake2b" in table.columns else COLUMNS
+    missing = set(columns) - set(table.columns)
     if missing:
         raise ValueError(f"{path}: not an inventory file (missing columns {sorted(missing)})")
-    return table.astype({"size": "int64", "mtime_ns": "int64"})
+    return table.astype({"size": "int64"} if columns is HASHED_COLUMNS else {"size": "int64", "mtime_ns": "int64"})
 
 
 def _table(rows) -> pd.DataFrame:

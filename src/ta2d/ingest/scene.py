@@ -94,11 +94,14 @@ def build_scene(inventory_tsv_path, raw_dir, key: str, freq: str, slot_minutes, 
                 progress: bool = True) -> dict:
     """Calibrate the L1B files of the inventory into the scene of period `key`. Returns a summary dict."""
     slots = period_slots(key, freq, slot_minutes, start, end)
-    files = _files_by_slot(read_inventory(inventory_tsv_path))
+    inventory = read_inventory(inventory_tsv_path)
+    files = _files_by_slot(inventory)
+    listed_sizes = dict(zip(inventory["path"], inventory["size"], strict=True))
     raw_dir = Path(raw_dir)
 
     def read_slot(slot: pd.Timestamp) -> SlotData:
-        return _read_l1b_slot(files.get(slot.strftime(SLOT_FORMAT), {}), raw_dir, domain, allow_conditional)
+        return _read_l1b_slot(files.get(slot.strftime(SLOT_FORMAT), {}), raw_dir, domain, allow_conditional,
+                              listed_sizes)
 
     attrs = {"input_kind": "l1b", "allow_conditional_pixels": int(allow_conditional),
              "calibration": "KMA FILE mode: effective-wavenumber inverse Planck + Teff_to_Tbb polynomial; "
@@ -107,7 +110,7 @@ def build_scene(inventory_tsv_path, raw_dir, key: str, freq: str, slot_minutes, 
 
 
 def _read_l1b_slot(channel_files: dict[str, str], raw_dir: Path, domain: Domain,
-                   allow_conditional: bool) -> SlotData:
+                   allow_conditional: bool, listed_sizes: dict[str, int] | None = None) -> SlotData:
     if not channel_files:
         return SlotData("no_files")
     missing = [c for c in BT_CHANNELS + RF_CHANNELS if c not in channel_files]
@@ -116,14 +119,24 @@ def _read_l1b_slot(channel_files: dict[str, str], raw_dir: Path, domain: Domain,
         log.warning("slot %s: no L1B file for channel(s) %s (the other channels are in %s)",
                     found.name[-15:-3], ",".join(missing), found.parent)
         return SlotData("missing_channel:" + ",".join(missing), sources=sorted(channel_files.values()))
-    values, failures = {}, []
+    values, failures, growing = {}, [], []
     for channel, rel in channel_files.items():
+        listed = (listed_sizes or {}).get(rel)
         try:
             values[channel] = read_l1b(raw_dir / rel, domain, allow_conditional).values
         except L1BError as exc:
-            log.warning("unreadable L1B file %s", exc)  # the full reason and path; the status is short
-            failures.append(f"{channel}:{_short(exc.reason)}")
+            if not _size_moved(raw_dir / rel, listed):
+                log.warning("unreadable L1B file %s", exc)  # the full reason and path; the status is short
+                failures.append(f"{channel}:{_short(exc.reason)}")
+        if _size_moved(raw_dir / rel, listed):
+            growing.append(channel)
     sources = [channel_files[c] for c in BT_CHANNELS + RF_CHANNELS]
+    if growing:
+        # a copy still under way when the archive was listed or read: the next invocation lists the file again,
+        # its inventory changes, and the slot is calibrated again
+        log.warning("slot %s: L1B file(s) of %s still being written (size moved since the listing)",
+                    next(iter(channel_files.values()))[-15:-3], ",".join(growing))
+        return SlotData("still_being_written:" + ",".join(growing), sources=sources)
     if failures:
         return SlotData("unreadable:" + ";".join(failures), sources=sources)
     return SlotData(
@@ -132,6 +145,16 @@ def _read_l1b_slot(channel_files: dict[str, str], raw_dir: Path, domain: Domain,
         rf=np.stack([values[c] for c in RF_CHANNELS]),
         sources=sources,
     )
+
+
+def _size_moved(path: Path, listed_size: int | None) -> bool:
+    """Whether a file is no longer the size the inventory listed (a copy still growing, or gone)."""
+    if listed_size is None:
+        return False
+    try:
+        return path.stat().st_size != listed_size
+    except FileNotFoundError:
+        return True
 
 
 def _files_by_slot(inventory: pd.DataFrame) -> dict[str, dict[str, str]]:
