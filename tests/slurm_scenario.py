@@ -11,7 +11,10 @@ The steps (what the tests check is described there):
    scratch through profiles/slurm;
 2. plant a fault: one label row of the test day changes (its chunk must be rebuilt) and that day's
    scene becomes unreadable (old mtime, so calibrate does not rerun); run again (it fails);
-3. fix the scene (same bytes, same mtime) and run again; then a dry run.
+3. fix the scene (same bytes, same mtime) and run again; then a dry run;
+4. preemption: a CNN run is trained once uninterrupted (the reference), then again from nothing while the
+   scheduler cancels its job mid-epoch (`scancel`: SIGTERM, then SIGKILL after KillWait, as a preempting
+   partition or a time limit does); the profile's `retries: 1` resubmits it and it resumes from current.pt.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(l
 # them all locally).
 SLURM_RUNS = ("clay_frozen", "ridge")
 RUN_TIMEOUT_S = 480
+# step 4's run: enough epochs (~15 s) that the job is still training when the watcher has seen an epoch end
+PREEMPTED_RUN = ("cnn", {"model": "cnn", "epochs": 300, "patience": 0})  # ~0.05 s an epoch
+CANCEL_AFTER_EPOCH = 2
 
 
 class Skip(Exception):
@@ -267,3 +273,73 @@ class SlurmScenario(threading.Thread):
         self.record["rerun"] = rerun
         if rerun["rc"] == 0:
             self.record["dry_run"] = self.run_on_slurm(work, partition, "--dry-run")
+            self._preemption(work, partition)
+
+    def _preemption(self, work: Path, partition: str) -> None:
+        """4. Train PREEMPTED_RUN uninterrupted (the reference), then again from nothing with its SLURM job
+        cancelled once CANCEL_AFTER_EPOCH epochs have ended; records both and the cancel."""
+        run, settings = PREEMPTED_RUN
+        for name in ("config/config.yaml", "config/test/tiny.yaml"):
+            config = yaml.safe_load((work / name).read_text())
+            config["train"]["runs"][run] = settings
+            (work / name).write_text(yaml.safe_dump(config, sort_keys=False))
+        run_dir = work / "results/runs" / run
+        target = f"results/runs/{run}/best.pt"
+        reference = self.run_on_slurm(work, partition, target)
+        record = self.record["preemption"] = {"run": run, "reference": reference}
+        if reference["rc"] != 0:
+            return
+        kept = work / "reference_run"
+        shutil.copytree(run_dir, kept)
+        record["reference_dir"] = kept
+        shutil.rmtree(run_dir)
+        log = work / f"logs/train/{run}.log"
+        log.unlink()  # the reference's: the watcher must see the new job's epochs
+
+        watcher = CancelMidEpoch(log, run)
+        watcher.start()
+        try:
+            preempted = self.run_on_slurm(work, partition, target)
+        finally:
+            watcher.done.set()
+            watcher.join(30)
+        record.update(preempted=preempted, cancelled=watcher.cancelled, cancel_error=watcher.error,
+                      log_at_cancel=watcher.log_at_cancel)
+        record["resumed_log"] = (work / f"logs/train/{run}.log").read_text() if preempted["rc"] == 0 else ""
+
+
+class CancelMidEpoch(threading.Thread):
+    """Cancels the SLURM job training `run` once its log shows epoch CANCEL_AFTER_EPOCH ended (and the last has
+    not): what the scheduler does to a preempted job (or one at its time limit)."""
+
+    def __init__(self, log: Path, run: str):
+        super().__init__(name="ta2d-slurm-preempt", daemon=True)
+        self.log, self.run_name = log, run
+        self.done = threading.Event()
+        self.cancelled: dict | None = None
+        self.log_at_cancel = ""
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(0.2):
+                text = self.log.read_text() if self.log.is_file() else ""
+                if f"epoch {CANCEL_AFTER_EPOCH}:" not in text:
+                    continue
+                job = self._train_job()
+                if job is None:
+                    continue
+                subprocess.run(["scancel", job], check=True, capture_output=True, timeout=30)
+                self.cancelled, self.log_at_cancel = {"slurm_id": job, **scontrol(job)}, text
+                return
+        except Exception as e:  # noqa: BLE001 - recorded for the test to report
+            self.error = repr(e)
+
+    def _train_job(self) -> str | None:
+        out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], capture_output=True, text=True,
+                             timeout=30).stdout
+        for line in out.splitlines():
+            job, _, comment = line.partition("|")
+            if comment.startswith("rule_train_wildcards") and self.run_name in comment:
+                return job.strip()
+        return None

@@ -18,8 +18,10 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from slurm_scenario import SLURM_RUNS, Skip, rule_of
+import torch
+from slurm_scenario import CANCEL_AFTER_EPOCH, PREEMPTED_RUN, SLURM_RUNS, Skip, rule_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -136,3 +138,38 @@ def test_failed_chunk_reruns_alone_after_fix(first_run, scenario):
     check_summary(rerun["summary"], rerun["chunks"])
     out = scenario["dry_run"]
     assert "Nothing to be done" in out["out"] and not out["jobs"]
+
+
+def test_training_preempted_by_slurm_resumes_to_the_metrics_of_an_uninterrupted_run(scenario):
+    """The scheduler cancels a train job mid-epoch (SIGTERM, then SIGKILL: preemption or a time limit); the
+    profile's retry resumes it from current.pt and it ends with exactly the uninterrupted run's metrics and
+    weights (CPU, fixed seeds). README "Running on a SLURM cluster" documents the settings."""
+    record = scenario.get("preemption")
+    assert record, "step 4 (preemption) did not run: an earlier step of the scenario failed"
+    reference, preempted = record["reference"], record["preempted"]
+    assert reference["rc"] == 0, reference["out"][-8000:]
+    assert record["cancelled"] is not None, record["cancel_error"] or "the train job ended before it was cancelled"
+    print(f"\n[slurm] preempted training: {len(preempted['jobs'])} SLURM job(s), {preempted['wall_s']:.0f} s: "
+          + ", ".join(f"{j['slurm_id']}={rule_of(j)}:{j['JobState']}" for j in preempted["jobs"]))
+    assert preempted["rc"] == 0, preempted["out"][-8000:]
+
+    cancelled = record["cancelled"]["slurm_id"]
+    train_jobs = [j for j in preempted["jobs"] if rule_of(j) == "train"]
+    assert [j["slurm_id"] for j in train_jobs][:1] == [cancelled], train_jobs
+    assert train_jobs[0]["JobState"] == "CANCELLED", train_jobs[0]  # SLURM's own record of the stop
+    assert len(train_jobs) == 2 and train_jobs[1]["JobState"] == "COMPLETED", train_jobs  # the profile's retry
+    ended = [int(e) for e in re.findall(r"^.*epoch (\d+): train rmse_K", record["log_at_cancel"], re.M)]
+    assert ended and max(ended) < PREEMPTED_RUN[1]["epochs"], record["log_at_cancel"]
+    resumed = re.search(r"resuming \S+ from current\.pt at epoch (\d+)", record["resumed_log"])
+    assert resumed and int(resumed[1]) > CANCEL_AFTER_EPOCH, record["resumed_log"][-3000:]
+
+    run_dir = scenario["work"] / "results/runs" / PREEMPTED_RUN[0]
+    got = pd.read_csv(run_dir / "metrics.csv").drop(columns="seconds")
+    want = pd.read_csv(record["reference_dir"] / "metrics.csv").drop(columns="seconds")
+    assert len(got) == PREEMPTED_RUN[1]["epochs"]
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    got_w = torch.load(run_dir / "best.pt", weights_only=True)["model"]
+    want_w = torch.load(record["reference_dir"] / "best.pt", weights_only=True)["model"]
+    assert got_w.keys() == want_w.keys()
+    for name, tensor in want_w.items():
+        assert torch.equal(got_w[name], tensor), name
