@@ -167,7 +167,7 @@ def in_memory(rows: int, n_files: int, batch_sizes: list[int], repeats: int, out
         ]:
             cb = ChunkBatches(paths, bs, CHUNK_FIELDS, **kw)
             t0 = time.perf_counter()
-            cb.prepare()  # the one-time copy into memory (mode 'resident'); a no-op when mapped
+            cb.prepare()  # the one-time copy into memory (mode 'resident'); when mapped, the first-read CRC check
             if cb.mode == "resident":
                 first[name] = time.perf_counter() - t0
             loaders[name] = cb

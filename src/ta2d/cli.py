@@ -22,9 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path")
     p.add_argument("--idx", type=int, default=None, help="also print sample N")
 
-    p = sub.add_parser("verify", help="read every chunk, embedding and tile file of a results tree whole and check "
-                                      "the chunk contract and the CRCs recorded when each was written")
-    p.add_argument("results", nargs="?", default="results")
+    p = sub.add_parser("verify", help="read every product of a workflow folder's results/ whole (chunks, embeddings, "
+                                      "tiles, scenes, maps, model files, run checkpoints) and check the CRCs "
+                                      "recorded when each was written, and the chunk contract; names every file "
+                                      "that fails and the command that rebuilds just that file")
+    p.add_argument("results", nargs="?", default="results", metavar="DIR",
+                   help="a workflow folder or its results/ folder (default: results)")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="processes checking files side by side (default: the CPUs this process may use)")
     p.add_argument("--config", action="append", default=None,
                    help="also check that every sample is in the split this config's split rule gives it (repeat "
                         "to merge, as for snakemake --configfile; its input paths need not exist)")
@@ -99,19 +104,17 @@ def _inspect(args) -> int:
 
 
 def _verify(args) -> int:
-    from ta2d.chunks.inspect import verify_tree
     from ta2d.config import load_config
+    from ta2d.verify import available_cpus, report_lines, verify_products
 
     split_cfg = load_config(*args.config, check_files=False)["split"] if args.config else None
-    n, n_samples, bad = verify_tree(args.results, split_cfg)
-    for path, problems in bad.items():
-        print(f"{path}:", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
+    report = verify_products(args.results, split_cfg, jobs=args.jobs or available_cpus())
     rule = "the config's split rule" if split_cfg is not None else "no config given: the split rule unchecked"
-    print(f"{n} files read under {args.results}: {len(bad)} with problems; splits of {n_samples} labelled samples "
-          f"checked for leaks ({rule})")
-    return 1 if bad or n == 0 else 0
+    summary, problems = report_lines(report, rule)
+    for line in problems:
+        print(line, file=sys.stderr)
+    print("\n".join(summary))
+    return 1 if report.failed or not report.files else 0
 
 
 def _validate(args) -> int:
@@ -178,11 +181,13 @@ def _map_day(args) -> int:
 def _model_info(args) -> int:
     import json
 
+    from .checksums import CHECKSUM_KEY
     from .models.model_file import describe, read_model_file
 
     info = read_model_file(args.model)
     if args.json:
-        print(json.dumps({k: v for k, v in info.items() if k not in ("model", "stats")}, indent=1, default=str))
+        print(json.dumps({k: v for k, v in info.items() if k not in ("model", "stats", CHECKSUM_KEY)}, indent=1,
+                         default=str))
     else:
         print(describe(info, args.model))
     return 0

@@ -8,6 +8,7 @@ import pytest
 import torch
 from fakes import read_metrics, training_data
 
+from ta2d.chunks.contract import save_tensors
 from ta2d.models import load_model
 from ta2d.training import METRIC_COLUMNS, predict_chunks, train_run
 
@@ -284,7 +285,7 @@ def test_early_stopping_ends_the_run_and_best_pt_keeps_the_best_epoch(data, tmp_
     for i, p in enumerate(val):
         d = torch.load(p, weights_only=True)
         d["y"] = torch.randn(len(d["y"]), generator=torch.Generator().manual_seed(i)) * 20.0 + 10.0
-        torch.save(d, tmp_path / p.name)
+        save_tensors(d, tmp_path / p.name)  # new labels, new CRCs: a stale crc32 entry would be caught as corrupt
         noisy_val.append(tmp_path / p.name)
     val = noisy_val
     cfg = {**FAST, "model": "cnn", "epochs": 30, "scheduler": "none", "patience": 2}

@@ -2,26 +2,26 @@
 
 A chunk is one (split, period) of samples, ``results/patch_pt/{split}_chunk_{key}.pt``: a dict of tensors
 with N rows each (``FIELDS``: per-sample shape and dtype; ``x`` may be float16, ``patch.x_dtype``) plus
-``crc32``, the CRC-32 of every tensor's bytes, recorded when the file is written (``save_tensors``). Its
-rejected label rows go beside it in ``{split}_chunk_{key}.rejects.csv`` (``REJECT_COLUMNS``, reasons in
-ta2d.rejects). Embedding and unlabelled-tile files are written the same way, with their own fields.
+``crc32``, the CRC-32 of every tensor's bytes, recorded when the file is written (``save_tensors``; the
+convention of every product ta2d stores, ta2d.checksums). Its rejected label rows go beside it in
+``{split}_chunk_{key}.rejects.csv`` (``REJECT_COLUMNS``, reasons in ta2d.rejects). Embedding and
+unlabelled-tile files are written the same way, with their own fields.
 
 Why the CRCs: chunks are memory-mapped for training, and torch's mmap loading skips the zip CRC, so
 flipped bytes in a tensor's data would go unnoticed. Wherever a field is read whole anyway (``ta2d
-inspect``, ``ta2d verify``, the normalisation statistics, the loader's in-memory copy) its CRC is
-checked and a mismatch names the file and the field. Files written before ta2d recorded CRCs have none
-and are not checked.
+inspect``, ``ta2d verify``, the normalisation statistics, the loader's first read of each file) its CRC
+is checked and a mismatch names the file and the field. Files written before ta2d recorded CRCs have
+none and are not checked.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ta2d.atomic import atomic_torch_save
+from ta2d.checksums import CHECKSUM_KEY, save_with_checksums, tensor_crc
 from ta2d.rejects import REJECT_COLUMNS
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the Snakefile and build_index import names
@@ -49,7 +49,6 @@ FIELDS: dict[str, tuple[tuple[int, ...], str]] = {
 MODEL_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")  # what training reads
 X_DTYPES = ("float32", "float16")  # patch.x_dtype: how x may be stored
 LANDCOVER_CODES = range(1, 18)  # IGBP 1..17; anything else (255 fill, 0 water in some products) is rejected
-CHECKSUM_KEY = "crc32"
 
 CHUNK_STEM = "{split}_chunk_{key}"  # the Snakemake pattern of a chunk's name, without suffix
 _NAME = re.compile(r"(?P<split>train|val|test)_chunk_(?P<key>[^.]+)")
@@ -104,22 +103,12 @@ def chunk_len(path: str | Path) -> int:
 
 
 # --- checksums -----------------------------------------------------------------------------------------
-def field_crc(t: torch.Tensor) -> str:
-    """CRC-32 (hex) of a tensor's bytes in row-major order, whatever its dtype or strides."""
-    import torch
-
-    if t.numel() == 0:  # an empty tensor may carry stride 0, which view(uint8) refuses
-        return f"{zlib.crc32(b''):08x}"
-    data = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-    return f"{zlib.crc32(memoryview(data)) & 0xFFFFFFFF:08x}"
+field_crc = tensor_crc  # CRC-32 (hex) of a field's row-major bytes: the one implementation, ta2d.checksums
 
 
 def save_tensors(tensors: Mapping[str, object], path: str | Path) -> None:
-    """Write a chunk-like file atomically, with the CRC of every tensor under ``crc32``."""
-    import torch
-
-    crcs = {k: field_crc(v) for k, v in tensors.items() if isinstance(v, torch.Tensor)}
-    atomic_torch_save({**tensors, CHECKSUM_KEY: crcs}, path)
+    """Write a chunk-like file atomically, with the CRC of every tensor under ``crc32`` (ta2d.checksums)."""
+    save_with_checksums(tensors, path)
 
 
 def stored_checksums(path: str | Path) -> dict[str, str] | None:

@@ -1,9 +1,11 @@
-"""`ta2d inspect FILE.pt [--idx N]` and `ta2d verify`: what is in a chunk, whether it meets the contract
-(ta2d.chunks.contract) and its recorded CRCs, and whether the chunks of a tree leak samples between splits."""
+"""`ta2d inspect FILE.pt [--idx N]` and the chunk part of `ta2d verify` (ta2d.verify): what is in a chunk, whether
+it meets the contract (ta2d.chunks.contract) and its recorded CRCs, and whether the chunks of a tree leak samples
+between splits."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,39 +71,40 @@ def describe(data: dict, idx: int | None = None) -> str:
     return "\n".join(lines)
 
 
-# what `ta2d verify` reads under a results tree: labelled chunks meet the whole contract, the other
-# chunk-like files (embeddings, unlabelled tiles) their recorded CRCs
-VERIFIED = {"patch_pt/*.pt": True, "embed/*/*.pt": False, "unlabeled/*.pt": False}
+@dataclass
+class ChunkCheck:
+    """What `ta2d verify` found in one chunk-like file: ``problems``, whether it records CRCs at all, and the
+    (file, split, stn, time) of a labelled chunk's samples for :func:`split_problems` (else None)."""
+
+    problems: list[str]
+    recorded: bool
+    samples: pd.DataFrame | None = None
 
 
-def verify_tree(results: str | Path, split_cfg: Mapping | None = None) -> tuple[int, int, dict[Path, list[str]]]:
-    """Read every chunk-like file under ``results`` whole, then look for leaks between the splits of the
-    labelled chunks (``split_problems``): (files read, labelled samples, {file: problems})."""
-    results = Path(results)
-    n, bad, samples = 0, {}, []
-    for pattern, whole_contract in VERIFIED.items():
-        for path in sorted(results.glob(pattern)):
-            n += 1
-            try:
-                data = load_chunk(path)
-            except (ChunkError, OSError) as err:
-                bad[path] = [str(err).removeprefix(f"{path}: ")]
-                continue
-            problems = file_problems(path, data) if whole_contract else [
-                p.removeprefix(f"{path}: ") for p in checksum_problems(path, data, stored_checksums(path))
-            ]
-            if problems:
-                bad[path] = problems
-            named = parse_chunk_name(path)
-            if whole_contract and named and {"stn", "time"} <= set(data) and len(data["stn"]):
-                samples.append(pd.DataFrame({"file": path, "split": named[0],
-                                             "stn": data["stn"].numpy().astype("int64"),
-                                             "time": data["time"].numpy().astype("int64")}))
-    table = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame(
+def check_chunk_file(path: str | Path, whole_contract: bool) -> ChunkCheck:
+    """Read a chunk-like file whole: the contract (``whole_contract``: labelled chunks; embedding and tile files
+    have their own fields) and the CRCs recorded in it."""
+    path = Path(path)
+    try:
+        data = load_chunk(path)
+        stored = stored_checksums(path)
+    except (ChunkError, OSError) as err:
+        return ChunkCheck([str(err).removeprefix(f"{path}: ")], recorded=False)
+    problems = file_problems(path, data) if whole_contract else [
+        p.removeprefix(f"{path}: ") for p in checksum_problems(path, data, stored)
+    ]
+    named = parse_chunk_name(path)
+    samples = None
+    if whole_contract and named and {"stn", "time"} <= set(data) and len(data["stn"]):
+        samples = pd.DataFrame({"file": path, "split": named[0], "stn": data["stn"].numpy().astype("int64"),
+                                "time": data["time"].numpy().astype("int64")})
+    return ChunkCheck(problems, recorded=bool(stored), samples=samples)
+
+
+def sample_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The labelled samples of several chunks (ChunkCheck.samples) as one table for :func:`split_problems`."""
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"file": [], "split": [], "stn": pd.Series(dtype="int64"), "time": pd.Series(dtype="int64")})
-    for path, problems in split_problems(table, split_cfg).items():
-        bad.setdefault(path, []).extend(problems)
-    return n, len(table), bad
 
 
 def _first(rows: pd.DataFrame) -> str:

@@ -25,6 +25,12 @@ may use, ``memory_budget()``), never what it holds (``mode``):
   slice of the memory-mapped file (concatenated at file boundaries), or one gather per field and file,
   fast only when the files are in the page cache.
 
+Integrity. The first time a file is read, in every mode, its fields are checked against the CRCs recorded
+in it (ta2d.chunks.contract): the bytes read into memory in modes 'resident' and 'blocks' (whose big
+fields are read whole through the mapping instead of paged in), the whole mapped file when mode 'mapped'
+first opens it. ``prepare()`` checks every file up front where loader workers will read them: each worker
+is forked anew every epoch and would check again.
+
 Reading a file's fields into memory is one ``pread`` per field straight into place, at the byte offsets of
 the field's record in the file (torch's zip format stores them uncompressed; worked out once per file and
 checked against the mapped file, else the mapped tensors are copied). Full batches are gathered into a
@@ -232,7 +238,7 @@ class ChunkBatches(IterableDataset):
         self._open: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()  # mapped files, kept across epochs
         self._out: _OutPool | None = None
         self._offsets: dict[int, tuple | bool] = {}  # file -> (field byte offsets, size, mtime), False: copy
-        self._verified: set[int] = set()  # files whose fields matched their CRCs
+        self._verified: set[int] = set()  # files whose fields (all the loader reads) matched their CRCs
         self._bufs: list[dict[str, torch.Tensor]] = []  # the two block buffers (mode 'blocks')
         if self.shuffle_within_file and self.mode == "mapped" and len(self.paths) > 1:
             warnings.warn(
@@ -313,7 +319,7 @@ class ChunkBatches(IterableDataset):
         Each field's bytes are read with one pread into place (sequential reads, no page faults), at the
         offsets worked out once per file from the mapped tensors; the first sample is checked against
         the mapped file. Otherwise (or when that check fails) the mapped tensors are copied. The first time
-        a file is read, its fields are checked against the CRCs recorded in it (ta2d.chunks.contract).
+        a file is read, the fields read are checked against the CRCs recorded in it (ta2d.chunks.contract).
         """
         at, where = 0, []
         for f in files:
@@ -329,7 +335,8 @@ class ChunkBatches(IterableDataset):
                 self._read(f, bufs, at, n, offs)
             if f not in self._verified:
                 verify_fields(self.paths[f], {k: b[at : at + n] for k, b in bufs.items()})
-                self._verified.add(f)
+                if len(bufs) == len(self.spec):  # mode 'blocks' reads its big fields apart (_load_block)
+                    self._verified.add(f)
             at += n
         return where
 
@@ -367,12 +374,22 @@ class ChunkBatches(IterableDataset):
             os.close(fd)
 
     def prepare(self) -> None:
-        """In mode 'resident', copy every file into memory now (else the first epoch does it)."""
-        if self.mode != "resident" or self._resident is not None:
+        """What the first epoch would do, now: in mode 'resident' copy every file into memory; in the others check
+        every file's CRCs (make_loader calls it before starting workers, so that they inherit both)."""
+        if self.mode == "resident":
+            if self._resident is None:
+                res = self._alloc(self.n_samples)
+                self._fill(res, range(len(self.paths)))
+                self._resident = res
             return
-        res = self._alloc(self.n_samples)
-        self._fill(res, range(len(self.paths)))
-        self._resident = res
+        for f, path in enumerate(self.paths):
+            self._check_mapped(f, open_chunk(path, self.fields))
+
+    def _check_mapped(self, f: int, fields: dict[str, torch.Tensor]) -> None:
+        """The first time file f is read through its mapping, check its fields (read whole) against its CRCs."""
+        if f not in self._verified:
+            verify_fields(self.paths[f], fields)
+            self._verified.add(f)
 
     def gather(self, fid: torch.Tensor, idx: torch.Tensor, cache: OrderedDict | None = None) -> dict[str, torch.Tensor]:
         """Samples idx[j] of files fid[j], sorted by (file, index): from the resident copy in mode 'resident'
@@ -397,6 +414,7 @@ class ChunkBatches(IterableDataset):
             start += c
             if fi not in cache:
                 cache[fi] = open_chunk(self.paths[fi], self.fields)
+                self._check_mapped(fi, cache[fi])
                 while len(cache) > self.open_files:
                     cache.popitem(last=False)
             cache.move_to_end(fi)
@@ -419,7 +437,10 @@ class ChunkBatches(IterableDataset):
         shift[files] = torch.tensor(where, dtype=torch.int64) - self.starts[files]
         rows = int(self.sizes[files].sum())
         mapped = {f: open_chunk(p, self.big) for f, p in zip(files.tolist(), paths, strict=True)} if self.big else {}
-        for d in mapped.values():
+        for f, d in mapped.items():
+            if f not in self._verified:
+                self._check_mapped(f, d)  # reads the big fields whole, which pages them in too
+                continue
             for t in d.values():
                 flat = t.reshape(-1)
                 if len(flat):
@@ -532,7 +553,7 @@ def make_loader(batches: ChunkBatches, num_workers: int = 0, pin_memory: bool = 
     if num_workers <= 0 and not pin_memory:
         return batches
     if num_workers > 0 and hasattr(batches, "prepare"):
-        batches.prepare()  # forked workers share the resident copy instead of building one each per epoch
+        batches.prepare()  # forked workers share the resident copy and the CRC checks instead of redoing them
     return DataLoader(
         batches,
         batch_size=None,

@@ -18,7 +18,8 @@ Scene file contract (DESIGN.md, "File contracts: Scene"):
 Files are written slot by slot with h5netcdf (a month of hourly slots would not fit in memory at
 once), chunked one slot per chunk so readers of one slot or of station windows touch only that slot,
 into a hidden temp file that is renamed over ``out_path`` only when complete: a killed job never
-leaves a file that looks finished.
+leaves a file that looks finished. Before the rename every variable gets ``ta2d_crc32``, the CRC-32 of
+its stored bytes (ta2d.checksums), which ``ta2d verify`` checks.
 
 Two input kinds fill the same file:
 
@@ -62,8 +63,8 @@ from tqdm.auto import tqdm
 
 import ta2d
 from ta2d import grid
-from ta2d.atomic import atomic_path
 from ta2d.channels import BT_CHANNELS, RF_CHANNELS
+from ta2d.checksums import atomic_netcdf
 from ta2d.grid import Domain
 from ta2d.ingest.inventory import SLOT_FORMAT, read_inventory
 from ta2d.ingest.l1b import L1BError, read_l1b
@@ -266,7 +267,8 @@ def write_scene(out_path, key: str, slots: pd.DatetimeIndex, domain: Domain,
     unix = np.asarray(unix, dtype=np.int64)
     statuses: list[str] = []
     sources: list[str] = []
-    with atomic_path(out_path) as tmp, h5netcdf.File(tmp, "w") as f:
+    # the variables' CRCs (ta2d.checksums) are recorded once h5netcdf has closed the file, before the rename
+    with atomic_netcdf(out_path) as tmp, h5netcdf.File(tmp, "w") as f:
         variables = _create_layout(f, domain, unix, lat, lon, compression_level)
         nan_slot = {"bt": np.full((len(BT_CHANNELS), nl, nc), np.nan, np.float32),
                     "rf": np.full((len(RF_CHANNELS), nl, nc), np.nan, np.float32)}

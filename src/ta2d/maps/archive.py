@@ -37,6 +37,7 @@ import xarray as xr
 import ta2d
 from ta2d import grid
 from ta2d.atomic import atomic_path
+from ta2d.checksums import atomic_netcdf
 from ta2d.grid import Domain
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,8 @@ def chunk_shape(ds: xr.Dataset) -> tuple[int, int, int]:
 
 
 def write_day(ds: xr.Dataset, path: str | Path, complevel: int = 4) -> None:
-    """Write atomically: TA fields int16-packed (0.01 K, fill -32768) and deflated in :func:`chunk_shape` chunks."""
+    """Write atomically: TA fields int16-packed (0.01 K, fill -32768) and deflated in :func:`chunk_shape` chunks,
+    every variable with ``ta2d_crc32``, the CRC-32 of its stored (packed) bytes, which ``ta2d verify`` checks."""
     chunks = chunk_shape(ds)
     field = {"dtype": "int16", "scale_factor": TA_SCALE, "add_offset": np.float32(0.0), "_FillValue": TA_FILL,
              "zlib": True, "complevel": complevel, "shuffle": True, "chunksizes": chunks}
@@ -190,7 +192,7 @@ def write_day(ds: xr.Dataset, path: str | Path, complevel: int = 4) -> None:
     for name in ("slot_status", "correction_status", "n_predicted", "n_stations", GRID_MAPPING):
         if name in ds:  # per-slot tables and the grid mapping: no `coordinates` attribute (not fields on the grid)
             ds[name].encoding["coordinates"] = None
-    with atomic_path(path) as tmp:
+    with atomic_netcdf(path) as tmp:  # each variable's CRC recorded before the rename (ta2d.checksums)
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
 
 

@@ -7,7 +7,9 @@ from (training period, stations, data fingerprint, epochs) and how good it is (t
 the evaluation). ``FORMAT_VERSION`` grows when the layout changes meaning; a file newer than the code is refused.
 
 Everything in it is a tensor, a number, a string, a list or a dict, so ``torch.load(path, weights_only=True)`` reads
-it, and :func:`ta2d.models.load_model` rebuilds the model from it as from a best.pt.
+it, and :func:`ta2d.models.load_model` rebuilds the model from it as from a best.pt. Beside them ``crc32`` holds the
+CRC-32 of every tensor by dotted path (``model.head.0.weight``; ta2d.checksums): a file whose bytes changed on disk
+is refused before it predicts anything. Files written before ta2d recorded them have none and are not checked.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 import ta2d
 from ta2d.channels import CHANNELS, X_CHANNELS
+from ta2d.checksums import CHECKSUM_KEY, save_with_checksums, tensor_checksum_problems
 
 FORMAT = "ta2d-model"
 FORMAT_VERSION = 1
@@ -78,9 +81,10 @@ def export_model(checkpoint: str | Path, out_path: str | Path, run: str, metrics
                  train_chunks: Sequence[str | Path], val_chunks: Sequence[str | Path], period: Mapping,
                  patch_size: int) -> dict:
     """Rule export_model: a run's best.pt + its scores -> the model file. Returns what it wrote (without weights)."""
-    from ta2d.atomic import atomic_torch_save
-
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    damaged = tensor_checksum_problems(ck).problems  # fresh CRCs over damaged weights would vouch for them
+    if damaged:
+        raise ModelFileError(f"checkpoint {checkpoint}: {'; '.join(damaged)}")
     model_chunk = torch.load(train_chunks[0], map_location="cpu", weights_only=True, mmap=True) if train_chunks \
         else None
     if model_chunk is not None and model_chunk["x"].dim() == 4 and model_chunk["x"].shape[-1] != patch_size:
@@ -107,13 +111,13 @@ def export_model(checkpoint: str | Path, out_path: str | Path, run: str, metrics
         },
         "scores": scores_from_metrics(metrics_csv, run),
     }
-    atomic_torch_save({**info, "stats": ck["stats"], "model": ck["model"]}, out_path)
+    save_with_checksums({**info, "stats": ck["stats"], "model": ck["model"]}, out_path)
     return info
 
 
 def read_model_file(path: str | Path) -> dict:
-    """The model file's contents (weights memory-mapped); ModelFileError naming the file when it is no ta2d model
-    file or one newer than this code."""
+    """The model file's contents (weights memory-mapped, read whole once to check their CRCs); ModelFileError naming
+    the file when it is no ta2d model file, one newer than this code, or one whose tensors fail their CRCs."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path}: does not exist")
@@ -132,6 +136,9 @@ def read_model_file(path: str | Path) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(f"model file {path}: format version {version} is newer than this ta2d "
                              f"({ta2d.__version__}) reads ({FORMAT_VERSION}): update ta2d to map with it")
+    damaged = tensor_checksum_problems(data).problems
+    if damaged:
+        raise ModelFileError(f"model file {path}: {'; '.join(damaged)}")
     return data
 
 
@@ -189,9 +196,7 @@ def describe(info: Mapping, path) -> str:
 
 def copy_as_best(model_path: str | Path, out_path: str | Path, why: str) -> dict:
     """Rule select_best_model: the chosen run's model file as results/models/best.pt, with why it was chosen."""
-    from ta2d.atomic import atomic_torch_save
-
     data = dict(read_model_file(model_path))
     data["selected"] = why
-    atomic_torch_save(data, out_path)
-    return {k: v for k, v in data.items() if k not in ("model", "stats")}
+    save_with_checksums(data, out_path)
+    return {k: v for k, v in data.items() if k not in ("model", "stats", CHECKSUM_KEY)}

@@ -11,7 +11,9 @@
                fine-tune's current.pt holds the whole model.
 
 A rerun continues from current.pt only when the data fingerprint, the run config (all keys but
-_NOT_IDENTITY), the normalisation stats and the encoder fingerprint match (``resume_mismatch``).
+_NOT_IDENTITY), the normalisation stats and the encoder fingerprint match (``resume_mismatch``), and only
+from a current.pt whose tensors match their CRCs: both files carry ``crc32``, the CRC-32 of every tensor by
+dotted path (ta2d.checksums), as every product does.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from ta2d.atomic import atomic_path
-from ta2d.atomic import atomic_torch_save as atomic_save
+from ta2d.checksums import pt_checksum_problems, save_with_checksums, tensor_checksum_problems
 from ta2d.training.embed import file_digest, tensor_digest
 from ta2d.training.run_config import run_identity
 
@@ -132,6 +134,11 @@ def write_metrics(path: Path, rows: Sequence[Mapping], columns: Sequence[str] = 
         tmp.write_text(buf.getvalue())
 
 
+def atomic_save(state: Mapping, path: Path) -> None:
+    """Write a checkpoint atomically, with the CRC of every tensor in it (ta2d.checksums)."""
+    save_with_checksums(state, path)
+
+
 def _keep_path(best_path: Path) -> Path:
     return best_path.with_name(f".{best_path.name}.keep")
 
@@ -149,19 +156,31 @@ def save_best(state: dict, best_path: Path) -> None:
 
 
 def restore_best(best_path: Path) -> None:
+    """Link best.pt back from .best.pt.keep when it is missing (see save_best), after checking the CRCs of the
+    kept copy: the two are one file, so a damaged best.pt is a damaged keep, and relinking it would rebuild
+    nothing."""
     keep = _keep_path(best_path)
     if not best_path.exists() and keep.exists():
+        damaged = pt_checksum_problems(keep).problems
+        if damaged:
+            current = best_path.with_name("current.pt")
+            raise ValueError(f"{keep} (the kept best.pt of {best_path.parent}): {'; '.join(damaged)}; delete it "
+                             f"and {current} to train the run again from the start")
         with atomic_path(best_path) as tmp:
             tmp.unlink()
             os.link(keep, tmp)
 
 
 def read_checkpoint(path: Path) -> tuple[dict | None, str | None]:
-    """(checkpoint, None), or (None, why it cannot be read)."""
+    """(checkpoint, None), or (None, why it cannot be read or its tensors do not match their CRCs)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), None
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         return None, f"it cannot be read ({e})"
+    damaged = tensor_checksum_problems(ck).problems
+    if damaged:
+        return None, f"its bytes changed on disk ({'; '.join(damaged)})"
+    return ck, None
 
 
 def resume_mismatch(ck: Mapping, base: Mapping, encoder_fp: str | None = None) -> str | None:
