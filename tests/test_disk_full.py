@@ -5,7 +5,8 @@ file under that name left as it was; and the same write succeeds once there is s
 Real file systems, no mocks: a small tmpfs (ENOSPC; needs root to mount, skipped otherwise) and, for anyone,
 a child process under RLIMIT_FSIZE with SIGXFSZ ignored (EFBIG). The products go through their real writers:
 a chunk (ta2d.chunks.contract.save_tensors, torch.save underneath: no errno in its error), a scene
-(ta2d.ingest.scene.write_scene, h5netcdf/h5py: "errno = 28" in the text) and a checkpoint
+(ta2d.ingest.scene.write_scene, h5netcdf/h5py: "errno = 28" in the text), a map (ta2d.maps.archive.write_day:
+built in memory, then written as plain bytes) and a checkpoint
 (ta2d.training.checkpoints.save_best: best.pt and its hard link .best.pt.keep).
 
 Writes onto a full disk run in a child process: after a failed close HDF5 keeps a half-closed file that
@@ -24,15 +25,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import xarray as xr
 import yaml
 from conftest import REPO, make_workdir, run_snakemake
 
 from ta2d.atomic import DiskFullError, atomic_path
 from ta2d.chunks.contract import open_chunk, save_tensors
-from ta2d.grid import Domain
+from ta2d.grid import Domain, domain_lonlat
 from ta2d.ingest.scene import SlotData, read_scene, write_scene
+from ta2d.maps.archive import day_dataset, write_day
 from ta2d.periods import period_slots
 from ta2d.training.checkpoints import save_best
 
@@ -41,6 +45,7 @@ DISK_BYTES = 8 << 20
 LEFT_FREE = 256 << 10  # what the filler leaves: less than any product below
 SCENE_DOMAIN = Domain(900, 929, 2700, 2729)  # 30 x 30 pixels: ~1.4 MB of noise a day, which deflate cannot shrink
 SCENE_DAY = "20240401"
+MAP_DOMAIN = Domain(900, 1059, 2700, 2859)  # 160 x 160 pixels: a day of noise packed to int16 still ~0.8 MB deflated
 
 
 # --- the products, each through its real writer; `big` writes one larger than LEFT_FREE -----------------------
@@ -68,16 +73,29 @@ def write_checkpoint(path: Path, big: bool) -> None:
     save_best({"model": {"w": torch.randn(n, generator=torch.Generator().manual_seed(int(big)))}, "epoch": 3}, path)
 
 
-WRITERS = {"chunk": write_chunk, "scene": write_scene_file, "checkpoint": write_checkpoint}
-TARGETS = {"chunk": "patch_pt/train_chunk_20240401.pt", "scene": "scenes/20240401.nc", "checkpoint": "runs/cnn/best.pt"}
+def write_map_file(path: Path, big: bool) -> None:
+    rng = np.random.default_rng(int(big))
+    times = pd.date_range("2024-04-01", periods=24 if big else 1, freq="h", tz="UTC")
+    lon, lat = domain_lonlat(MAP_DOMAIN)
+    ta = rng.normal(15, 8, (len(times), *MAP_DOMAIN.shape)).astype(np.float32)
+    mask = np.ones(ta.shape, dtype=np.uint8)
+    write_day(day_dataset(times, MAP_DOMAIN, lat, lon, ta, mask, ["ok"] * len(times)), path)
+
+
+WRITERS = {"chunk": write_chunk, "scene": write_scene_file, "checkpoint": write_checkpoint, "map": write_map_file}
+TARGETS = {"chunk": "patch_pt/train_chunk_20240401.pt", "scene": "scenes/20240401.nc", "checkpoint": "runs/cnn/best.pt",
+           "map": "maps/best/20240401.nc"}
 
 
 def read_back(product: str, path: Path) -> int:
-    """The number of values (chunk, checkpoint) or slots (scene) in a product: proof that it is whole."""
+    """The number of values (chunk, checkpoint) or slots (scene, map) in a product: proof that it is whole."""
     if product == "chunk":
         return int(open_chunk(path)["x"].numel())
     if product == "scene":
         with read_scene(path) as ds:
+            return int(ds.sizes["time"])
+    if product == "map":
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
             return int(ds.sizes["time"])
     return int(torch.load(path, weights_only=True)["model"]["w"].numel())
 
@@ -192,7 +210,7 @@ def test_full_disk_is_one_clear_error_and_the_rerun_completes(product, small_dis
 
     filler.unlink()  # space freed: the same write completes
     WRITERS[product](target, big=True)
-    assert read_back(product, target) == (24 if product == "scene" else 400_000)
+    assert read_back(product, target) == (24 if product in ("scene", "map") else 400_000)
     assert listing(target.parent) == sorted(before)
 
 
@@ -279,7 +297,7 @@ def test_file_size_limit_is_one_clear_error_and_the_rerun_completes(product, tmp
     assert older_files(target) == before
 
     WRITERS[product](target, big=True)  # without the limit
-    assert read_back(product, target) == (24 if product == "scene" else 400_000)
+    assert read_back(product, target) == (24 if product in ("scene", "map") else 400_000)
     assert listing(target.parent) == sorted(before)
 
 

@@ -164,8 +164,9 @@ def _update_crc(crc: int, block: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(block).reshape(-1).view(np.uint8), crc)
 
 
-def record_netcdf_checksums(path: str | Path) -> dict[str, str]:
-    """Set ``ta2d_crc32`` on every variable of a written NetCDF file, from its stored bytes; returns them."""
+def record_netcdf_checksums(path) -> dict[str, str]:
+    """Set ``ta2d_crc32`` on every variable of a written NetCDF file (a path or a seekable binary buffer), from
+    its stored bytes; returns them."""
     import h5py
     import numpy as np
 
@@ -175,6 +176,15 @@ def record_netcdf_checksums(path: str | Path) -> dict[str, str]:
         for name, ds in variables:
             ds.attrs[NETCDF_ATTR] = np.bytes_(crcs[name])  # fixed-length ASCII: a netCDF text attribute
     return crcs
+
+
+def netcdf_bytes_with_checksums(data) -> bytes:
+    """A NetCDF file built in memory (xarray's ``to_netcdf()`` without a path) with its checksums recorded."""
+    import io
+
+    buf = io.BytesIO(bytes(data))
+    record_netcdf_checksums(buf)
+    return buf.getvalue()
 
 
 @contextlib.contextmanager

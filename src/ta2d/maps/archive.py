@@ -37,7 +37,7 @@ import xarray as xr
 import ta2d
 from ta2d import grid
 from ta2d.atomic import atomic_path
-from ta2d.checksums import atomic_netcdf
+from ta2d.checksums import netcdf_bytes_with_checksums
 from ta2d.grid import Domain
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,11 @@ def write_day(ds: xr.Dataset, path: str | Path, complevel: int = 4) -> None:
     for name in ("slot_status", "correction_status", "n_predicted", "n_stations", GRID_MAPPING):
         if name in ds:  # per-slot tables and the grid mapping: no `coordinates` attribute (not fields on the grid)
             ds[name].encoding["coordinates"] = None
-    with atomic_netcdf(path) as tmp:  # each variable's CRC recorded before the rename (ta2d.checksums)
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
+    # built in memory, checksums recorded there (ta2d.checksums), then written as plain bytes: HDF5 writing onto
+    # a full disk can crash the process before it raises, a plain write fails with ENOSPC (a DiskFullError)
+    data = netcdf_bytes_with_checksums(ds.to_netcdf(engine="h5netcdf", encoding=enc))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def open_archive(paths, **kwargs) -> xr.Dataset:
