@@ -143,6 +143,18 @@ def _copy_slot(src_raw: Path, dst_raw: Path, hour: int, day: str = "2024/04/03",
     return out
 
 
+def slot_lands_alone(work: Path, src_raw: Path, raw: Path, hour: int) -> None:
+    """Slot `hour` of 2024-04-03 lands: the next invocation runs its inventory, calibration and map, nothing else,
+    and every earlier output keeps its bytes and mtime."""
+    before = outputs(work)
+    _copy_slot(src_raw, raw, hour)
+    jobs, out = dry_run(work, "maps")
+    assert jobs == {"inventory": 1, "calibrate": 1, "map_slot": 1, "maps": 1}, jobs
+    assert re.findall(r"at slot (\d{8}T\d{4})", out) == [f"20240403T{hour:02d}00"], out[-3000:]
+    run_snakemake(work, "maps")
+    assert {k: v for k, v in outputs(work).items() if k in before} == before
+
+
 def test_near_real_time_slots_rerun_only_their_own_jobs(demo_run, four_days, tmp_path):
     """maps.unit slot: slots land one by one; each invocation maps exactly the new slot (its inventory,
     calibration, map) and earlier outputs keep their bytes and mtimes; a slot with a channel missing is mapped
@@ -159,16 +171,9 @@ def test_near_real_time_slots_rerun_only_their_own_jobs(demo_run, four_days, tmp
     slots = work / "results/maps/demo/slots"
     assert sorted(p.name for p in slots.glob("*.nc")) == ["20240403T0000.nc", "20240403T0100.nc"]
     assert not (work / "results/maps/demo/20240403.nc").exists()  # the day is not complete
-    before = outputs(work)
 
     # the next slot lands: its three jobs, nothing else
-    _copy_slot(src_raw, raw, 2)
-    jobs, out = dry_run(work, "maps")
-    assert jobs == {"inventory": 1, "calibrate": 1, "map_slot": 1, "maps": 1}, jobs
-    assert re.findall(r"at slot (\d{8}T\d{4})", out) == ["20240403T0200"], out[-3000:]
-    run_snakemake(work, "maps")
-    after = outputs(work)
-    assert {k: v for k, v in after.items() if k in before} == before  # every earlier output: same bytes, same mtime
+    slot_lands_alone(work, src_raw, raw, 2)
 
     # a slot whose ir105 file has not arrived: mapped as missing, with the reason
     _copy_slot(src_raw, raw, 3, skip=("ir105",))
@@ -265,13 +270,7 @@ def test_near_real_time_service_under_operating_faults(demo_run, four_days, tmp_
     assert sorted(p.name for p in slots.glob("*.nc")) == ["20240403T0000.nc", "20240403T0200.nc"]
 
     # out of order: 01:00 lands after 02:00 -> its own jobs only, nothing earlier touched
-    before = outputs(work)
-    _copy_slot(src_raw, raw, 1)
-    jobs, out = dry_run(work, "maps")
-    assert jobs == {"inventory": 1, "calibrate": 1, "map_slot": 1, "maps": 1}, jobs
-    assert re.findall(r"at slot (\d{8}T\d{4})", out) == ["20240403T0100"], out[-3000:]
-    run_snakemake(work, "maps")
-    assert {k: v for k, v in outputs(work).items() if k in before} == before
+    slot_lands_alone(work, src_raw, raw, 1)
 
     # delivered twice, the same bytes (new mtimes, by rename): nothing reruns
     before = outputs(work)
