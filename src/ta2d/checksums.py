@@ -93,6 +93,13 @@ def save_with_checksums(obj: Mapping, path: str | Path) -> None:
     atomic_torch_save(with_checksums(obj), path)
 
 
+def crc_mismatches(tensors: Mapping[str, torch.Tensor], stored: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(name, CRC now, CRC recorded) of each tensor whose bytes differ from the CRC recorded for it; tensors with
+    no recorded CRC are not judged here."""
+    return [(name, got, want) for name, t in tensors.items()
+            if (want := stored.get(name)) is not None and (got := tensor_crc(t)) != want]
+
+
 def tensor_checksum_problems(data: object) -> ChecksumCheck:
     """The tensors of a loaded ``.pt`` object (read whole here) against the CRCs recorded in it."""
     stored = data.get(CHECKSUM_KEY) if isinstance(data, Mapping) else None
@@ -100,14 +107,10 @@ def tensor_checksum_problems(data: object) -> ChecksumCheck:
         return ChecksumCheck()
     found = dict(named_tensors(data))
     check = ChecksumCheck(recorded=True, n_checked=len(found))
-    for name, t in found.items():
-        want = stored.get(name)
-        if want is None:
-            check.problems.append(f"tensor {name}: no CRC-32 recorded for it, though the file records the others "
-                                  "(changed after it was written)")
-        elif (got := tensor_crc(t)) != want:
-            check.problems.append(f"tensor {name}: CRC-32 {got} differs from the {want} recorded when it was "
-                                  f"written ({CORRUPT})")
+    check.problems += [f"tensor {name}: no CRC-32 recorded for it, though the file records the others (changed "
+                       "after it was written)" for name in found if name not in stored]
+    check.problems += [f"tensor {name}: CRC-32 {got} differs from the {want} recorded when it was written ({CORRUPT})"
+                       for name, got, want in crc_mismatches(found, stored)]
     check.problems += [f"tensor {name}: recorded when the file was written, but no longer in it"
                        for name in stored if name not in found]
     return check

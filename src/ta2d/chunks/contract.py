@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ta2d.checksums import CHECKSUM_KEY, save_with_checksums, tensor_crc
+from ta2d.checksums import CHECKSUM_KEY, CORRUPT, crc_mismatches, save_with_checksums, tensor_crc
 from ta2d.rejects import REJECT_COLUMNS
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the Snakefile and build_index import names
@@ -125,12 +125,8 @@ def checksum_problems(path: str | Path, tensors: Mapping[str, torch.Tensor],
     """Fields of ``tensors`` (read whole) whose bytes do not match the CRC recorded for them."""
     if not stored:
         return []
-    return [
-        f"{path}: field {k}: CRC-32 {got} differs from the {want} recorded when it was written (the file's "
-        "bytes changed on disk: corrupt; rebuild it)"
-        for k, t in tensors.items()
-        if (want := stored.get(k)) is not None and (got := field_crc(t)) != want
-    ]
+    return [f"{path}: field {k}: CRC-32 {got} differs from the {want} recorded when it was written ({CORRUPT})"
+            for k, got, want in crc_mismatches(tensors, stored)]
 
 
 def verify_fields(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -122,15 +122,17 @@ def _read_l1b_slot(channel_files: dict[str, str], raw_dir: Path, domain: Domain,
         return SlotData("missing_channel:" + ",".join(missing), sources=sorted(channel_files.values()))
     values, failures, growing = {}, [], []
     for channel, rel in channel_files.items():
-        listed = (listed_sizes or {}).get(rel)
         try:
             values[channel] = read_l1b(raw_dir / rel, domain, allow_conditional).values
+            error = None
         except L1BError as exc:
-            if not _size_moved(raw_dir / rel, listed):
-                log.warning("unreadable L1B file %s", exc)  # the full reason and path; the status is short
-                failures.append(f"{channel}:{_short(exc.reason)}")
-        if _size_moved(raw_dir / rel, listed):
+            error = exc
+        # checked after the read: a file that grew while it was read is as incomplete as one that failed
+        if _size_moved(raw_dir / rel, (listed_sizes or {}).get(rel)):
             growing.append(channel)
+        elif error is not None:
+            log.warning("unreadable L1B file %s", error)  # the full reason and path; the status is short
+            failures.append(f"{channel}:{_short(error.reason)}")
     sources = [channel_files[c] for c in BT_CHANNELS + RF_CHANNELS]
     if growing:
         # a copy still under way when the archive was listed or read: the next invocation lists the file again,

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ta2d.atomic import atomic_path
-from ta2d.checksums import pt_checksum_problems, save_with_checksums, tensor_checksum_problems
+from ta2d.checksums import pt_checksum_problems, tensor_checksum_problems
+from ta2d.checksums import save_with_checksums as atomic_save  # atomic, with the CRC of every tensor
 from ta2d.training.embed import file_digest, tensor_digest
 from ta2d.training.run_config import run_identity
 
@@ -132,11 +133,6 @@ def write_metrics(path: Path, rows: Sequence[Mapping], columns: Sequence[str] = 
         w.writerow({k: r[k] for k in columns})
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
-
-
-def atomic_save(state: Mapping, path: Path) -> None:
-    """Write a checkpoint atomically, with the CRC of every tensor in it (ta2d.checksums)."""
-    save_with_checksums(state, path)
 
 
 def _keep_path(best_path: Path) -> Path:
