@@ -7,7 +7,7 @@ asserts on what was recorded here. Every SLURM fact is recorded right after its 
 forgets a job MinJobAge = 300 s after it ended.
 
 The steps (what the tests check is described there):
-1. start the local cluster (../shared/tools/local-slurm/start.sh) and run the tiny demo workflow from
+1. start the local cluster (tools/local-slurm/start.sh) and run the tiny demo workflow from
    scratch through profiles/slurm;
 2. plant a fault: one label row of the test day changes (its chunk must be rebuilt) and that day's
    scene becomes unreadable (old mtime, so calibrate does not rerun); run again (it fails);
@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 from conftest import REPO, SNAKEMAKE, make_workdir
 
-LOCAL_SLURM = REPO.parent / "shared" / "tools" / "local-slurm"
+LOCAL_SLURM = REPO / "tools" / "local-slurm"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 # The SLURM runs train two of the tiny config's runs: one network on a (fake) GPU through the embedding
@@ -55,8 +55,6 @@ def prerequisites() -> None:
         raise Skip("the local SLURM cluster needs root (start.sh installs and runs slurmctld/slurmd)")
     if not shutil.which("apt-get"):
         raise Skip("the local SLURM cluster needs apt-get (Debian/Ubuntu) to install SLURM")
-    if not (LOCAL_SLURM / "start.sh").is_file():
-        raise Skip(f"{LOCAL_SLURM} not found (the project's shared/ folder sits beside the repository)")
 
 
 def local_cluster_args(partition: str) -> list[str]:
@@ -177,11 +175,11 @@ class SlurmScenario(threading.Thread):
         env = {
             **os.environ,
             # one fake GPU (gres/gpu): jobs asking for --gpus=1 are scheduled and see CUDA_VISIBLE_DEVICES
-            "LOCAL_SLURM_FAKE_GPUS": "1",
+            "TA2D_SLURM_FAKE_GPUS": "1",
             # advertise more than a 2-core CI machine has (bookkeeping only, no cgroups), so that jobs
             # run side by side as on a real cluster; the tiny jobs use far less than they ask for
-            "LOCAL_SLURM_CPUS": "8",
-            "LOCAL_SLURM_MEM_MB": "65536",
+            "TA2D_SLURM_CPUS": "8",
+            "TA2D_SLURM_MEM_MB": "65536",
         }
         rc, stdout, stderr = self._run([str(LOCAL_SLURM / "start.sh"), str(sandbox)], timeout=600, env=env)
         if rc != 0:

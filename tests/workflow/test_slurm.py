@@ -1,7 +1,7 @@
 """The real Snakefile on a real SLURM cluster, through profiles/slurm (README "Running on a SLURM cluster").
 
-A single-node SLURM 22.05 cluster is started with the project's shared tool
-(../shared/tools/local-slurm/start.sh: Debian packages, private munge, all state in a sandbox) and
+A single-node SLURM 22.05 cluster is started with ta2d's own script
+(tools/local-slurm/start.sh: Debian packages, private munge, all state in a sandbox) and
 stopped again at the end. Snakemake submits through snakemake-executor-plugin-slurm with the
 profile as written; only what is specific to this cluster is overridden on the command line:
 its partition, `squeue` as status command (no slurmdbd here) and a 2 s first status check.
