@@ -17,7 +17,8 @@ from fakes import read_metrics, training_data
 from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches
 from ta2d.models import load_model
 from ta2d.training import launch, resolve_run_config, train_run
-from ta2d.training.distributed import KILL_ENV, RankBatches, global_batch_size, share
+from ta2d.training.distributed import RankBatches, global_batch_size, share
+from ta2d.training.launch import KILL_ENV
 from ta2d.training.loop import loader_workers
 from ta2d.training.run_config import run_identity
 

@@ -9,8 +9,10 @@
                first epoch
   pretrain     pretrain_run: self-supervised pretraining of the Clay encoder (ta2d.models.mae) on unlabelled
                tiles -> a Lightning-shaped encoder.ckpt that train runs load with encoder_from
-  distributed  launch: a run in this process (gpus: 1) or data-parallel under torchrun (gpus: N); a rank's
-               share of every batch (RankBatches), sums across ranks
+  distributed  the rank side of data parallelism: a rank's share of every batch (RankBatches), sums across
+               ranks; the one-process identities outside torchrun (the loop imports it)
+  launch       launch: a run in this process (gpus: 1) or data-parallel under torchrun (gpus: N), whose
+               ranks each call train_run (it imports the loop)
 
 Names are loaded from their module on first use, so importing ``ta2d.training.inference`` (evaluation,
 maps, the embedding cache) or ``ta2d.training.run_config`` never imports the loop: ta2d.training.embed imports
@@ -35,7 +37,7 @@ _WHERE = {
     "make_scheduler": "loop",
     "param_groups": "loop",
     "train_run": "loop",
-    "launch": "distributed",
+    "launch": "launch",
     "PRETRAIN_DEFAULTS": "pretrain",
     "pretrain_run": "pretrain",
 }
@@ -59,8 +61,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .checkpoints import METRIC_COLUMNS, data_fingerprint
-    from .distributed import launch
     from .inference import load_stats, predict_chunks, resolve_device
+    from .launch import launch
     from .loop import make_scheduler, param_groups, train_run
     from .pretrain import PRETRAIN_DEFAULTS, pretrain_run
     from .run_config import FITTED_KINDS, RUN_DEFAULTS, SCHEDULERS, resolve_run_config

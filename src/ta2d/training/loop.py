@@ -13,7 +13,7 @@ match, else starts over; a resumed run restores best.pt (from the hidden hard li
 metrics.csv if they were deleted, as Snakemake does with a job's declared outputs before rerunning it.
 Declare best.pt and metrics.csv as outputs, never current.pt.
 
-Under torchrun (ta2d.training.distributed, run key gpus > 1) the same function runs on every rank: each
+Under torchrun (ta2d.training.launch, run key gpus > 1) the same function runs on every rank: each
 reads its share of every batch, the model is wrapped in DistributedDataParallel, sums are reduced across
 ranks and rank 0 alone writes. On CUDA: batches in pinned memory copied non-blocking, loss sums kept on
 the GPU (one sync per epoch, or every 25 steps for the progress bar), cuDNN autotuning, TF32 (run key
@@ -239,12 +239,12 @@ def train_run(
 
     ``device`` overrides run_cfg["device"]. ``threads``: this process's CPU threads (num_workers: auto; None:
     torch's). ``on_epoch_end(epoch, row)`` is called after the epoch's checkpoints are written (tests use it
-    to simulate a kill). Run it through ta2d.training.distributed.launch for gpus > 1.
+    to simulate a kill). Run it through ta2d.training.launch.launch for gpus > 1.
     """
     cfg = resolve_run_config(run_cfg)
     ctx = context()
     if cfg["gpus"] > 1 and not ctx.active:
-        log(f"gpus: {cfg['gpus']} needs ta2d.training.distributed.launch (torchrun); training in this one process")
+        log(f"gpus: {cfg['gpus']} needs ta2d.training.launch.launch (torchrun); training in this one process")
     if not ctx.main:
         progress = False
     out = ensure_dir(out_dir)
