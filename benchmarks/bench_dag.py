@@ -79,7 +79,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import make_workdir  # noqa: E402
 
 from ta2d.channels import ALL_CHANNELS, l1b_filename  # noqa: E402
-from ta2d.chunks.contract import chunk_name  # noqa: E402
+from ta2d.plan import chunk_name  # noqa: E402
 from ta2d.demo.tables import ENCODING, LABEL_HEADER, META_HEADER  # noqa: E402
 from ta2d.grid import Domain, linecol_to_lonlat  # noqa: E402
 from ta2d.index.route import LABELS_DIR, refresh_label_parts  # noqa: E402

@@ -49,7 +49,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ta2d.index.schemes import assign_split_by_day
+from ta2d.splits import assign_split_by_day
 from ta2d.periods import period_days, period_keys
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from ta2d.index.schemes import HEADLINE_SCHEMES, scheme_of  # noqa: E402
+from ta2d.splits import HEADLINE_SCHEMES, scheme_of  # noqa: E402
 from ta2d.models import load_model  # noqa: E402
 from ta2d.training import predict_chunks, train_run  # noqa: E402
 

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from conftest import tiny_config
 
-from ta2d.chunks.contract import chunk_name
+from ta2d.plan import chunk_name
 from ta2d.chunks.patches import build_patch_chunk
 from ta2d.chunks.stats import write_stats
 from ta2d.chunks.summary import summarize

@@ -19,7 +19,7 @@ import torch
 from fakes import make_chunk, train_small_runs, write_chunks
 
 from ta2d.checksums import CHECKSUM_KEY, NETCDF_ATTR, named_tensors
-from ta2d.chunks.contract import ChunkError, chunk_name, save_tensors
+from ta2d.chunks.contract import ChunkError, save_tensors
 from ta2d.chunks.loader import ChunkBatches, _field_offsets
 from ta2d.grid import Domain, domain_lonlat
 from ta2d.ingest.scene import SlotData, write_scene
@@ -27,6 +27,7 @@ from ta2d.maps.archive import day_dataset, day_slot_times, write_day
 from ta2d.maps.predict import MASK_PREDICTED
 from ta2d.models.model_file import ModelFileError, export_model, load_model_file, read_model_file
 from ta2d.periods import period_slots
+from ta2d.plan import chunk_name
 from ta2d.training.checkpoints import read_checkpoint
 
 DOMAIN = Domain(900, 911, 2700, 2715)  # 12 x 16 pixels

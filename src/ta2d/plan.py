@@ -1,7 +1,7 @@
 """What exists, from the config alone: periods, chunks, index periods, scenes and map units (the one planning module).
 
 The Snakefile, the scripts and the library all ask this module which chunk files there are, so that
-the DAG is static: whole UTC days go to one split by the day rule of :mod:`ta2d.index.schemes`, and a
+the DAG is static: whole UTC days go to one split by the day rule of :mod:`ta2d.splits`, and a
 test chunk exists for every period when stations can be held out, so every chunk's name is known when
 the Snakefile is parsed, before any label is read. A planned chunk whose labels are all missing or
 rejected is still written, with zero rows (legal in the chunk contract; the loader skips it).
@@ -22,20 +22,33 @@ Imported at every parse (the Snakefile): pandas only, no torch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import pandas as pd
 
-from ta2d.chunks.contract import chunk_name
-from ta2d.index.schemes import assign_split_by_day, in_time_block, unit_hash
 from ta2d.periods import key_freq, period_days, period_key, period_keys, period_slots, slot_key
+from ta2d.splits import SPLITS, assign_split_by_day, in_time_block, unit_hash
 
-SPLITS = ("train", "val", "test")
+CHUNK_STEM = "{split}_chunk_{key}"  # the Snakemake pattern of a chunk's name, without suffix
+_CHUNK_NAME = re.compile(r"(?P<split>train|val|test)_chunk_(?P<key>[^.]+)")
 INDEX_FREQS = {"M": "%Y%m", "Y": "%Y"}
 DAY_FORMAT = "%Y%m%d"  # map days and per-day keys: YYYYMMDD
 MAP_UNITS = ("day", "slot")
+
+
+def chunk_name(split: str, key: str, suffix: str = ".pt") -> str:
+    """The file name of a (split, period key) chunk; label parts, rejects and index rows share its stem."""
+    return CHUNK_STEM.format(split=split, key=key) + suffix
+
+
+def parse_chunk_name(path: str | Path) -> tuple[str, str] | None:
+    """(split, key) of a chunk, label part, rejects or index-rows file name; None for any other name."""
+    m = _CHUNK_NAME.fullmatch(Path(path).name.split(".")[0])
+    return (m["split"], m["key"]) if m else None
 
 
 def slot_minutes(inputs: Mapping) -> list[int]:

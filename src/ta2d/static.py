@@ -15,7 +15,13 @@ import xarray as xr
 
 from ta2d.grid import Domain
 
-VALID_LANDCOVER = np.arange(1, 18)  # IGBP collection 6: 1..17, 17 = water; 255 = fill
+# IGBP collection 6: 1..17, 17 = water. Anything else (255 fill, 0 water in some products) is not a class:
+# a station on such a pixel is rejected (invalid_landcover), an unlabelled tile there is skipped.
+LANDCOVER_CODES = range(1, 18)
+
+
+def valid_landcover(codes):
+    return (codes >= LANDCOVER_CODES.start) & (codes < LANDCOVER_CODES.stop)
 
 
 class StaticError(ValueError):

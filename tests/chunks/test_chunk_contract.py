@@ -14,16 +14,15 @@ from fakes import flip_byte_in_tensor, make_chunk, write_chunks
 from ta2d.chunks.contract import (
     CHECKSUM_KEY,
     ChunkError,
-    chunk_name,
     field_crc,
     open_chunk,
-    parse_chunk_name,
     save_tensors,
     stored_checksums,
 )
 from ta2d.chunks.loader import ChunkBatches
 from ta2d.chunks.stats import compute_stats
 from ta2d.cli import main as cli
+from ta2d.plan import chunk_name, parse_chunk_name
 
 
 def test_chunk_names_round_trip():

@@ -20,7 +20,7 @@ from ta2d.evaluation.evaluate import (
     metrics,
     metrics_table,
 )
-from ta2d.index.schemes import assign_split_by_day
+from ta2d.splits import assign_split_by_day
 from ta2d.models import load_model
 
 RUNS = SMALL_RUNS

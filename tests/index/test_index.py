@@ -8,16 +8,15 @@ import pandas as pd
 import pytest
 from pyproj import Proj
 
-from ta2d.chunks.contract import chunk_name
 from ta2d.chunks.patches import build_patch_chunk
 from ta2d.grid import FD_GRIDS, Domain, linecol_to_lonlat, lonlat_to_linecol
 from ta2d.index.build import build_month_index, read_index
 from ta2d.index.route import route_labels
-from ta2d.index.schemes import SCHEMES, assign_split_by_day, assign_splits, held_out_station
 from ta2d.index.stations import read_stations
 from ta2d.ingest.archive import calibrate_period, write_inventory
 from ta2d.periods import period_keys
-from ta2d.plan import Plan
+from ta2d.plan import Plan, chunk_name
+from ta2d.splits import SCHEMES, assign_split_by_day, assign_splits, held_out_station
 from ta2d.static import read_static
 
 GEOS = Proj("+proj=geos +lon_0=128.2 +h=35785863 +a=6378137 +b=6356752.3 +sweep=y +units=m")

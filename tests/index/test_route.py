@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ta2d.chunks.contract import chunk_name
 from ta2d.grid import Domain, linecol_to_lonlat
 from ta2d.index.match import match_part
 from ta2d.index.route import read_part, route_labels
-from ta2d.index.schemes import assign_splits
-from ta2d.plan import Plan
+from ta2d.plan import Plan, chunk_name
+from ta2d.splits import assign_splits
 from ta2d.static import StaticFields
 
 HEADER = "지점,지점명,일시,기온(°C),기온 QC플래그\n"

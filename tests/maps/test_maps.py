@@ -483,7 +483,7 @@ def test_station_folds_are_balanced_and_stable():
 
 
 def test_correction_report_by_scheme(tmp_path):
-    """Per validation scheme of the test days (ta2d.index.schemes), per fold and in total; non-test days left out."""
+    """Per validation scheme of the test days (ta2d.splits), per fold and in total; non-test days left out."""
     c = _smooth_case(n_stations=12, n_slots=3)
     lso, _ = leave_stations_out(c["table"], KrigingConfig(folds=3))
     day_test, day_train = pd.Timestamp("2024-04-10", tz="UTC"), pd.Timestamp("2024-04-11", tz="UTC")

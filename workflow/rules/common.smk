@@ -3,7 +3,7 @@
 import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
-from ta2d.chunks.contract import CHUNK_STEM, chunk_name
+from ta2d.plan import CHUNK_STEM, chunk_name
 from ta2d.config import explicit_settings, run_defaults, uses_embedding_cache, validate_config
 from ta2d.index.route import LABELS_DIR, obs_part_name, planned_parts, refresh_label_parts
 from ta2d.periods import key_freq

@@ -44,7 +44,7 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
         params:
             runs=list(RUNS),
             noise_sigma_k=config["demo"]["noise_sigma_k"] if DEMO else None,
-            # validation schemes (ta2d.index.schemes) and the demo's per-sample truth for the floors
+            # validation schemes (ta2d.splits) and the demo's per-sample truth for the floors
             split=config["split"],
             truth=os.path.join(config["demo"]["out_dir"], "truth", "labels_truth.csv") if DEMO else None,
         log:

@@ -1,6 +1,7 @@
-"""The chunk contract (DESIGN.md): what a chunk file holds, what it is called, and how it proves it is intact.
+"""The chunk contract: what a chunk file holds and how it proves it is intact (its name: ta2d.plan).
 
-A chunk is one (split, period) of samples, ``results/patch_pt/{split}_chunk_{key}.pt``: a dict of tensors
+A chunk is one (split, period) of samples, ``results/patch_pt/{split}_chunk_{key}.pt`` (``ta2d.plan.chunk_name``,
+which the label router, the Snakefile and the loader share): a dict of tensors
 with N rows each (``FIELDS``: per-sample shape and dtype; ``x`` may be float16, ``patch.x_dtype``) plus
 ``crc32``, the CRC-32 of every tensor's bytes, recorded when the file is written (``save_tensors``; the
 convention of every product ta2d stores, ta2d.checksums). Its rejected label rows go beside it in
@@ -16,7 +17,6 @@ none and are not checked.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,9 +28,9 @@ if TYPE_CHECKING:  # torch is imported where tensors are handled: the Snakefile 
     import torch
 
 __all__ = [
-    "CHECKSUM_KEY", "CHUNK_STEM", "FIELDS", "LANDCOVER_CODES", "MODEL_FIELDS", "REJECT_COLUMNS", "X_DTYPES",
-    "ChunkError", "checksum_problems", "chunk_len", "chunk_name", "contract_problems", "field_crc", "open_chunk",
-    "parse_chunk_name", "save_tensors", "stored_checksums", "valid_landcover", "verify_fields",
+    "CHECKSUM_KEY", "FIELDS", "MODEL_FIELDS", "REJECT_COLUMNS", "X_DTYPES",
+    "ChunkError", "checksum_problems", "chunk_len", "contract_problems", "field_crc", "open_chunk",
+    "save_tensors", "stored_checksums", "verify_fields",
 ]
 
 # per-sample shape (x: 19 channels x patch x patch, the patch side filled in by contract_problems) and
@@ -48,28 +48,10 @@ FIELDS: dict[str, tuple[tuple[int, ...], str]] = {
 }
 MODEL_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")  # what training reads
 X_DTYPES = ("float32", "float16")  # patch.x_dtype: how x may be stored
-LANDCOVER_CODES = range(1, 18)  # IGBP 1..17; anything else (255 fill, 0 water in some products) is rejected
-
-CHUNK_STEM = "{split}_chunk_{key}"  # the Snakemake pattern of a chunk's name, without suffix
-_NAME = re.compile(r"(?P<split>train|val|test)_chunk_(?P<key>[^.]+)")
 
 
 class ChunkError(ValueError):
     """A chunk (or embedding) file that cannot be used; the message names the file and what is wrong."""
-
-
-def chunk_name(split: str, key: str, suffix: str = ".pt") -> str:
-    return CHUNK_STEM.format(split=split, key=key) + suffix
-
-
-def parse_chunk_name(path: str | Path) -> tuple[str, str] | None:
-    """(split, key) of a chunk, label part, rejects or index-rows file name; None for any other name."""
-    m = _NAME.fullmatch(Path(path).name.split(".")[0])
-    return (m["split"], m["key"]) if m else None
-
-
-def valid_landcover(codes):
-    return (codes >= LANDCOVER_CODES.start) & (codes < LANDCOVER_CODES.stop)
 
 
 def open_chunk(path: str | Path, fields: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

@@ -18,10 +18,10 @@ from ta2d.chunks.contract import (
     checksum_problems,
     contract_problems,
     open_chunk,
-    parse_chunk_name,
     stored_checksums,
 )
-from ta2d.index.schemes import assign_splits, utc_day
+from ta2d.plan import parse_chunk_name
+from ta2d.splits import assign_splits, utc_day
 
 
 def load_chunk(path: str | Path) -> dict:
@@ -116,7 +116,7 @@ def split_problems(samples: pd.DataFrame, split_cfg: Mapping | None = None) -> d
     """Leaks between splits among labelled ``samples`` (columns file, split, stn, time): {file: problems}.
 
     Whatever the config: no sample (station, time) in two places, and no (station, UTC day) in two splits:
-    the split rule (ta2d.index.schemes) sees only those two, so a station's day lies in one split. With the
+    the split rule (ta2d.splits) sees only those two, so a station's day lies in one split. With the
     ``split`` config the tree was built with, also: every sample is in the split that rule gives it. (Days
     alone may span splits: with station hold-out a held-out station's samples are in test on train days.)
     """

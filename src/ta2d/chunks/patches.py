@@ -15,11 +15,12 @@ import torch
 import xarray as xr
 
 from ta2d.atomic import atomic_path
-from ta2d.chunks.contract import parse_chunk_name, save_tensors
+from ta2d.chunks.contract import save_tensors
 from ta2d.features import time7_features
 from ta2d.grid import GSD_M, Domain
 from ta2d.index.match import as_rejects, index_text, match_part, reject
 from ta2d.index.route import read_part
+from ta2d.plan import parse_chunk_name
 from ta2d.static import StaticFields
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from ta2d.chunks.contract import save_tensors, valid_landcover
+from ta2d.chunks.contract import save_tensors
 from ta2d.chunks.patches import _check_scene_covers, extract_patches, model_inputs
-from ta2d.index.schemes import assign_split_by_day, in_time_block
-from ta2d.static import StaticFields
+from ta2d.splits import assign_split_by_day, in_time_block
+from ta2d.static import StaticFields, valid_landcover
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def slot_positions(seed: int, slot_time_s: int, n_lines: int, n_columns: int, n:
 
 def on_test_days(times_s: np.ndarray, split_cfg: Mapping) -> np.ndarray:
     """Whether each Unix time (s, UTC) falls on a test day: the split's day rule or the time block
-    (ta2d.index.schemes)."""
+    (ta2d.splits)."""
     days = pd.Series(pd.to_datetime(np.asarray(times_s, dtype=np.int64), unit="s", utc=True).strftime("%Y%m%d"))
     if days.empty:
         return np.zeros(0, dtype=bool)

@@ -289,9 +289,9 @@ def observable_floors(rows: pd.DataFrame, obs: pd.Series, split_cfg: dict) -> di
     height above its pixel included, since the chunks carry the station elevation; what no input
     determines is the station noise and the 0.1 K rounding: floor = RMSE(label - ta_true_c). The
     `without_station_height` variant is the floor of a model that drops the station elevation.
-    Splits and schemes come from ta2d.index.schemes, the rule build_index uses, on the config's split.
+    Splits and schemes come from ta2d.splits, the rule build_index uses, on the config's split.
     """
-    from ta2d.index.schemes import assign_splits, utc_day
+    from ta2d.splits import assign_splits, utc_day
 
     cfg = {"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 42, "block_days": 20, **split_cfg}
     assigned = assign_splits(rows["stn"].to_numpy(), utc_day(rows["time_utc"].to_numpy()).to_numpy(), cfg)

@@ -3,7 +3,7 @@
 ``predict_runs`` rebuilds every run's model from its best.pt alone (:func:`ta2d.models.load_model`) and
 predicts every sample of the test chunks (:func:`ta2d.training.predict_chunks`); ``evaluate_runs`` keeps
 the samples every run predicted (finite), computes RMSE, MAE, bias (predicted - observed), R² and n
-overall, per validation scheme (:mod:`ta2d.index.schemes`: held_out_days, held_out_stations, time_block,
+overall, per validation scheme (:mod:`ta2d.splits`: held_out_days, held_out_stations, time_block,
 held_out_both, from the split config) and by station, hour of day (KST = UTC+9), month (KST) and IGBP
 land-cover class, and writes
 
@@ -37,7 +37,7 @@ import torch
 
 from ta2d.atomic import atomic_path
 from ta2d.chunks.loader import open_chunk
-from ta2d.index.schemes import NOT_TEST, SCHEMES, scheme_of
+from ta2d.splits import NOT_TEST, SCHEMES, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -538,7 +538,7 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     ``outputs`` may map a name of OUTPUTS to another path (out_dir may then be None if it maps all).
     ``noise_sigma_k`` (the demo's label noise) is stated in the report.
     ``split_cfg`` (the config's split section) gives each test sample its validation scheme
-    (ta2d.index.schemes); without it only "all" is scored. ``truth_path`` (the demo's truth/labels_truth.csv)
+    (ta2d.splits); without it only "all" is scored. ``truth_path`` (the demo's truth/labels_truth.csv)
     gives the floors; without it (or when the file does not exist) the floor columns are empty.
     """
     outputs = dict(outputs or {})

@@ -21,7 +21,7 @@ import pandas as pd
 from ta2d.atomic import atomic_path, ensure_dir, write_text_if_changed
 from ta2d.index.match import INDEX_COLUMNS
 from ta2d.index.route import LABEL_REJECT_COLUMNS
-from ta2d.index.schemes import SCHEMES, SPLITS, assign_splits
+from ta2d.splits import SCHEMES, SPLITS, assign_splits
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ta2d.chunks.contract import valid_landcover
 from ta2d.grid import Domain, lonlat_to_linecol
 from ta2d.index.labels import assign_station_metadata
 from ta2d.index.route import LABEL_REJECT_COLUMNS
-from ta2d.static import StaticFields
+from ta2d.static import StaticFields, valid_landcover
 
 MATCHED_COLUMNS = ["source", "row", "stn", "time", "ta_c", "lat", "lon", "elev_m", "line", "column"]
 

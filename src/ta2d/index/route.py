@@ -39,8 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ta2d.atomic import atomic_path, ensure_dir, write_text_if_changed
-from ta2d.chunks.contract import chunk_name
-from ta2d.plan import Plan
+from ta2d.plan import Plan, chunk_name
 from ta2d.rejects import REJECT_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ def route_labels(labels_cfg: dict, plan: Plan, out_dir: str | Path = LABELS_DIR,
         unplanned = staged - set(planned)
         if unplanned:
             raise RoutingError(f"label rows routed to chunks the plan does not have: {sorted(unplanned)[:3]} "
-                               "(a bug: ta2d.plan and ta2d.index.schemes disagree)")
+                               "(a bug: ta2d.plan and ta2d.splits disagree)")
         written = 0
         for name in sorted(affected & set(planned)):
             kept = None if reroute_all else _read_part(out_dir / name, exclude_sources=replaced_sources)
@@ -205,8 +204,8 @@ def _route_file(path: str, labels_cfg: dict, plan: Plan):
 
 def _route_rows(labels: pd.DataFrame, rejects: pd.DataFrame, source: str, plan: Plan):
     """One block of a label file: accepted rows by chunk part, and its rejects plus the rows outside the period."""
-    from ta2d.index.schemes import assign_splits
     from ta2d.periods import period_key
+    from ta2d.splits import assign_splits
 
     obs = _map_unit_rows(labels, plan)
     if plan.trains:

@@ -300,7 +300,7 @@ def correction_table(stations: pd.DataFrame, split_cfg: Mapping | None) -> pd.Da
     ``stations``: the per-day station tables (:func:`leave_stations_out` plus run, model_run). Rows of days
     that are not test days (scheme "") are left out; fold "all" and scheme "all" are the totals.
     """
-    from ta2d.index.schemes import NOT_TEST, scheme_of
+    from ta2d.splits import NOT_TEST, scheme_of
 
     if len(stations) and split_cfg is not None:
         stations = stations.assign(scheme=scheme_of(stations["stn"].to_numpy(), stations["time"].to_numpy(),
@@ -338,7 +338,7 @@ NOTES = [
     "the other folds kriged onto its pixels (variogram fitted on the other folds too), so no station is scored by "
     "a correction that used it. 'raw' is the model's map at the station's pixel, 'corrected' the map + kriged "
     "residuals there; bias = mean(map − observed).",
-    "Only mapped test days are scored (schemes of ta2d.index.schemes: held_out_days, time_block, held_out_both).",
+    "Only mapped test days are scored (schemes of ta2d.splits: held_out_days, time_block, held_out_both).",
     "A slot or fold without enough other stations is scored uncorrected (n_corrected counts the corrected rows).",
 ]
 

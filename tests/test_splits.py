@@ -1,4 +1,4 @@
-"""Splits and validation schemes (ta2d.index.schemes) on hand-made (station, day) arrays."""
+"""Splits and validation schemes (ta2d.splits) on hand-made (station, day) arrays."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ta2d.index.schemes import SCHEMES, assign_split_by_day, assign_splits, held_out_station, scheme_of
+from ta2d.splits import SCHEMES, assign_split_by_day, assign_splits, held_out_station, scheme_of
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
