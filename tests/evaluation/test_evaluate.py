@@ -11,17 +11,12 @@ import torch
 from chunk_factory import make_chunk, write_chunks
 from fakes import SMALL_RUNS, train_small_runs
 
-from ta2d.evaluation.evaluate import (
-    OUTPUTS,
-    beats_baselines,
-    common_samples,
-    evaluate_runs,
-    floor_rmse,
-    metrics,
-    metrics_table,
-)
-from ta2d.splits import assign_split_by_day
+from ta2d.evaluation.evaluate import OUTPUTS, evaluate_runs
+from ta2d.evaluation.metrics import floor_rmse, metrics
+from ta2d.evaluation.samples import common_samples
+from ta2d.evaluation.tables import beats_baselines, metrics_table
 from ta2d.models import load_model
+from ta2d.splits import assign_split_by_day
 
 RUNS = SMALL_RUNS
 
@@ -60,7 +55,7 @@ def test_runs_are_compared_on_the_same_samples():
 
 
 def _independent(ckpts, chunks) -> pd.DataFrame:
-    """Predictions and groupings computed without ta2d.evaluation.evaluate: the model on whole chunks, numpy times."""
+    """Predictions and groupings computed without ta2d.evaluation: the model on whole chunks, numpy times."""
     rows = []
     for path in chunks:
         d = torch.load(path, weights_only=True)

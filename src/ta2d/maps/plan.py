@@ -34,7 +34,7 @@ def map_sources(config: Mapping) -> dict[str, str]:
 def best_run(metrics_csv: str | Path, runs: Sequence[str]) -> tuple[str, str]:
     """(run, why): the run of `runs` with the lowest RMSE on the held-out days in metrics.csv (the scheme evaluate
     judges on), else on all test samples. Raises ValueError naming the file when it has none of the runs."""
-    from ta2d.evaluation.evaluate import JUDGE_SCHEME, SCHEME_ALL
+    from ta2d.evaluation.schemes import JUDGE_SCHEME, SCHEME_ALL
 
     path = Path(metrics_csv)
     try:

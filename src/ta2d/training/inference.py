@@ -1,6 +1,6 @@
 """What using a model needs, without the training loop: the device, batches on it, stats, predictions.
 
-Imported by evaluation (ta2d.evaluation.evaluate), maps (ta2d.predict) and the embedding cache (ta2d.training.embed) as
+Imported by evaluation (ta2d.evaluation.samples), maps (ta2d.predict) and the embedding cache (ta2d.training.embed) as
 well as by the loop; it never imports the loop.
 """
 

@@ -1,0 +1,113 @@
+"""The per-sample table the evaluation scores: every sample of the test chunks, each run's prediction, the
+sample's validation scheme and demo truth, and the samples every run predicted.
+
+Every run's model is rebuilt from its best.pt alone (:func:`ta2d.models.load_model`) and predicts every sample
+of the test chunks (:func:`ta2d.training.predict_chunks`). TA in °C; hours and months in KST (UTC+9).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ta2d.chunks.loader import open_chunk
+from ta2d.splits import NOT_TEST, scheme_of
+
+log = logging.getLogger(__name__)
+
+KST_OFFSET_S = 9 * 3600
+
+
+def run_kind(checkpoint: str | Path) -> str:
+    """The model kind (clay_transfer, cnn, ridge) a checkpoint was trained as."""
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return str(ck.get("model_kind") or ck["run_config"]["model"])
+
+
+def sample_table(chunk_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Per-sample description of the chunks in file order (the order of predict_chunks)."""
+    parts = []
+    for p in chunk_paths:
+        d = open_chunk(p, ["y", "stn", "time", "landcover_onehot", "pixel"])
+        parts.append(pd.DataFrame({
+            "stn": d["stn"].numpy().astype(np.int64),
+            "time": d["time"].numpy().astype(np.int64),
+            "landcover": d["landcover_onehot"].numpy().argmax(axis=1).astype(np.int64) + 1,
+            "line": d["pixel"][:, 0].numpy().astype(np.int64),
+            "column": d["pixel"][:, 1].numpy().astype(np.int64),
+            "y": d["y"].numpy().astype(np.float64),
+        }))
+    cols = ["stn", "time", "landcover", "line", "column", "y"]
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
+    kst = pd.to_datetime(df["time"].to_numpy(np.int64) + KST_OFFSET_S, unit="s")
+    df.insert(2, "hour_kst", np.asarray(kst.hour, dtype=np.int64))
+    df.insert(3, "month", np.asarray(kst.month, dtype=np.int64))
+    return df
+
+
+def predict_runs(checkpoints: Mapping[str, str | Path], chunk_paths: Sequence[str | Path],
+                 batch_size: int = 4096, device: str | None = None) -> pd.DataFrame:
+    """sample_table plus one pred_{run} column (°C) per run, each model rebuilt from its checkpoint alone."""
+    from ta2d.models import load_model
+    from ta2d.training.inference import predict_chunks
+
+    df = sample_table(chunk_paths)
+    for run, ckpt in checkpoints.items():
+        model = load_model(ckpt)
+        out = predict_chunks(model, list(chunk_paths), batch_size=batch_size, device=device)
+        if len(out["y_pred"]) != len(df) or not np.array_equal(out["stn"].numpy(), df["stn"].to_numpy()):
+            raise RuntimeError(f"run {run}: predictions are not aligned with the chunk samples")
+        df[f"pred_{run}"] = out["y_pred"].numpy().astype(np.float64)
+        log.info("run %s: %d test predictions", run, len(df))
+    return df
+
+
+def read_truth(path: str | Path) -> pd.DataFrame:
+    """The demo's truth table (truth/labels_truth.csv, written by ta2d.demo.tables.write_truth) as
+    stn, time (Unix s UTC), ta_true_c (what the inputs can explain), ta_pixel_c (TA at the station pixel)."""
+    truth = pd.read_csv(path, usecols=["stn", "time_utc", "ta_true_c", "ta_pixel_c"],
+                        dtype={"stn": "int64", "time_utc": "int64", "ta_true_c": "float64", "ta_pixel_c": "float64"})
+    truth = truth.rename(columns={"time_utc": "time"})
+    dup = truth.duplicated(["stn", "time"])
+    if dup.any():
+        raise ValueError(f"{path}: {int(dup.sum())} duplicate (stn, time_utc) rows")
+    return truth
+
+
+def annotate_samples(df: pd.DataFrame, split_cfg: Mapping | None = None,
+                     truth: pd.DataFrame | None = None) -> pd.DataFrame:
+    """df (sample_table or predict_runs) plus `scheme` (from split_cfg) and ta_true_c, ta_pixel_c (from truth),
+    inserted before y; rows and their order are kept. A truth row missing for a sample leaves nan."""
+    df = df.reset_index(drop=True).copy()
+    if split_cfg is not None:
+        scheme = scheme_of(df["stn"].to_numpy(), df["time"].to_numpy(), dict(split_cfg))
+        stray = scheme == NOT_TEST
+        if stray.any():
+            raise ValueError(f"{int(stray.sum())} of {len(df)} samples of the test chunks are not test samples by "
+                             "the split config (the chunks were built with another config?)")
+        df.insert(df.columns.get_loc("y"), "scheme", scheme)
+    if truth is not None:
+        keys = df[["stn", "time"]].astype("int64")
+        merged = keys.merge(truth[["stn", "time", "ta_true_c", "ta_pixel_c"]], on=["stn", "time"], how="left",
+                            validate="many_to_one")
+        at = df.columns.get_loc("y") + 1
+        df.insert(at, "ta_true_c", merged["ta_true_c"].to_numpy())
+        df.insert(at + 1, "ta_pixel_c", merged["ta_pixel_c"].to_numpy())
+        missing = int(merged["ta_true_c"].isna().sum())
+        if missing:
+            log.warning("%d of %d test samples have no row in the truth file: floors of sets holding them are nan",
+                        missing, len(df))
+    return df
+
+
+def common_samples(df: pd.DataFrame, runs: Sequence[str]) -> pd.DataFrame:
+    """The samples with a finite observation and a finite prediction of every run."""
+    ok = np.isfinite(df["y"].to_numpy())
+    for run in runs:
+        ok &= np.isfinite(df[f"pred_{run}"].to_numpy())
+    return df[ok]
