@@ -1,5 +1,5 @@
 # Two entry points (README): `make demo` runs the whole workflow on the embedded demo data,
-# `make test` runs lint and the test suite. Both create the virtual environment first.
+# `make test` runs lint (ruff, snakemake --lint, the package map) and the test suite. Both create the virtual environment first.
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
@@ -21,6 +21,7 @@ demo: env
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/snakemake --lint
+	$(BIN)/lint-imports  # the package map: stage order, no import cycle (pyproject.toml [tool.importlinter])
 
 test: lint
 	$(BIN)/pytest
