@@ -6,8 +6,9 @@ Every error names the config key (dotted path) and what is wrong, before any job
 from __future__ import annotations
 
 import copy
+import functools
 import glob
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -42,6 +43,11 @@ REPLACED_KEYS = {
 # (= ta2d.models.PRESETS, which imports torch; tests/training/test_finetune.py checks they agree): here so that
 # validating a config, which every Snakefile parse does, never imports torch.
 FINETUNE_MODES = ("frozen", "last_k", "full")
+FITTED_KINDS = ("ridge", "gbt")  # fitted in one call (closed form / boosting), not by gradient steps
+# The run keys that change a frozen encoder's embeddings: an embed_chunk job's params, so that a head setting
+# retrains the head without recomputing any embedding.
+ENCODER_KEYS = ("model", "preset", "clay_ckpt_path", "encoder_from", "waves_um", "patch_mode", "pool", "seed", "amp",
+                "amp_dtype", "drop_features")
 CLAY_DEPTHS = {"tiny": 6, "small": 6, "base": 12, "large": 24}
 
 
@@ -76,20 +82,84 @@ class ConfigError(ValueError):
     """A config key is missing, unknown, of the wrong type or inconsistent."""
 
 
+@functools.cache
+def _schema_text() -> str:
+    return resources.files(SCHEMA_RESOURCE[0]).joinpath(SCHEMA_RESOURCE[1]).read_text()
+
+
 def load_schema() -> dict:
-    text = resources.files(SCHEMA_RESOURCE[0]).joinpath(SCHEMA_RESOURCE[1]).read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(_schema_text())  # a fresh copy: callers may change it
+
+
+def run_schema(section: str) -> dict:
+    """The schema of one entry of ``train.runs`` (section "train") or ``pretrain.runs`` ("pretrain")."""
+    return load_schema()["properties"][section]["properties"]["runs"]["additionalProperties"]
 
 
 def run_defaults(section: str) -> dict:
     """The schema's defaults of one entry of ``train.runs`` (section "train") or ``pretrain.runs`` ("pretrain"):
     the only copy (ta2d.training.RUN_DEFAULTS and PRETRAIN_DEFAULTS are these). Every run key has one, so that
     a run config can be resolved without Snakemake's validation."""
-    props = load_schema()["properties"][section]["properties"]["runs"]["additionalProperties"]["properties"]
+    props = run_schema(section)["properties"]
     missing = sorted(k for k, p in props.items() if "default" not in p)
     if missing:
         raise RuntimeError(f"config schema: {section}.runs keys without a default: {missing}")
     return {k: p["default"] for k, p in props.items()}
+
+
+def schema_default(*keys: str):
+    """The schema's default of one config key, e.g. ``schema_default("maps", "batch_size")``: library functions
+    that take such a setting default to it, so the value has one home."""
+    node = load_schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
+
+
+def resolve_run(cfg: Mapping, section: str = "train") -> dict:
+    """A run config as a job uses it: the schema's defaults filled in, checked against the schema's run entry
+    (keys, types, allowed values) and by :func:`run_problems`. The one resolution of a run's settings: the
+    config's validation runs the same checks on every run before any job starts, and a job (or a Python
+    caller: tests, benchmarks, notebooks) resolves the settings it was handed with this. Raises ConfigError
+    naming the key."""
+    out = copy.deepcopy(dict(cfg))
+    validator = _with_defaults(jsonschema.Draft202012Validator)(run_schema(section))
+    errors = sorted(validator.iter_errors(out), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("run config: " + "; ".join(_describe(e) for e in errors[:5]))
+    problems = run_problems(out) if section == "train" else []
+    if problems:
+        raise ConfigError("; ".join(f"run config {key}: {msg}" for key, msg in problems))
+    return out
+
+
+def run_problems(cfg: Mapping) -> list[tuple[str, str]]:
+    """What the schema cannot check of a train run (defaults filled in): (key, message) pairs."""
+    problems = finetune_problems(cfg)
+    if cfg["gpus"] > 1 and cfg["model"] in FITTED_KINDS:
+        problems.append(("gpus", f"{cfg['gpus']} with model {cfg['model']}: ridge and gbt are fitted in one process "
+                                 "(no data parallelism); set gpus: 1"))
+    if "embedding" in cfg["drop_features"] and cfg["model"] != "clay_transfer":
+        problems.append(("drop_features", f"embedding is a clay_transfer input; model {cfg['model']} has none"))
+    if cfg["encoder_from"] is not None:
+        if cfg["model"] != "clay_transfer":
+            problems.append(("encoder_from", f"only a clay_transfer run has an encoder (model is {cfg['model']})"))
+        if cfg["clay_ckpt_path"] is not None:
+            problems.append(("encoder_from", "set encoder_from or clay_ckpt_path, not both"))
+    return problems
+
+
+def job_params(cfg: Mapping, section: str = "train", keys: Sequence[str] | None = None) -> dict:
+    """The params of a train (section "train"), embed_chunk (``keys=ENCODER_KEYS``) or pretrain job: the run's
+    settings that differ from the schema's defaults (see :func:`explicit_settings`); a train job's always
+    name its model. The job resolves them again with :func:`resolve_run`."""
+    always = ("model",) if section == "train" else ()
+    return explicit_settings(cfg, run_defaults(section), keys=keys, always=always)
+
+
+def run_gpus(cfg: Mapping) -> int:
+    """GPUs of one process of a run: one for a network unless it runs on the CPU; ridge and gbt fit on the CPU."""
+    return 0 if cfg["model"] in FITTED_KINDS or cfg["device"] == "cpu" else 1
 
 
 def explicit_settings(cfg: Mapping, defaults: Mapping, keys=None, always=()) -> dict:
@@ -203,7 +273,7 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
         problems.append(f"key split.fractions: must sum to 1, got {sum(fractions.values()):g}")
     problems += _check_pretrain(config)
-    problems += _check_finetune(config)
+    problems += _check_runs(config)
     demo_makes_inputs = config.get("demo", {}).get("enabled", False)
     if check_files and not demo_makes_inputs:
         labels = str((config["inputs"].get("labels") or {}).get("path", ""))
@@ -257,10 +327,10 @@ def _check_maps(config: dict) -> list[str]:
     return problems
 
 
-def _check_finetune(config: dict) -> list[str]:
-    """The fine-tuning keys of every train run that the schema cannot check (finetune_blocks vs the preset's depth)."""
+def _check_runs(config: dict) -> list[str]:
+    """What the schema cannot check of every train run (:func:`run_problems`, as a job's resolve_run checks it)."""
     runs = config.get("train", {}).get("runs", {})
-    return [f"key train.runs.{name}.{key}: {msg}" for name, run in runs.items() for key, msg in finetune_problems(run)]
+    return [f"key train.runs.{name}.{key}: {msg}" for name, run in runs.items() for key, msg in run_problems(run)]
 
 
 def _check_pretrain(config: dict) -> list[str]:
@@ -272,10 +342,6 @@ def _check_pretrain(config: dict) -> list[str]:
         if source is None:
             continue
         key = f"key train.runs.{name}.encoder_from"
-        if run.get("model") != "clay_transfer":
-            problems.append(f"{key}: only a clay_transfer run has an encoder (model is {run.get('model')})")
-        if run.get("clay_ckpt_path") is not None:
-            problems.append(f"{key}: set encoder_from or clay_ckpt_path, not both")
         if is_path_like(source):
             continue
         if source not in pretrain_runs:

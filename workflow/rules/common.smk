@@ -4,7 +4,7 @@ import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
 from ta2d.plan import CHUNK_STEM, chunk_name
-from ta2d.config import explicit_settings, run_defaults, uses_embedding_cache, validate_config
+from ta2d.config import ENCODER_KEYS, job_params, run_gpus as process_gpus, uses_embedding_cache, validate_config
 from ta2d.index.route import LABELS_DIR, obs_part_name, planned_parts, refresh_label_parts
 from ta2d.periods import key_freq
 from ta2d.plan import Plan
@@ -65,12 +65,6 @@ def chunk_files(splits=SPLITS):
 
 # --- training runs -----------------------------------------------------------------------------
 RUNS = config["train"]["runs"] if TRAINS else {}  # without a training period nothing is trained
-TRAIN_RUN_DEFAULTS = run_defaults("train")
-PRETRAIN_RUN_DEFAULTS = run_defaults("pretrain")
-ENCODER_KEYS = (
-    "model", "preset", "clay_ckpt_path", "encoder_from", "waves_um", "patch_mode", "pool", "seed", "amp", "amp_dtype",
-    "drop_features",
-)
 
 
 wildcard_constraints:
@@ -78,18 +72,23 @@ wildcard_constraints:
 
 
 def run_gpus(wildcards):
-    """One GPU for every run that trains a network (embed_chunk); ridge and gbt are fitted on the CPU."""
-    cfg = RUNS[wildcards.run]
-    return 0 if cfg["model"] in ("ridge", "gbt") or cfg["device"] == "cpu" else 1
+    """GPUs of a run's embed_chunk job (ta2d.config.run_gpus: one for a network, none for ridge, gbt or the CPU)."""
+    return process_gpus(RUNS[wildcards.run])
 
 
 def train_gpus(wildcards):
     """GPUs of a run's train job: its `gpus` (data-parallel processes, one torchrun) for a network on a GPU."""
-    cfg = RUNS[wildcards.run]
-    if cfg["gpus"] > 1 and cfg["model"] in ("ridge", "gbt"):
-        raise ValueError(f"train.runs.{wildcards.run}: gpus {cfg['gpus']} with model {cfg['model']}: ridge and "
-                         "gbt are fitted in one process; set gpus: 1")
-    return run_gpus(wildcards) * cfg["gpus"]
+    return process_gpus(RUNS[wildcards.run]) * RUNS[wildcards.run]["gpus"]
+
+
+def train_params(wildcards):
+    """What the user set for the run, not every default: a new schema key must not retrain every run."""
+    return job_params(RUNS[wildcards.run], "train")
+
+
+def encoder_params(wildcards):
+    """Only what changes a frozen encoder's embeddings: a head setting reruns train, no embed_chunk."""
+    return job_params(RUNS[wildcards.run], "train", keys=ENCODER_KEYS)
 
 
 def train_threads(wildcards):

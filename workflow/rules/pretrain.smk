@@ -52,7 +52,7 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             encoder="results/pretrain/{pretrain_run}/encoder.ckpt",
             metrics="results/pretrain/{pretrain_run}/metrics.csv",
         params:
-            run=lambda wc: explicit_settings(PRETRAIN_RUNS[wc.pretrain_run], PRETRAIN_RUN_DEFAULTS),
+            run=lambda wc: job_params(PRETRAIN_RUNS[wc.pretrain_run], "pretrain"),
         log:
             "logs/pretrain/{pretrain_run}.log",
         benchmark:

@@ -13,7 +13,7 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
         output:
             f"results/embed/{{run}}/{CHUNK_STEM}.pt",
         params:
-            encoder=lambda wc: explicit_settings(RUNS[wc.run], TRAIN_RUN_DEFAULTS, keys=ENCODER_KEYS, always=["model"]),
+            encoder=encoder_params,
         log:
             "logs/embed_chunk/{run}/{split}_{key}.log",
         benchmark:
@@ -42,8 +42,7 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             best="results/runs/{run}/best.pt",
             metrics="results/runs/{run}/metrics.csv",
         params:
-            # what the user set, not every default: a new schema key must not retrain every run (ta2d.config)
-            run=lambda wc: explicit_settings(RUNS[wc.run], TRAIN_RUN_DEFAULTS, always=["model"]),
+            run=train_params,
             embed_dir=lambda wc, input: os.path.dirname(input.embeddings[0]) if input.embeddings else None,
         log:
             "logs/train/{run}.log",

@@ -32,6 +32,7 @@ from ta2d.evaluation.report import html_report, markdown_report
 from ta2d.evaluation.samples import annotate_samples, common_samples, predict_runs, read_truth, run_kind
 from ta2d.evaluation.schemes import SCHEME_ALL
 from ta2d.evaluation.tables import BREAKDOWNS, breakdown, scheme_table
+from ta2d.training.inference import INFERENCE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[str | Path], out_dir: str | Path | None,
-                  noise_sigma_k: float | None = None, batch_size: int = 4096, device: str | None = None,
+                  noise_sigma_k: float | None = None, batch_size: int = INFERENCE_BATCH_SIZE, device: str | None = None,
                   outputs: Mapping[str, str | Path] | None = None, split_cfg: Mapping | None = None,
                   truth_path: str | Path | None = None) -> pd.DataFrame:
     """Evaluate every run on the test chunks and write the OUTPUTS into out_dir; returns metrics.csv's table.

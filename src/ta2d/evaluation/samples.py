@@ -17,6 +17,7 @@ import torch
 
 from ta2d.chunks.loader import open_chunk
 from ta2d.splits import NOT_TEST, scheme_of
+from ta2d.training.inference import INFERENCE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def sample_table(chunk_paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def predict_runs(checkpoints: Mapping[str, str | Path], chunk_paths: Sequence[str | Path],
-                 batch_size: int = 4096, device: str | None = None) -> pd.DataFrame:
+                 batch_size: int = INFERENCE_BATCH_SIZE, device: str | None = None) -> pd.DataFrame:
     """sample_table plus one pred_{run} column (°C) per run, each model rebuilt from its checkpoint alone."""
     from ta2d.models import load_model
     from ta2d.training.inference import predict_chunks

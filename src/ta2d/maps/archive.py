@@ -230,15 +230,16 @@ MAP_METHODS = ("dense", "per_pixel")
 
 
 def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_path="scene", patch_size: int = 9,
-            batch_size: int = 1024, device=None, method: str = "dense") -> dict:
+            batch_size: int | None = None, device=None, method: str = "dense") -> dict:
     """The raw TA of every slot of `times`: ta, mask, slot_status, lat, lon, domain, n_pixels, seconds. A slot that
     is missing, bad, or without any predicted pixel is NaN and its slot_status says why. ``method``: "dense"
     (:func:`ta2d.maps.dense.predict_slots_dense`, the model's own speed) or "per_pixel" (one patch gathered per
     pixel, :func:`ta2d.maps.predict.predict_slots`: the reference the dense pass is tested against). The slots
     are read one at a time."""
     from .dense import predict_slots_dense
-    from .predict import MASK_NO_SCENE, MASK_PREDICTED, land_pixels, predict_slots, scene_domain
+    from .predict import MASK_NO_SCENE, MASK_PREDICTED, PATCH_BATCH_SIZE, land_pixels, predict_slots, scene_domain
 
+    batch_size = PATCH_BATCH_SIZE if batch_size is None else batch_size
     if method not in MAP_METHODS:
         raise ValueError(f"map method {method!r}; choose one of {MAP_METHODS}")
 
@@ -299,7 +300,7 @@ def correction_summary(status: Sequence[str], n_obs: int) -> str:
 def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_path: str | Path,
               times: pd.DatetimeIndex, out_nc: str | Path, out_stations: str | Path | None,
               labels: pd.DataFrame | None = None, stations=None, correction: Mapping | None = None,
-              patch_size: int = 9, batch_size: int = 1024, device: str | None = None,
+              patch_size: int = 9, batch_size: int | None = None, device: str | None = None,
               static_vars: Mapping[str, str] | None = None, threads: int | None = None, label: str = "") -> dict:
     """Rules map_day and map_slot: the TA of a model file at every slot of ``times`` (a day's or one slot) -> the
     CF file, plus its station table (observed, raw, leave-stations-out corrected; ta2d.maps.kriging).

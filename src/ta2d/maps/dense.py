@@ -30,7 +30,7 @@ import xarray as xr
 
 from ta2d.chunks.patches import pixel_inputs
 from ta2d.static import StaticFields
-from ta2d.training.inference import resolve_device
+from ta2d.training.inference import INFERENCE_BATCH_SIZE, resolve_device
 
 from .predict import MASK_EDGE, MASK_NAN_PATCH, MASK_NOT_LAND, MASK_PREDICTED, blank_fields
 
@@ -69,7 +69,7 @@ def predict_tile(model, planes: torch.Tensor, batch: dict, rows: torch.Tensor, c
 
 @torch.no_grad()
 def predict_slots_dense(model, slots: xr.Dataset, static: StaticFields, usable: np.ndarray, patch_size: int = 9,
-                        batch_size: int = 4096, device: str | torch.device | None = None,
+                        batch_size: int = INFERENCE_BATCH_SIZE, device: str | torch.device | None = None,
                         tile: int | None = None) -> dict:
     """TA (°C) of every land pixel of every usable slot of ``slots`` (bt, rf, sza, time, lat, lon), tile by tile;
     the same result dict as :func:`ta2d.maps.predict.predict_slots` (``n_pixels``: pixels predicted or found

@@ -22,6 +22,7 @@ import torch
 import xarray as xr
 
 from ta2d.chunks.patches import extract_patches, model_inputs
+from ta2d.config import schema_default
 from ta2d.grid import Domain
 from ta2d.static import StaticFields
 from ta2d.training.inference import resolve_device
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # mask values (flag_values / flag_meanings of the archive's mask variable)
 MASK_NOT_LAND, MASK_PREDICTED, MASK_EDGE, MASK_NAN_PATCH, MASK_NO_SCENE = 0, 1, 2, 3, 4
 MASK_MEANINGS = "not_land predicted patch_outside_domain non_finite_patch no_usable_scene"
+
+PATCH_BATCH_SIZE = schema_default("maps", "batch_size")  # pixels per batch when mapping patch by patch
 
 
 def scene_domain(scene: xr.Dataset) -> Domain:
@@ -69,7 +72,7 @@ def blank_fields(slots: xr.Dataset, static: StaticFields, patch_size: int):
 
 @torch.no_grad()
 def predict_slots(model, slots: xr.Dataset, static: StaticFields, usable: np.ndarray, patch_size: int = 9,
-                  batch_size: int = 1024, device: str | torch.device | None = None) -> dict:
+                  batch_size: int = PATCH_BATCH_SIZE, device: str | torch.device | None = None) -> dict:
     """TA (°C) of every land pixel of every usable slot of ``slots`` (bt, rf, sza, time, lat, lon; in memory).
 
     ``usable`` (T,) bool says which slots to predict (the others are all NO_SCENE). Returns ``ta`` (T, H, W)

@@ -33,7 +33,6 @@ _WHERE = {
     "resolve_device": "inference",
     "METRIC_COLUMNS": "checkpoints",
     "data_fingerprint": "checkpoints",
-    "FITTED_KINDS": "run_config",
     "make_scheduler": "loop",
     "param_groups": "loop",
     "train_run": "loop",
@@ -42,7 +41,6 @@ _WHERE = {
     "pretrain_run": "pretrain",
 }
 __all__ = [
-    "FITTED_KINDS",
     "METRIC_COLUMNS",
     "PRETRAIN_DEFAULTS",
     "RUN_DEFAULTS",
@@ -65,7 +63,7 @@ if TYPE_CHECKING:
     from .launch import launch
     from .loop import make_scheduler, param_groups, train_run
     from .pretrain import PRETRAIN_DEFAULTS, pretrain_run
-    from .run_config import FITTED_KINDS, RUN_DEFAULTS, SCHEDULERS, resolve_run_config
+    from .run_config import RUN_DEFAULTS, SCHEDULERS, resolve_run_config
 
 
 def __getattr__(name: str):

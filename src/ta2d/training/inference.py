@@ -54,9 +54,15 @@ def load_stats(stats: Mapping | str | Path, train_chunks: Sequence[str | Path] =
     return out
 
 
+# Samples per forward pass when a trained model predicts (evaluation, dense maps); memory is one batch's
+# activations. The patch-by-patch maps have their own setting, maps.batch_size.
+INFERENCE_BATCH_SIZE = 4096
+
+
 @torch.no_grad()
 def predict_chunks(
-    model, chunk_paths: Sequence[str | Path], batch_size: int = 4096, device: str | torch.device | None = None
+    model, chunk_paths: Sequence[str | Path], batch_size: int = INFERENCE_BATCH_SIZE,
+    device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Predictions in °C for every sample of the chunks, in file order: y, y_pred, stn, time."""
     dev = resolve_device(device)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ta2d.atomic import ensure_dir
 from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader, memory_budget
-from ta2d.config import uses_embedding_cache
+from ta2d.config import FITTED_KINDS, uses_embedding_cache
 from ta2d.models import build_model
 from ta2d.training.checkpoints import (
     atomic_save,
@@ -65,7 +65,7 @@ from ta2d.training.distributed import (
 from ta2d.training.embed import EMB_FIELDS, embed_chunks
 from ta2d.training.head_basis import fit_head_basis
 from ta2d.training.inference import autocast_dtype, load_stats, resolve_device, to_device
-from ta2d.training.run_config import FITTED_KINDS, resolve_run_config
+from ta2d.training.run_config import resolve_run_config
 
 
 def seed_everything(seed: int) -> None:
