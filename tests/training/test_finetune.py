@@ -283,9 +283,9 @@ def test_good_finetune_config_passes_and_fills_defaults():
 
 @pytest.mark.parametrize("cfg, message", [
     ({"finetune": "last_k", "finetune_blocks": 7}, "run config finetune_blocks: 7 with finetune: last_k"),
-    ({"layer_decay": 0.0}, "run config layer_decay: 0.0; a number in (0, 1]"),
-    ({"layer_decay": 1.01}, "run config layer_decay: 1.01; a number in (0, 1]"),
-    ({"finetune": "partial"}, "run config finetune: 'partial'; choose one of ['frozen', 'last_k', 'full']"),
+    ({"layer_decay": 0.0}, "run config: key layer_decay: 0.0 is less than or equal to the minimum of 0"),
+    ({"layer_decay": 1.01}, "run config: key layer_decay: 1.01 is greater than the maximum of 1"),
+    ({"finetune": "partial"}, "run config: key finetune: 'partial' is not one of ['frozen', 'last_k', 'full']"),
     ({"freeze_encoder": True, "finetune": "full"}, "run config freeze_encoder=True conflicts with finetune='full'"),
     ({"freeze_encoder": "yes"}, "run config freeze_encoder='yes': a boolean"),
 ])

@@ -29,6 +29,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -245,8 +246,7 @@ def train_run(
     ctx = context()
     if cfg["gpus"] > 1 and not ctx.active:
         log(f"gpus: {cfg['gpus']} needs ta2d.training.launch.launch (torchrun); training in this one process")
-    if not ctx.main:
-        progress = False
+    progress = progress and ctx.main
     out = ensure_dir(out_dir)
     dev = resolve_device(device if device is not None else cfg["device"])
     train_chunks, val_chunks = [str(p) for p in train_chunks], [str(p) for p in val_chunks]
@@ -254,13 +254,7 @@ def train_run(
         raise ValueError("train_run needs at least one training chunk")
     stats = load_stats(stats, train_chunks)
     fingerprint = from_main(lambda: data_fingerprint(train_chunks, val_chunks))  # reads every chunk: once
-    if dev.type == "cuda":
-        set_tf32(bool(cfg["tf32"]))
-        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels once
-    amp_dtype = autocast_dtype(cfg["amp_dtype"] if cfg["amp"] else None, dev)
-    if amp_dtype is not None and amp_dtype != cfg["amp_dtype"]:
-        log(f"AMP: this GPU has no native {cfg['amp_dtype']}; using {amp_dtype} (with a GradScaler)")
-    autocast = (lambda: torch.autocast("cuda", dtype=getattr(torch, amp_dtype))) if amp_dtype else nullcontext
+    amp_dtype, autocast = _precision(cfg, dev, log)
 
     seed_everything(cfg["seed"])
     model = build_model(cfg, stats)
@@ -269,45 +263,8 @@ def train_run(
     frozen_keys = frozen_encoder_keys(model)
     enc_fp = frozen_fingerprint(model, frozen_keys)
     model = model.to(dev)
-    y_std = float(model.normalizer.y_std)
-
-    # data: embedding files for a frozen, cached encoder; chunk files otherwise
-    fields, train_files, val_files = CHUNK_FIELDS, train_chunks, val_chunks
-    if uses_embedding_cache(cfg):
-        edir = Path(embed_dir) if embed_dir is not None else out / "embed"
-        t0 = time.perf_counter()
-        embed = functools.partial(embed_chunks, out_dir=edir, model=model, batch_size=max(cfg["batch_size"], 256),
-                                  device=dev, amp_dtype=amp_dtype, progress=progress)
-        if not ctx.main:
-            barrier()  # rank 0 embeds what is missing; the others then find every file valid
-        train_files, n1 = embed(train_chunks)
-        val_files, n2 = embed(val_chunks)
-        if ctx.main:
-            barrier()
-        log(
-            f"embedding cache {edir}: {n1 + n2} of {len(train_files) + len(val_files)} chunks computed "
-            f"in {time.perf_counter() - t0:.1f} s, the rest reused"
-        )
-        fields = EMB_FIELDS
-    train_b = ChunkBatches(
-        train_files,
-        cfg["batch_size"],
-        fields,
-        cfg["shuffle_files"],
-        cfg["shuffle_within_file"],
-        cfg["mix_files"],
-        cfg["seed"],
-        max_resident_bytes=memory_budget() // ctx.world,  # every rank holds its own copy
-    )
-    val_b = ChunkBatches(val_files, cfg["batch_size"], fields)
-    train_src, val_src = train_b, val_b
-    if ctx.active:  # this rank's share of every batch (a stand-in sample where a short last batch leaves none)
-        train_src = RankBatches(train_b, ctx.rank, ctx.world, pad_empty=True)
-        val_src = RankBatches(val_b, ctx.rank, ctx.world)
-    workers = loader_workers(cfg["num_workers"], dev, threads)
-    loader = make_loader(train_src, workers, pin_memory=dev.type == "cuda")
-    val_loader = make_loader(val_src, workers, pin_memory=dev.type == "cuda")
-
+    data = _training_data(cfg, model, train_chunks, val_chunks, embed_dir or out / "embed", dev, amp_dtype, threads,
+                          progress, log)
     base = {
         "stats": model.normalizer.stats(),
         "run_config": cfg,
@@ -317,44 +274,149 @@ def train_run(
     }
     if enc_fp is not None:
         base["encoder_fingerprint"] = enc_fp
-    cur_path, best_path = out / "current.pt", out / "best.pt"
 
     if cfg["model"] in FITTED_KINDS:
         if ctx.active:
             raise ValueError(f"{cfg['model']} is fitted in one process; run it with gpus: 1")
-        return _fitted_run(model, train_b, val_loader, dev, base, out, y_std, log)
+        return _fitted_run(model, data.train, data.val_loader, dev, base, out, float(model.normalizer.y_std), log)
 
     opt = torch.optim.AdamW(param_groups(model, cfg), weight_decay=cfg["weight_decay"])
-    sched = make_scheduler(opt, cfg, steps_per_epoch=len(train_b))
+    sched = make_scheduler(opt, cfg, steps_per_epoch=len(data.train))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == "float16")
-
-    start, best_val, history = 1, float("inf"), []
-    resumed_from = None
-    if cur_path.exists():
-        ck, why = read_checkpoint(cur_path)
-        if ck is not None:
-            why = resume_mismatch(ck, base, enc_fp)
-        if why is None:
-            load_model_state(model, ck["model"], partial="encoder_fingerprint" in ck, frozen_keys=frozen_keys)
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            if "scaler" in ck:
-                scaler.load_state_dict(ck["scaler"])
-            torch.set_rng_state(ck["rng_state"])
-            start, best_val, history = ck["epoch"] + 1, ck["best_val"], list(ck["history"])
-            resumed_from = ck["epoch"]
-            if ctx.main:
-                restore_best(best_path)
-                write_metrics(out / "metrics.csv", history)
-            log(f"resuming {out} from current.pt at epoch {start} (best val MSE {best_val:.5f})")
-        else:
-            log(f"current.pt in {out} does not belong to this run: {why}; starting from scratch")
-    if start > cfg["epochs"]:
+    state = _Progress()
+    ck = _resumable_checkpoint(out, base, enc_fp, log)
+    if ck is not None:
+        load_model_state(model, ck["model"], partial="encoder_fingerprint" in ck, frozen_keys=frozen_keys)
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if "scaler" in ck:
+            scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng_state"])
+        state = _Progress(ck["epoch"] + 1, ck["best_val"], list(ck["history"]), ck["epoch"])
+        if ctx.main:
+            restore_best(out / "best.pt")
+            write_metrics(out / "metrics.csv", state.history)
+        log(f"resuming {out} from current.pt at epoch {state.start} (best val MSE {state.best_val:.5f})")
+    if state.start > cfg["epochs"]:
         log(f"{out}: all {cfg['epochs']} epochs already done")
-    if resumed_from is None and getattr(model, "head_decorrelate", False):  # a resumed run has it in current.pt
-        fit_head_basis(model, train_files, fields, max(cfg["batch_size"], 256), dev, log=log)
+    if state.resumed_from is None and getattr(model, "head_decorrelate", False):  # a resumed run has it in current.pt
+        fit_head_basis(model, data.train_files, data.fields, max(cfg["batch_size"], 256), dev, log=log)
 
-    # what the steps run: DDP on the ranks (frozen encoder weights need no gradient sync), compiled if asked
+    net = _step_net(model, cfg, ctx, dev)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    y_std = float(model.normalizer.y_std)
+    for epoch in range(state.start, cfg["epochs"] + 1):
+        if stale_epochs(state.history) >= cfg["patience"] > 0:
+            log(f"early stop: val RMSE has not improved for {cfg['patience']} epochs (best at epoch "
+                f"{epoch - 1 - stale_epochs(state.history)})")
+            break
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        train_mse = _train_epoch(net, model, data, epoch, cfg, opt, sched, scaler, autocast, trainable, dev, progress)
+        val_mse = evaluate(model, tqdm(data.val_loader, total=len(data.val), desc="val", disable=not progress,
+                                       leave=False), dev, autocast)
+        row = _row(epoch, train_mse, val_mse, y_std, lr, time.perf_counter() - t0)
+        state.history.append(row)
+        score = val_mse if data.val.n_samples else row["train_mse"]
+        _save_epoch(out, base, model, opt, sched, scaler, epoch, state, score, frozen_keys, enc_fp is not None, ctx)
+        log(f"epoch {epoch}: train rmse_K {row['train_rmse_k']:.3f}  val rmse_K {row['val_rmse_k']:.3f}  "
+            f"({row['seconds']:.1f} s)")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    return {
+        "best_val": state.best_val,
+        "epochs": len(state.history),
+        "resumed_from": state.resumed_from,
+        "out_dir": str(out),
+        "device": str(dev),
+    }
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: the next epoch, the best validation score so far, every epoch's metrics row, and the
+    epoch it was resumed after (None: started from scratch)."""
+
+    start: int = 1
+    best_val: float = float("inf")
+    history: list = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+@dataclass
+class _Data:
+    """A run's batches (a ChunkBatches each), what the steps iterate (this rank's share under DDP, loader
+    workers), and the files and fields they read (embedding files for a frozen, cached encoder)."""
+
+    train: ChunkBatches
+    val: ChunkBatches
+    loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    train_files: list[str]
+    fields: tuple[str, ...]
+
+
+def _precision(cfg: Mapping, dev: torch.device, log) -> tuple[str | None, Callable]:
+    """TF32 and cuDNN autotuning on CUDA; the autocast dtype (None: full precision) and its context."""
+    if dev.type == "cuda":
+        set_tf32(bool(cfg["tf32"]))
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels once
+    amp_dtype = autocast_dtype(cfg["amp_dtype"] if cfg["amp"] else None, dev)
+    if amp_dtype is not None and amp_dtype != cfg["amp_dtype"]:
+        log(f"AMP: this GPU has no native {cfg['amp_dtype']}; using {amp_dtype} (with a GradScaler)")
+    autocast = (lambda: torch.autocast("cuda", dtype=getattr(torch, amp_dtype))) if amp_dtype else nullcontext
+    return amp_dtype, autocast
+
+
+def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], embed_dir: str | Path,
+                   dev: torch.device, amp_dtype, threads: int | None, progress: bool, log) -> _Data:
+    ctx = context()
+    fields, train_files, val_files = CHUNK_FIELDS, train_chunks, val_chunks
+    if uses_embedding_cache(cfg):
+        t0 = time.perf_counter()
+        embed = functools.partial(embed_chunks, out_dir=Path(embed_dir), model=model,
+                                  batch_size=max(cfg["batch_size"], 256), device=dev, amp_dtype=amp_dtype,
+                                  progress=progress)
+        if not ctx.main:
+            barrier()  # rank 0 embeds what is missing; the others then find every file valid
+        train_files, n1 = embed(train_chunks)
+        val_files, n2 = embed(val_chunks)
+        if ctx.main:
+            barrier()
+        log(f"embedding cache {embed_dir}: {n1 + n2} of {len(train_files) + len(val_files)} chunks computed "
+            f"in {time.perf_counter() - t0:.1f} s, the rest reused")
+        fields = EMB_FIELDS
+    train_b = ChunkBatches(
+        train_files, cfg["batch_size"], fields, cfg["shuffle_files"], cfg["shuffle_within_file"], cfg["mix_files"],
+        cfg["seed"], max_resident_bytes=memory_budget() // ctx.world,  # every rank holds its own copy
+    )
+    val_b = ChunkBatches(val_files, cfg["batch_size"], fields)
+    train_src, val_src = train_b, val_b
+    if ctx.active:  # this rank's share of every batch (a stand-in sample where a short last batch leaves none)
+        train_src = RankBatches(train_b, ctx.rank, ctx.world, pad_empty=True)
+        val_src = RankBatches(val_b, ctx.rank, ctx.world)
+    workers = loader_workers(cfg["num_workers"], dev, threads)
+    pin = dev.type == "cuda"
+    return _Data(train_b, val_b, make_loader(train_src, workers, pin_memory=pin),
+                 make_loader(val_src, workers, pin_memory=pin), list(train_files), fields)
+
+
+def _resumable_checkpoint(out: Path, base: Mapping, enc_fp: str | None, log) -> dict | None:
+    """current.pt when it continues this run (same settings, data and frozen encoder), else None (and why)."""
+    cur_path = out / "current.pt"
+    if not cur_path.exists():
+        return None
+    ck, why = read_checkpoint(cur_path)
+    if ck is not None:
+        why = resume_mismatch(ck, base, enc_fp)
+    if why is None:
+        return ck
+    log(f"current.pt in {out} does not belong to this run: {why}; starting from scratch")
+    return None
+
+
+def _step_net(model, cfg: Mapping, ctx, dev: torch.device):
+    """What the steps run: DDP on the ranks (frozen encoder weights need no gradient sync), compiled if asked."""
     net = model
     if ctx.active:
         net = torch.nn.parallel.DistributedDataParallel(  # buffers (normaliser stats) are constants: no re-sync
@@ -363,74 +425,51 @@ def train_run(
         )
     if cfg["compile"]:
         net = torch.compile(net)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    bs, n_total = cfg["batch_size"], train_b.n_samples
+    return net
 
-    for epoch in range(start, cfg["epochs"] + 1):
-        if stale_epochs(history) >= cfg["patience"] > 0:
-            log(f"early stop: val RMSE has not improved for {cfg['patience']} epochs (best at epoch "
-                f"{epoch - 1 - stale_epochs(history)})")
-            break
-        t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        train_b.set_epoch(epoch)
-        model.train()
-        n = 0
-        bar = tqdm(
-            loader,
-            total=len(train_b),
-            desc=f"epoch {epoch}/{cfg['epochs']} train",
-            disable=not progress,
-            leave=False,
-        )
-        se = torch.zeros((), dtype=torch.float64, device=dev)
-        for k, batch in enumerate(bar):
-            n_glob = global_batch_size(k, bs, n_total)
-            lo, hi = share(n_glob, ctx.rank, ctx.world)
-            batch = to_device(batch, dev)
-            weight = ctx.world / n_glob if hi > lo else 0.0
-            sse = train_step(net, batch, model.normalizer, weight, opt, sched, scaler, autocast, cfg["grad_clip"],
-                             trainable)
-            if hi > lo:
-                se += sse
-                n += hi - lo
-            if progress and (k % 25 == 0 or k == len(train_b) - 1):  # a GPU sync: not every step
-                mse = float(se) / max(n, 1)
-                bar.set_postfix(loss=f"{mse:.4f}", rmse=f"{math.sqrt(mse):.4f}",
-                                rmse_K=f"{math.sqrt(mse) * y_std:.3f}", refresh=False)
-        se, n = all_sum([se, n], dev)
-        val_mse = evaluate(
-            model,
-            tqdm(val_loader, total=len(val_b), desc="val", disable=not progress, leave=False),
-            dev,
-            autocast,
-        )
-        row = _row(epoch, se / max(n, 1), val_mse, y_std, lr, time.perf_counter() - t0)
-        history.append(row)
-        score = val_mse if val_b.n_samples else row["train_mse"]
-        weights = model.state_dict()
-        state = epoch_state(base, weights, opt, sched, scaler, epoch, history)
-        if score < best_val:  # best.pt before current.pt: a kill in between redoes this epoch
-            best_val = score
-            if ctx.main:
-                save_best({**state, "best_val": best_val}, best_path)  # self-contained: the encoder too
+
+def _train_epoch(net, model, data: _Data, epoch: int, cfg: Mapping, opt, sched, scaler, autocast, trainable,
+                 dev: torch.device, progress: bool) -> float:
+    """One epoch of steps; the training MSE (normalised) over every rank's samples."""
+    ctx = context()
+    bs, n_total, y_std = cfg["batch_size"], data.train.n_samples, float(model.normalizer.y_std)
+    data.train.set_epoch(epoch)
+    model.train()
+    bar = tqdm(data.loader, total=len(data.train), desc=f"epoch {epoch}/{cfg['epochs']} train",
+               disable=not progress, leave=False)
+    se, n = torch.zeros((), dtype=torch.float64, device=dev), 0
+    for k, batch in enumerate(bar):
+        n_glob = global_batch_size(k, bs, n_total)
+        lo, hi = share(n_glob, ctx.rank, ctx.world)
+        weight = ctx.world / n_glob if hi > lo else 0.0
+        sse = train_step(net, to_device(batch, dev), model.normalizer, weight, opt, sched, scaler, autocast,
+                         cfg["grad_clip"], trainable)
+        if hi > lo:
+            se += sse
+            n += hi - lo
+        if progress and (k % 25 == 0 or k == len(data.train) - 1):  # a GPU sync: not every step
+            mse = float(se) / max(n, 1)
+            bar.set_postfix(loss=f"{mse:.4f}", rmse=f"{math.sqrt(mse):.4f}",
+                            rmse_K=f"{math.sqrt(mse) * y_std:.3f}", refresh=False)
+    se, n = all_sum([se, n], dev)
+    return se / max(n, 1)
+
+
+def _save_epoch(out: Path, base: Mapping, model, opt, sched, scaler, epoch: int, state: _Progress, score: float,
+                frozen_keys, partial: bool, ctx) -> None:
+    """best.pt when the epoch improved, then metrics.csv and current.pt (rank 0 only). best.pt goes first: a
+    kill in between redoes this epoch. best.pt is self-contained (the frozen encoder too); current.pt holds
+    only the trained weights when the encoder is frozen."""
+    weights = model.state_dict()
+    saved = epoch_state(base, weights, opt, sched, scaler, epoch, state.history)
+    if score < state.best_val:
+        state.best_val = score
         if ctx.main:
-            write_metrics(out / "metrics.csv", history)
-            current = trainable_state(weights, frozen_keys) if enc_fp is not None else weights
-            atomic_save({**state, "model": current, "best_val": best_val}, cur_path)
-        log(
-            f"epoch {epoch}: train rmse_K {row['train_rmse_k']:.3f}  val rmse_K {row['val_rmse_k']:.3f}  "
-            f"({row['seconds']:.1f} s)"
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-    return {
-        "best_val": best_val,
-        "epochs": len(history),
-        "resumed_from": resumed_from,
-        "out_dir": str(out),
-        "device": str(dev),
-    }
+            save_best({**saved, "best_val": state.best_val}, out / "best.pt")
+    if ctx.main:
+        write_metrics(out / "metrics.csv", state.history)
+        current = trainable_state(weights, frozen_keys) if partial else weights
+        atomic_save({**saved, "model": current, "best_val": state.best_val}, out / "current.pt")
 
 
 def _fitted_run(model, train_b, val_loader, dev, base, out: Path, y_std: float, log) -> dict:
