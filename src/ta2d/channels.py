@@ -2,7 +2,7 @@
 
 Effective centres are 1e4 / (effective wavenumber) for the emissive channels, the numbers KMA's
 calibration uses; never the rounded global attribute ``channel_center_wavelength`` (it makes
-IR105 about 1.56 K too cold, see shared/notes/gk2a_data.md section 0.4).
+IR105 about 1.56 K too cold, see docs/gk2a-format.md#the-rounded-wavelength-attribute).
 """
 
 from __future__ import annotations

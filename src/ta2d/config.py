@@ -170,7 +170,7 @@ def explicit_settings(cfg: Mapping, defaults: Mapping, keys=None, always=()) -> 
     would change every run's params and retrain every run, baselines included; handed what the user set
     away from the defaults, it changes nothing, and neither does writing a default out. The job fills the
     defaults in again (``resolve_run_config``). A changed default, like a change of library code, is no
-    rerun trigger (README "Reruns")."""
+    rerun trigger (docs/configuration.md#reruns)."""
     wanted = cfg if keys is None else {k: cfg[k] for k in keys if k in cfg}
     return {k: v for k, v in wanted.items() if k in always or k not in defaults or v != defaults[k]}
 

@@ -2,7 +2,7 @@
 
 Lines grow southward and columns eastward; both are 1-based pixel centres, as GK-2A numbers
 them, so array index = line - 1. Formulas: CGMS LRIT/HRIT spec as in EUMETSAT MSG_navigation.c
-(shared/notes/gk2a_data.md section 3.3), with LFAC taken positive (files store it negative).
+(docs/gk2a-format.md#geos-navigation), with LFAC taken positive (files store it negative).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Chunk periods: the stable keys that name scenes and chunks.
 
 A key depends only on the calendar (UTC), never on how many rows exist, so adding a month of data
-adds new keys and leaves every existing chunk untouched (DESIGN.md, "Chunk keys are stable").
+adds new keys and leaves every existing chunk untouched (docs/architecture.md#the-dag).
   D -> 20240701      W -> 2024W27 (ISO week)      M -> 202407      S -> 20240701T0300 (one slot)
 
 S is not a chunking period: it is the unit of the near-real-time maps (``maps.unit: slot``), whose scenes hold

@@ -1,7 +1,7 @@
 """Solar zenith angle, low-precision Meeus/Almanac series (max error ~0.02 deg over Korea).
 
 Broadcasts over times (Unix seconds UTC) and lat/lon (degrees); geometric zenith, no refraction,
-which is what satellite work wants (shared/notes/gk2a_data.md section 4).
+which is what satellite work wants (docs/gk2a-format.md#solar-zenith-angle).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ if UNIT == "day":
             "logs/map_day/{maprun}_{day}.log",
         benchmark:
             "results/benchmarks/map_day/{maprun}_{day}.tsv"
-        # one thread: two days side by side gain more than a second thread for one (README "Maps")
+        # one thread: two days side by side gain more than a second thread for one (docs/maps.md#maps-at-the-models-speed)
         threads: 1
         resources:
             mem_mb=lambda wc, attempt: 3000 * attempt,

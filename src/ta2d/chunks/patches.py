@@ -1,7 +1,7 @@
 """build_patch_chunk: one chunk file from its label part and its period's scene, vectorised per scene.
 
 All patches of a chunk come from one fancy-indexing gather over the scene's slots (no per-row
-loop), in physical units (DESIGN.md chunk contract); normalisation happens inside the model.
+loop), in physical units (docs/architecture.md#file-contracts); normalisation happens inside the model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The run summary: every label row is a sample or a counted reject (DESIGN.md invariant).
+"""The run summary: every label row is a sample or a counted reject (docs/results.md#rejects).
 
 Totals come from the label routing (rows read per file, rows no chunk could take) and from each index
 period's summary (samples and the chunks' rejects), so the job reads small JSON files only.

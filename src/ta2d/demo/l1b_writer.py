@@ -1,7 +1,7 @@
 """Encode physical fields into GK-2A AMI L1B NetCDF files (sector windows of the full-disk grid).
 
-This is the INVERSE of the KMA calibration (notes section 1.3), written independently of the
-pipeline's reader so that tests can compare reader output with the truth:
+This is the INVERSE of the KMA calibration (docs/gk2a-format.md#calibration-coefficients), written
+independently of the pipeline's reader so that tests can compare reader output with the truth:
   emissive:   BT -> undo Tb = c0 + c1*Teff + c2*Teff^2 -> inverse Planck at the EFFECTIVE wavenumber
               -> radiance L (mW m-2 sr-1 (cm-1)-1) -> count = round((L - offset) / gain)
   reflective: albedo -> L = albedo / Radiance_to_Albedo_c -> count = round((L - offset) / gain)
@@ -86,7 +86,7 @@ def _reflective(name: str, albedo_c: float) -> Calibration:
 
 
 CALIBRATION: dict[str, Calibration] = {
-    # Real coefficients (shared/notes/gk2a_data.md section 1.3).
+    # Real coefficients (docs/gk2a-format.md#real-coefficients).
     "ir105": Calibration(
         -0.0198196955025196,
         161.580139160156,
@@ -119,11 +119,11 @@ CALIBRATION: dict[str, Calibration] = {
 }
 
 
-# GSICS corrections of the IR radiances, in `gsics_coeff_slope` / `gsics_coeff_intercept` variables of the
-# IR files (notes section 1.2; satpy's calib_mode="GSICS" applies L' = (L - intercept) / slope to every
-# channel it loads, so it cannot load VIS files; ta2d and satpy's default modes do not apply it). IR087's
-# are the real values of satpy's fixture; the others plausible: no correction near a typical clear-sky
-# radiance L = intercept / (1 - slope), up to ~0.4 K at the coldest cloud tops, like IR087's.
+# GSICS corrections of the IR radiances, in `gsics_coeff_slope` / `gsics_coeff_intercept` variables of the IR files
+# (docs/gk2a-format.md#calibration-coefficients; satpy's calib_mode="GSICS" applies L' = (L - intercept) / slope to
+# every channel it loads, so it cannot load VIS files; ta2d and satpy's default modes do not apply it). IR087's are
+# the real values of satpy's fixture; the others plausible: no correction near a typical clear-sky radiance L =
+# intercept / (1 - slope), up to ~0.4 K at the coldest cloud tops, like IR087's.
 GSICS: dict[str, tuple[float, float]] = {  # (slope, intercept in mW m-2 sr-1 (cm-1)-1)
     "sw038": (1.0021, -0.0012),
     "wv063": (0.9978, 0.0105),
@@ -179,7 +179,8 @@ def _nominal_wavelength(channel: str) -> str:
 
 
 def sector_geometry(window: Window, channel: str) -> dict:
-    """Grid attributes of a sector file at the channel's native resolution (notes section 3.5)."""
+    """Grid attributes of a sector file at the channel's native resolution
+    (docs/gk2a-format.md#sector-and-sub-window-files)."""
     res = CHANNELS[channel].resolution_km
     factor = CHANNELS[channel].factor
     off, fac, _ = FD_GRIDS[res]

@@ -7,7 +7,7 @@ same code gives whole-window scenes for the L1B files and single pixels for the 
 TA (deg C) = seasonal climatology(lat) + diurnal cycle (peak ~15 h local solar time; damped near and
 over water, reduced under cloud) - 6.5 K/km * DEM + urban +1.2 K + a drifting synoptic anomaly.
 Skin temperature = TA + (+2..+10 K by day ~ cos SZA over land, -2..-4 K at night), water damped.
-Clear-sky BTs follow shared/notes/gk2a_data.md section 2.1; clouds (thresholded, advected smooth
+Clear-sky BTs follow docs/gk2a-format.md#typical-values-over-korean-land; clouds (thresholded, advected smooth
 noise, ~cloud_fraction of the area) replace the surface by a cold, bright cloud top.
 
 Every term of TA leaves a trace in the inputs, so the demo's floor is the station noise (docs/demo.md):
@@ -30,7 +30,7 @@ from ta2d.solar import J2000_UNIX, solar_zenith_deg
 
 LAPSE_K_PER_M = -0.0065
 DAY_S = 86400.0
-SCAN_DELAY_S = 120.0  # Korea is scanned ~2 min after the nominal slot (notes 1.5)
+SCAN_DELAY_S = 120.0  # Korea is scanned ~2 min after the nominal slot (docs/gk2a-format.md#scan-timing)
 MID_TROP_GAIN = 0.8  # K of free-troposphere anomaly per K of surface airmass anomaly
 
 # Sensor noise (1 sigma) added to the 2 km fields: K for BT channels, albedo units for reflective ones.

@@ -6,11 +6,12 @@ Two source layouts (notes/gk2a_data.md section 5):
   kma_apihub_text  apihub.kma.go.kr typ01 text, '#' comment header "# YYMMDDHHMI STN ... TA ...",
                    whitespace separated, data lines start with a 12-digit YYYYMMDDHHMI in KST.
 
-Every data row ends up either in `labels` or in `rejects` with a reason (DESIGN.md, "Rejects"), and
+Every data row ends up either in `labels` or in `rejects` with a reason (docs/results.md#rejects), and
 both carry `row`, the 1-based number of the data row in the source file (header and '#' comment
 lines and blank lines are not data rows), so `len(labels) + len(rejects) == data rows`.
 
-QC convention of the data portal (notes 5.4, third-party source, to confirm with the portal help):
+QC convention of the data portal (docs/inputs.md#missing-values-and-qc-flags; a third-party source, to confirm
+with the portal help):
 the `기온 QC플래그` cell is empty or 0 for a normal value, 9 when the value is missing and 1 when it
 was flagged as an error. Flags in `missing_qc_flags` give `missing_ta`, flags in `reject_qc_flags`
 give `qc_flag`; any other flag value is kept.
@@ -44,8 +45,8 @@ REJECT_REASONS = ("unparseable_row", "missing_ta", "qc_flag", "implausible_ta", 
 PORTAL_COLUMNS = {"stn": "지점", "time": "일시", "ta": "기온(°C)"}
 PORTAL_QC_COLUMN = "기온 QC플래그"
 
-# API Hub sentinels are -9 / -99.x / -999 (notes 5.4); -9 is a real temperature, so only TA <= -90
-# is read as "missing". Applied to both layouts: no Korean surface reading is that cold.
+# API Hub sentinels are -9 / -99.x / -999 (docs/inputs.md#missing-values-and-qc-flags); -9 is a real
+# temperature, so only TA <= -90 is read as "missing". Applied to both layouts: no Korean surface reading is that cold.
 TA_SENTINEL_MAX = -90.0
 
 _PORTAL_TIME_FORMAT = "%Y-%m-%d %H:%M"

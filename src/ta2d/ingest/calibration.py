@@ -1,6 +1,6 @@
 """AMI L1B counts -> physical values (brightness temperature in K, albedo as a fraction).
 
-Follows satpy's ``calib_mode="FILE"`` (shared/notes/gk2a_data.md section 1.3), with two project choices:
+Follows satpy's ``calib_mode="FILE"`` (docs/gk2a-format.md#calibration-coefficients), with two project choices:
 - the inverse Planck uses the channel's *effective* wavenumber from :mod:`ta2d.channels`, never the
   file's rounded ``channel_center_wavelength`` (1.56 K too cold on IR105);
 - albedo is a fraction (satpy's % / 100), small negatives near zero signal are clipped to 0.

@@ -2,9 +2,9 @@
 
 The workflow writes one small inventory file per period at parse time and declares it (instead of
 hundreds of raw paths) as the input of the period's scene job: Snakemake's planning cost grows with the
-number of declared inputs (DESIGN.md, "Scale"). The inventory records size and mtime, so a replaced raw
-file changes the text and, through :func:`ta2d.atomic.write_text_if_changed`, the inventory's checksum,
-so the scene reruns; an unchanged archive leaves every inventory byte-identical and untouched.
+number of declared inputs (docs/performance.md#snakemake-overhead-per-job). The inventory records size
+and mtime, so a replaced raw file changes the text and, through :func:`ta2d.atomic.write_text_if_changed`,
+the inventory's checksum, so the scene reruns; an unchanged archive leaves every inventory byte-identical and untouched.
 
 Only the directories of the period's own slots are listed (never a walk of the archive): this runs for
 every period of a multi-year archive each time the Snakefile is parsed. For L1B archives even that listing

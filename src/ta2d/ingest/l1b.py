@@ -2,9 +2,9 @@
 
 Only the rows and columns that cover the domain are read (h5py hyperslab; FD files hold up to 22000^2
 pixels). A file may be a full disk or any GEOS sub-window (ELA sector, cropped test fixture): its own
-COFF/LOFF place it on the FD grid, COFF' = COFF - (C0 - 1) (shared/notes/gk2a_data.md section 3.5).
+COFF/LOFF place it on the FD grid, COFF' = COFF - (C0 - 1) (docs/gk2a-format.md#sector-and-sub-window-files).
 The 1 km and 0.5 km grids nest exactly in the 2 km grid, so 2 km pixel i (0-based) is the mean of the
-valid native pixels f*i .. f*i + f - 1 in each direction (f = 2 or 4; notes section 2).
+valid native pixels f*i .. f*i + f - 1 in each direction (f = 2 or 4; docs/gk2a-format.md#nested-resolutions).
 
 Every failure raises :class:`L1BError` naming the file and what is wrong; callers (the scene builder)
 turn it into a per-slot status instead of stopping.
@@ -26,7 +26,7 @@ from ta2d.grid import FD_GRIDS, Domain
 from ta2d.ingest.calibration import BOLTZMANN_K, LIGHT_SPEED, PLANCK_H, Calibration, calibrate
 
 PIXEL_VARIABLE = "image_pixel_values"
-J2000_NOON = datetime(2000, 1, 1, 12, tzinfo=UTC)  # epoch of observation_start_time (notes 1.2)
+J2000_NOON = datetime(2000, 1, 1, 12, tzinfo=UTC)  # epoch of observation_start_time (docs/gk2a-format.md#scan-timing)
 _CFAC_RTOL = 1e-6  # float32-stored factors still pass; a different resolution's grid never does
 _OFFSET_ATOL = 1e-3  # sector offsets are the FD offsets minus a whole number of pixels
 _ROWS_PER_BLOCK = 512  # 2 km output rows calibrated at a time: bounds memory for FD-sized domains

@@ -1,6 +1,6 @@
 """Build the calibrated scene of one period: every nominal slot, all 16 channels, on the 2 km domain.
 
-Scene file contract (DESIGN.md, "File contracts: Scene"):
+Scene file contract (docs/architecture.md#file-contracts):
 
 - dims ``time`` (every nominal slot of the period, whether or not files exist), ``bt_channel`` (10,
   ``ta2d.channels.BT_CHANNELS``), ``rf_channel`` (6, ``RF_CHANNELS``), ``line``, ``column`` (1-based
@@ -12,7 +12,7 @@ Scene file contract (DESIGN.md, "File contracts: Scene"):
   A slot that is not ``ok`` has NaN ``bt``/``rf``; one bad or missing file never raises.
 - ``sza`` is computed for every slot (it is geometry, not data) at the nominal slot time + 120 s:
   the FD scan runs north to south for about 9 minutes from about 30 s after the slot, and Korea
-  (FD lines ~700-1080) is seen about 100-140 s in (shared/notes/gk2a_data.md 1.5, item 0.9).
+  (FD lines ~700-1080) is seen about 100-140 s in (docs/gk2a-format.md#scan-timing).
 - global attributes: projection, domain bounds, source files, input kind, ta2d version.
 
 Files are written slot by slot with h5netcdf (a month of hourly slots would not fit in memory at

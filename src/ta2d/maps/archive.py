@@ -174,7 +174,7 @@ def day_dataset(times: pd.DatetimeIndex, domain: Domain, lat: np.ndarray, lon: n
 def chunk_shape(ds: xr.Dataset) -> tuple[int, int, int]:
     """HDF5 chunks of the (time, y, x) fields: the whole day × tiles of at most TILE × TILE pixels. A slot's map
     reads every tile of one day (~1 MB compressed on the demo), a pixel's year one tile per day: over a year of
-    demo maps 0.1 s and 2.6 s, against 0.6 s and 24 s with one chunk per slot (README "Maps")."""
+    demo maps 0.1 s and 2.6 s, against 0.6 s and 24 s with one chunk per slot (docs/maps.md#a-year-on-disk)."""
     return ds.sizes["time"], min(ds.sizes["y"], TILE), min(ds.sizes["x"], TILE)
 
 

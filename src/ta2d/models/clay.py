@@ -1,11 +1,11 @@
-"""Clay v1.5 encoder, re-implemented from shared/notes/clay_v15.md (no dependency on ``claymodel``).
+"""Clay v1.5 encoder, re-implemented from docs/clay-encoder.md (no dependency on ``claymodel``).
 
-The module tree mirrors Clay's ``Encoder`` so that the ``model.encoder.`` slice of the real
-``clay-v1.5.ckpt`` loads with ``strict=True`` (265 tensors for the ``large`` preset). Masking is
-not built in: by default the encoder sees every patch (the notes' ``mask_ratio=0``); masked
-pretraining (ta2d.models.mae) passes ``keep``, the indices of the patch tokens to encode. Quirks kept on
-purpose: wavelengths in µm, unscaled; the 0.02 kernel scale; the extra ``2/dim`` in the GSD
-position code; the cls token gets no encoding; one band set and one GSD per batch.
+The module tree mirrors Clay's ``Encoder`` so that the ``model.encoder.`` slice of the real ``clay-v1.5.ckpt`` loads
+with ``strict=True`` (265 tensors for the ``large`` preset). Masking is not built in: by default the encoder sees
+every patch (``mask_ratio=0``, docs/clay-encoder.md#outputs-and-masking); masked pretraining (ta2d.models.mae) passes
+``keep``, the indices of the patch tokens to encode. Quirks kept on purpose: wavelengths in µm, unscaled; the 0.02
+kernel scale; the extra ``2/dim`` in the GSD position code; the cls token gets no encoding; one band set and one GSD
+per batch.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# dim, depth, heads, dim_head, mlp_ratio (notes section 1.1); patch size 8 for every preset.
+# dim, depth, heads, dim_head, mlp_ratio (docs/clay-encoder.md#size-presets); patch size 8 for every preset.
 PRESETS: dict[str, dict] = {
     "tiny": dict(dim=192, depth=6, heads=4, dim_head=48, mlp_ratio=2),
     "small": dict(dim=384, depth=6, heads=6, dim_head=64, mlp_ratio=2),

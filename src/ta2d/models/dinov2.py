@@ -1,7 +1,7 @@
 """The DINOv2 ViT teacher that travels inside clay-v1.5.ckpt (``model.teacher.*``), in plain torch.
 
 Clay v1.5 was pretrained with a frozen timm ``vit_large_patch14_reg4_dinov2.lvd142m`` as the teacher
-of its representation loss (shared/notes/clay_v15.md 2.2). Its weights are in the checkpoint, so the
+of its representation loss (docs/clay-encoder.md#the-dinov2-teacher). Its weights are in the checkpoint, so the
 loss can be reproduced offline without timm: this module rebuilds the network from the shapes of the
 ``model.teacher.`` slice and loads it strictly under timm's key names:
 

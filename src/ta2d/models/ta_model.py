@@ -254,14 +254,15 @@ class ClayTransfer(nn.Module):
     """Normaliser -> patch adapter (patch_mode) -> Clay encoder -> pooled tokens (pool) -> bottleneck + side
     features (+ station pixel) -> MLP head.
 
-    ``head_pixel``: the head also sees the station pixel's 16 normalised spectral values, a skip around the
-    encoder. The label is a property of that pixel, which the encoder sees only as a share of a token
-    (area8: one token averages all 81 pixels); without the skip a frozen encoder must carry it through its
-    projection. On the demo it takes a random frozen tiny encoder from 1.215 K to 0.910 K (README).
+    ``head_pixel``: the head also sees the station pixel's 16 normalised spectral values, a skip around the encoder.
+    The label is a property of that pixel, which the encoder sees only as a share of a token (area8: one token
+    averages all 81 pixels); without the skip a frozen encoder must carry it through its projection. On the demo it
+    takes a random frozen tiny encoder from 1.215 K to 0.910 K
+    (docs/experiments/clay-on-the-demo.md#the-station-pixel-in-the-head).
 
     ``head_embed_dim``: the embedding is projected linearly to this many features before the MLP (0: not at
     all). Fed the whole embedding (384 features for tiny) the MLP fits the noise of the training days: on the
-    demo a frozen random encoder's head then scores worse than the head alone (README "Clay on the demo").
+    demo a frozen random encoder's head then scores worse than the head alone (docs/experiments/clay-on-the-demo.md).
 
     ``head_decorrelate``: the head sees the embedding centred and rotated into its principal axes on the train
     split (``set_head_basis``, fitted by ta2d.training.head_basis before the first epoch), instead of
@@ -269,7 +270,7 @@ class ClayTransfer(nn.Module):
     the few directions the labels need (on the demo: one band's 5x5 mean to four nines) are ones AdamW's
     per-parameter steps cannot follow in correlated coordinates: the probe's head reached 0.881 K from the
     patch embedding, which holds those means exactly, against 0.827 from the means themselves; rotated, the
-    frozen pixel5 encoder's head went from 0.883 to 0.862 K (README "Clay on the demo"). A rotation, not a
+    frozen pixel5 encoder's head went from 0.883 to 0.862 K (docs/experiments/clay-on-the-demo.md). A rotation, not a
     whitening: scaling the weak axes up made the head fit their noise.
 
     ``finetune``: frozen (the head only; the encoder runs without autograd and in eval mode), last_k (the last
@@ -313,7 +314,8 @@ class ClayTransfer(nn.Module):
             self.register_buffer("emb_basis", torch.eye(self.embed_dim))
         else:
             self.emb_norm = nn.LayerNorm(self.embed_dim)
-        # a linear bottleneck: the MLP fed the whole embedding fits the training days' noise (README)
+        # a linear bottleneck: the MLP fed the whole embedding fits the training days' noise
+        # (docs/experiments/clay-on-the-demo.md#what-the-labels-need)
         self.emb_proj = nn.Linear(self.embed_dim, head_embed_dim) if head_embed_dim else nn.Identity()
         self.head_pixel = bool(head_pixel)
         n_emb = head_embed_dim or self.embed_dim
