@@ -10,7 +10,7 @@ import functools
 import glob
 from collections.abc import Mapping, Sequence
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import jsonschema
 import pandas as pd
@@ -122,12 +122,14 @@ def resolve_run(cfg: Mapping, section: str = "train") -> dict:
     config's validation runs the same checks on every run before any job starts, and a job (or a Python
     caller: tests, benchmarks, notebooks) resolves the settings it was handed with this. Raises ConfigError
     naming the key."""
-    out = copy.deepcopy(dict(cfg))
+    # Python callers hand tuples and paths; the schema knows JSON's lists and strings
+    out = {k: list(v) if isinstance(v, tuple) else str(v) if isinstance(v, PurePath) else copy.deepcopy(v)
+           for k, v in cfg.items()}
     validator = _with_defaults(jsonschema.Draft202012Validator)(run_schema(section))
     errors = sorted(validator.iter_errors(out), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("run config: " + "; ".join(_describe(e) for e in errors[:5]))
-    problems = run_problems(out) if section == "train" else []
+    problems = run_problems(out) if section == "train" else pretrain_run_problems(out)
     if problems:
         raise ConfigError("; ".join(f"run config {key}: {msg}" for key, msg in problems))
     return out
@@ -147,6 +149,14 @@ def run_problems(cfg: Mapping) -> list[tuple[str, str]]:
         if cfg["clay_ckpt_path"] is not None:
             problems.append(("encoder_from", "set encoder_from or clay_ckpt_path, not both"))
     return problems
+
+
+def pretrain_run_problems(cfg: Mapping) -> list[tuple[str, str]]:
+    """What the schema cannot check of a pretrain run (defaults filled in): (key, message) pairs."""
+    if cfg.get("teacher") == "clay" and not cfg.get("clay_ckpt_path"):
+        return [("teacher", "clay needs clay_ckpt_path (the DINOv2 teacher is inside clay-v1.5.ckpt); use teacher "
+                            "ema without it")]
+    return []
 
 
 def job_params(cfg: Mapping, section: str = "train", keys: Sequence[str] | None = None) -> dict:
@@ -351,7 +361,5 @@ def _check_pretrain(config: dict) -> list[str]:
             problems.append(f"{key}: pretrain run {source!r} has preset {pretrain_runs[source].get('preset')}, "
                             f"this run {run.get('preset')}")
     for name, run in pretrain_runs.items():
-        if run.get("teacher") == "clay" and not run.get("clay_ckpt_path"):
-            problems.append(f"key pretrain.runs.{name}.teacher: clay needs clay_ckpt_path (the DINOv2 teacher is "
-                            "inside clay-v1.5.ckpt); use teacher ema without it")
+        problems += [f"key pretrain.runs.{name}.{key}: {msg}" for key, msg in pretrain_run_problems(run)]
     return problems

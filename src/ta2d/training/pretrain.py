@@ -20,7 +20,6 @@ same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,8 +32,8 @@ from tqdm.auto import tqdm
 from ta2d.atomic import atomic_torch_save, ensure_dir
 from ta2d.channels import ALL_CHANNELS
 from ta2d.chunks.loader import open_chunk
-from ta2d.config import run_defaults
-from ta2d.models import PRESETS, ClayEncoder, Normalizer, default_waves, load_clay_checkpoint
+from ta2d.config import resolve_run, run_defaults
+from ta2d.models import ClayEncoder, Normalizer, default_waves, load_clay_checkpoint
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice
 from ta2d.models.ta_model import N_SPECTRAL, clay_grid_gsd, clay_grid_side, to_clay_grid
@@ -44,7 +43,6 @@ from ta2d.training.inference import load_stats, resolve_device
 TILE_FIELDS = ("x", "time7", "loc")
 METRIC_COLUMNS = ("epoch", "loss", "rec", "rep", "lr", "seconds")
 RGB_CHANNELS = ("vi006", "vi005", "vi004")  # the AMI bands closest to red, green, blue: the clay teacher's input
-PATCH_MODES = ("area", "bilinear16", "pixel", "pixel5", "pixel7")
 _NOT_IDENTITY = ("device",)
 
 
@@ -52,22 +50,10 @@ PRETRAIN_DEFAULTS: dict = run_defaults("pretrain")
 
 
 def resolve_pretrain_config(cfg: Mapping) -> dict:
-    """Defaults filled in (from the schema), unknown keys and bad values refused, waves_um made explicit."""
-    unknown = sorted(set(cfg) - set(PRETRAIN_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown pretrain run keys {unknown}; known: {sorted(PRETRAIN_DEFAULTS)}")
-    out = {**copy.deepcopy(PRETRAIN_DEFAULTS), **cfg}
-    for key, allowed in (("preset", tuple(PRESETS)), ("patch_mode", PATCH_MODES), ("teacher", ("ema", "clay", "none")),
-                         ("rep_pool", ("cls", "mean")), ("amp_dtype", ("bfloat16", "float16"))):
-        if out[key] not in allowed:
-            raise ValueError(f"pretrain run config {key}={out[key]!r}; choose one of {list(allowed)}")
-    if not 0 < out["mask_ratio"] < 1:
-        raise ValueError(f"pretrain run config mask_ratio={out['mask_ratio']}: must be in (0, 1)")
-    if out["teacher"] == "clay" and not out["clay_ckpt_path"]:
-        raise ValueError("pretrain run config: teacher clay needs clay_ckpt_path (its DINOv2 teacher)")
+    """:func:`ta2d.config.resolve_run` on the schema's pretrain run entry (defaults, allowed values, the teacher
+    check), then ``waves_um`` made explicit (the preset's bands when null)."""
+    out = resolve_run(cfg, "pretrain")
     out["waves_um"] = [float(w) for w in (out["waves_um"] or default_waves())]
-    if out["clay_ckpt_path"] is not None:
-        out["clay_ckpt_path"] = str(out["clay_ckpt_path"])
     return out
 
 

@@ -9,7 +9,6 @@ settings that differ from the defaults (ta2d.config.job_params), and the job res
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import PurePath
 
 from ta2d.config import resolve_run, run_defaults
 from ta2d.models import default_waves
@@ -50,10 +49,7 @@ def resolve_run_config(cfg: Mapping) -> dict:
     sorted feature groups.
 
     The legacy key freeze_encoder is accepted here (not in a config file) as an alias of finetune."""
-    # Python callers hand tuples and paths; the schema knows JSON's lists and strings
-    given = {k: list(v) if isinstance(v, tuple) else str(v) if isinstance(v, PurePath) else v
-             for k, v in _apply_legacy_freeze(cfg).items()}
-    out = resolve_run(given, "train")
+    out = resolve_run(_apply_legacy_freeze(cfg), "train")
     out["waves_um"] = [float(w) for w in (out["waves_um"] or default_waves())]
     out["cnn_channels"] = [int(c) for c in out["cnn_channels"]]
     out["drop_features"] = sorted(set(out["drop_features"]))
