@@ -12,7 +12,7 @@ once per chunk layout:
 * tiles   1375 x 1375 tiles at every resolution: what netCDF-C picks by default for a deflated 2-D
           variable without explicit chunk sizes (4 MiB target; 5500/4, 11000/8, 22000/16).
 
-The real KMA files' chunking is not documented in shared/notes/gk2a_data.md; these three layouts
+The real KMA files' chunking is not documented (docs/performance.md#calibrating-full-disk-files); these three layouts
 bracket what a user's files can be (check yours: `h5dump -pH file.nc | grep -A3 CHUNKED` or
 `ncdump -hs file.nc | grep _ChunkSizes`). The pixel values are synthetic but not trivially
 compressible: the Earth disk from the GEOS navigation (off-disk = 0x8000, ~23 % of the image, as

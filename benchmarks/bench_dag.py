@@ -12,7 +12,7 @@ end unless --keep; with --keep a rerun reuses the archive days and label files a
   KST), every station at every UTC hour of the month's days; inputs.labels.path is a glob over the
   size's months (e.g. OBS_ASOS_TIM_2023*.csv).
 
-and runs the real workflow (a scratch copy made by tests/conftest.make_workdir) with demo disabled, the
+and runs the real workflow (a scratch copy made by ta2d.demo.synthetic.make_workdir) with demo disabled, the
 default training runs, no maps, and the chunking period of config/config.yaml (chunking.period; the keys
 are computed with it, and it is printed). Every timed Snakemake call is a subprocess, wall time:
 
@@ -74,18 +74,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ta2d.channels import ALL_CHANNELS, l1b_filename
+from ta2d.demo.synthetic import make_workdir
+from ta2d.demo.tables import ENCODING, LABEL_HEADER, META_HEADER
+from ta2d.grid import Domain, linecol_to_lonlat
+from ta2d.index.route import LABELS_DIR, refresh_label_parts
+from ta2d.ingest.archive import refresh_inventories, write_inventory
+from ta2d.plan import Plan, chunk_name
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from conftest import make_workdir  # noqa: E402
-
-from ta2d.channels import ALL_CHANNELS, l1b_filename  # noqa: E402
-from ta2d.plan import chunk_name  # noqa: E402
-from ta2d.demo.tables import ENCODING, LABEL_HEADER, META_HEADER  # noqa: E402
-from ta2d.grid import Domain, linecol_to_lonlat  # noqa: E402
-from ta2d.index.route import LABELS_DIR, refresh_label_parts  # noqa: E402
-from ta2d.ingest.archive import refresh_inventories, write_inventory  # noqa: E402
-from ta2d.plan import Plan  # noqa: E402
-
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SIZES = {"month": ("2023-06-01", "2023-06-30"), "year": ("2023-01-01", "2023-12-31"),
          "six_years": ("2018-01-01", "2023-12-31")}

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_gpu.py --preset large --batch-size 256    # a GPU machine [--compile]
 
 Each configuration builds the model as train_run does (build_model with the run defaults, random init), puts
-one synthetic batch of chunk-like samples (tests/chunk_factory.py) in host memory (pinned on CUDA) and times
+one synthetic batch of chunk-like samples (ta2d.demo.synthetic) in host memory (pinned on CUDA) and times
 ``--steps`` optimizer steps of ``ta2d.training.loop.train_step``, the loop's own step, after ``--warmup``
 untimed ones: every step copies the batch to the device (non-blocking) as the loop does, then forward,
 backward, gradient clipping, AdamW and the schedule. The device is synchronised before and after the timed
@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from chunk_factory import make_chunk  # noqa: E402
-
-from ta2d.chunks.loader import CHUNK_FIELDS  # noqa: E402
-from ta2d.models import build_model  # noqa: E402
-from ta2d.training import load_stats, make_scheduler, param_groups, resolve_device, resolve_run_config  # noqa: E402
-from ta2d.training.inference import autocast_dtype, to_device  # noqa: E402
-from ta2d.training.loop import set_tf32, train_step  # noqa: E402
+from ta2d.chunks.loader import CHUNK_FIELDS
+from ta2d.demo.synthetic import make_chunk
+from ta2d.models import build_model
+from ta2d.training import load_stats, make_scheduler, param_groups, resolve_device, resolve_run_config
+from ta2d.training.inference import autocast_dtype, to_device
+from ta2d.training.loop import set_tf32, train_step
 
 
 def synthetic_batch(n: int) -> tuple[dict[str, torch.Tensor], dict]:

@@ -1,4 +1,5 @@
-"""Per-job fixed CPU cost of each rule, and the share of an archive build it takes (issue 11, point 4).
+"""Per-job fixed CPU cost of each rule, and the share of an archive build it takes
+(docs/performance.md#per-job-fixed-cost).
 
     .venv/bin/python benchmarks/bench_job_cost.py [--repeats 5] [--slot-cpu 0.6] [--stations 96,600]
 
@@ -15,7 +16,7 @@ RUSAGE_CHILDREN, user + system; the median of --repeats runs):
            script run is the `script` row), for 1 and for 6 target jobs (the marginal cost of a batch
            member), on gk2a.yaml with a six-year period.
 * main     the Snakemake you started spends ~0.11 s per job (scheduling, metadata, submission;
-           shared/notes/snakemake_slurm.md: 4,383 trivial jobs in 482 s on 2 cores); taken from there.
+           docs/performance.md#snakemake-overhead-per-job: 4,383 trivial jobs in 482 s on 2 cores).
 
 Work per job (not measured here; pass your own figures):
 * calibrate: --slot-cpu CPU-s per slot (benchmarks/bench_calibrate_fd.py, gk2a.yaml domain) x 24
@@ -49,8 +50,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ta2d.splits import assign_split_by_day
 from ta2d.periods import period_days, period_keys
+from ta2d.splits import assign_split_by_day
 
 REPO = Path(__file__).resolve().parents[1]
 PREAMBLE = "import pickle\nfrom snakemake.logging import logger\nfrom snakemake.iocontainers import Snakemake\n"
@@ -58,7 +59,7 @@ HEAVY = ("torch", "lightgbm", "matplotlib", "scipy", "sklearn", "xarray", "panda
 # Modules a rule's library code imports only when the job runs (kept out of module level so that the Snakefile
 # parse and other rules do not pay them); the job itself still pays them, so they count as its fixed cost.
 RUNTIME_IMPORTS = {"calibrate": "import ta2d.ingest.scene\n"}
-MAIN_PER_JOB_S = 0.11  # shared/notes/snakemake_slurm.md, "Measured: DAG cost at archive scale"
+MAIN_PER_JOB_S = 0.11  # docs/performance.md#snakemake-overhead-per-job
 START, END = "2019-01-01", "2024-12-29"
 
 

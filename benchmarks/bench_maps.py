@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +31,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ta2d.grid import Domain, domain_lonlat  # noqa: E402
-from ta2d.maps.archive import day_dataset, day_slot_times, map_day, open_archive, write_day  # noqa: E402
-from ta2d.maps.predict import MASK_NOT_LAND, MASK_PREDICTED  # noqa: E402
-from ta2d.plan import Plan, split_test_days  # noqa: E402
+from ta2d.grid import Domain, domain_lonlat
+from ta2d.maps.archive import day_dataset, day_slot_times, map_day, open_archive, write_day
+from ta2d.maps.predict import MASK_NOT_LAND, MASK_PREDICTED
+from ta2d.plan import Plan, split_test_days
 
 
 def _model_only(model, scene, static, t: int, patch_size: int, batch_size: int) -> tuple[float, int, float]:

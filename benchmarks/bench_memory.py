@@ -21,7 +21,7 @@ Cases, for each --stations S (N = S x 24 hourly samples: 40 is the demo's size, 
   values; benchmarks/bench_chunk_build.make_inputs) and a label part of every station at every slot,
   with the calls scripts/build_patch_chunk.py makes (matching included);
 * cnn / clay_frozen: ta2d.training.train_run with epochs=1 on CPU over --train-chunks training chunks
-  and one validation chunk of N samples each (tests/chunk_factory.py); clay_frozen (tiny preset,
+  and one validation chunk of N samples each (ta2d.demo.synthetic); clay_frozen (tiny preset,
   frozen encoder, embed_cache) first embeds every chunk, as rule embed_chunk would;
 * cnn_blocks: the cnn run with ``mix_files: 2`` and a loader budget of 2.5 chunks (beyond it, as a year
   of chunks is for a real job): the loader reads blocks of 2 files.
@@ -41,10 +41,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 RUNS = {"cnn": {"model": "cnn"}, "clay_frozen": {"model": "clay_transfer", "preset": "tiny"},
         "cnn_blocks": {"model": "cnn", "mix_files": 2}}
@@ -195,8 +191,10 @@ def main() -> None:
         return
 
     import pandas as pd
-    from bench_chunk_build import make_inputs
-    from chunk_factory import compute_stats, write_chunks
+    from bench_chunk_build import make_inputs  # benchmarks/, this script's folder (sys.path[0])
+
+    from ta2d.chunks.stats import write_stats
+    from ta2d.demo.synthetic import write_chunks
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="ta2d_bench_mem_") as tmp:
@@ -226,7 +224,7 @@ def main() -> None:
                   f", peak anon +{mb(r['peak_anon'] - r['base_anon'])}, chunk {mb(r['chunk'])}", flush=True)
             train = write_chunks(d / "patch_pt", "train", args.train_chunks, n, seed=1)
             write_chunks(d / "patch_pt", "val", 1, n, seed=2)
-            compute_stats(train, d / "stats.json")
+            write_stats(train, d / "stats.json")
             for run in RUNS:
                 r = run_child(run, d)
                 r.update(case=f"train {run} (1 epoch)", n=n, chunk=n * SAMPLE_BYTES,

@@ -1,5 +1,5 @@
 """Near-real-time mapping: the latency from a slot's files being complete to its corrected map, with the real
-Snakefile and the documented command (README "Near-real-time"):
+Snakefile and the documented command (docs/maps.md#near-real-time):
 
     snakemake --cores 2 --configfile config/nrt.yaml maps
 
@@ -20,7 +20,7 @@ Snakefile and the documented command (README "Near-real-time"):
    chunks; the NRT slots land on 2024-01-01. The parse then refreshes every inventory and label file of six
    years, as every invocation of the command does.
 
-Every Snakemake call is a subprocess; wall seconds. Goals (issue "Serve the model"): <= 30 s per slot on 2 cores
+Every Snakemake call is a subprocess; wall seconds. Goals: <= 30 s per slot on 2 cores
 for the demo domain, <= 10 s of it planning at six years.
 """
 
@@ -37,20 +37,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from ta2d.demo.synthetic import make_workdir
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_PARTS = ("Snakefile", "workflow", "scripts", "config", "profiles", "envs", "src")
-
-
-def workflow_copy(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in WORKFLOW_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
 
 
 def snakemake(work: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -149,7 +139,7 @@ def demo_part(root: Path, demo: Path, n: int) -> None:
         demo_cfg["inputs"][key]["path"] = str(demo / demo_cfg["inputs"][key]["path"])
     last = pd.Timestamp(demo_cfg["period"]["end"]) + pd.Timedelta(days=demo_cfg["demo"]["unlabelled_days"])
     day = f"{last + pd.Timedelta(days=1):%Y-%m-%d}"
-    work = workflow_copy(root / "wf")
+    work = make_workdir(root / "wf")
     raw = root / "archive"
     subprocess.run(["cp", "-al", demo_cfg["inputs"]["l1b"]["dir"], str(raw)], check=True)
     labels_dir = root / "labels"
@@ -163,8 +153,7 @@ def demo_part(root: Path, demo: Path, n: int) -> None:
 
 
 def six_year_part(root: Path, demo: Path, n: int, n_stations: int) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import bench_dag
+    import bench_dag  # benchmarks/, this script's folder (sys.path[0])
 
     from ta2d.config import load_config, validate_config
     from ta2d.ingest.archive import write_inventory
@@ -182,7 +171,7 @@ def six_year_part(root: Path, demo: Path, n: int, n_stations: int) -> None:
     base = {"domain": demo_cfg["domain"], "inputs": {"l1b": {**demo_cfg["inputs"]["l1b"]},
                                                      "stations": {"path": str(data / "stations.csv")},
                                                      "static": {"path": str(data / "static.nc")}}}
-    work = workflow_copy(root / "wf6")
+    work = make_workdir(root / "wf6")
     write_nrt_config(work, base, data / "raw", glob_, demo / "results/models/best.pt", "2024-01-01",
                      period={"start": "2018-01-01", "end": "2023-12-31"})
     cfg = yaml.safe_load((work / "config/config.yaml").read_text())

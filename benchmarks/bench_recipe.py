@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +21,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ta2d.splits import HEADLINE_SCHEMES, scheme_of  # noqa: E402
-from ta2d.models import load_model  # noqa: E402
-from ta2d.training import predict_chunks, train_run  # noqa: E402
+from ta2d.models import load_model
+from ta2d.splits import HEADLINE_SCHEMES, scheme_of
+from ta2d.training import predict_chunks, train_run
 
 # Each recipe overrides the run defaults (ta2d.training.RUN_DEFAULTS); "seed" is the old system's loop.
 RECIPES = {

@@ -2,7 +2,7 @@
 
 Without the cache every batch runs the encoder (no grad) before the head; with it, each chunk is
 embedded once (the one-time cost is printed separately) and the head trains on the embedding files.
-Both runs use train_run on the same synthetic chunks (tests/chunk_factory.py) and the default run config
+Both runs use train_run on the same synthetic chunks (ta2d.demo.synthetic) and the default run config
 otherwise (batch 256, global shuffle); the epoch time is metrics.csv's ``seconds`` (training pass +
 validation pass), the median over epochs 2.. (epoch 1 is left out), after a one-epoch warm-up run of each
 kind. The one-time embedding pass uses a model built as train_run builds it (build_model on the resolved
@@ -18,18 +18,16 @@ import argparse
 import csv
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from chunk_factory import compute_stats, write_chunks  # noqa: E402
-
-from ta2d.models import build_model  # noqa: E402
-from ta2d.training import load_stats, resolve_device, resolve_run_config, train_run  # noqa: E402
-from ta2d.training.embed import embed_chunks  # noqa: E402
+from ta2d.chunks.stats import compute_stats
+from ta2d.demo.synthetic import write_chunks
+from ta2d.models import build_model
+from ta2d.training import load_stats, resolve_device, resolve_run_config, train_run
+from ta2d.training.embed import embed_chunks
 
 
 def epoch_seconds(run_dir: Path) -> list[float]:

@@ -23,9 +23,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from ta2d.models.clay import PRESETS, ClayEncoder, load_clay_checkpoint  # noqa: E402
+from ta2d.models.clay import PRESETS, ClayEncoder, load_clay_checkpoint
 
 
 def import_upstream(root: Path):

@@ -1,4 +1,4 @@
-"""Bad-input battery (issue 6, items 1-2): one planted fault per case, the real code path, the exact outcome.
+"""Bad-input battery (docs/faults.md): one planted fault per case, the real code path, the exact outcome.
 
 Every case starts from the same clean tiny demo (2 days, 6 stations, no planted defects: 288 label rows,
 288 samples), copies it into its own folder, plants exactly ONE fault and runs either the library
@@ -23,16 +23,15 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import torch
-from conftest import tiny_config
+from fakes import make_tiny_demo
 
-from ta2d.plan import chunk_name
 from ta2d.chunks.patches import build_patch_chunk
 from ta2d.chunks.stats import write_stats
 from ta2d.chunks.summary import summarize
@@ -42,7 +41,7 @@ from ta2d.index.build import build_month_index
 from ta2d.index.route import route_labels
 from ta2d.index.stations import read_stations
 from ta2d.ingest.archive import calibrate_period, write_inventory
-from ta2d.plan import Plan
+from ta2d.plan import Plan, chunk_name
 from ta2d.static import read_static
 
 PERIOD = {"start": "2024-04-01", "end": "2024-04-02"}
@@ -55,6 +54,8 @@ SLOT_T = int(SLOT.timestamp())
 SLOT_DIR = "202404/01/05"
 HOUR = 3600
 N_ROWS = 288  # 6 stations x 48 UTC hours
+# the input files of the clean data and of a case's copy, beside raw/: {config inputs key: file name}
+INPUT_FILES = {"labels": "labels.csv", "stations": "stations.csv", "static": "static.nc"}
 
 
 # --- shared clean data -------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ class Result:
 @dataclass
 class Base:
     root: Path
-    data: Path  # raw/, labels.csv, stations.csv, static.nc
+    data: Path  # raw/ and INPUT_FILES
     config: dict  # validated, demo disabled, inputs under `data`
     out: Path  # the clean run: scenes/, index/, patch_pt/, summary.json
     result: Result
@@ -91,22 +92,16 @@ class Case:
     dir: Path
     data: Path
     config: dict
+    # the case's inputs under `data`: raw/ and INPUT_FILES
+    raw: Path = field(init=False)
+    labels: Path = field(init=False)
+    stations: Path = field(init=False)
+    static: Path = field(init=False)
 
-    @property
-    def raw(self) -> Path:
-        return self.data / "raw"
-
-    @property
-    def labels(self) -> Path:
-        return self.data / "labels.csv"
-
-    @property
-    def stations(self) -> Path:
-        return self.data / "stations.csv"
-
-    @property
-    def static(self) -> Path:
-        return self.data / "static.nc"
+    def __post_init__(self):
+        self.raw = self.data / "raw"
+        for key, name in INPUT_FILES.items():
+            setattr(self, key, self.data / name)
 
     def l1b(self, channel: str) -> Path:
         """A raw file of the fault slot, in a private copy of the slot's folder (the others are links)."""
@@ -135,7 +130,7 @@ def _copy_data(src: Path, dest: Path) -> Path:
                 (dest / "raw" / rel / slot.name).symlink_to(slot)
         else:
             (dest / "raw" / rel).symlink_to(day)
-    for name in ("labels.csv", "stations.csv", "static.nc"):
+    for name in INPUT_FILES.values():
         shutil.copy2(src / name, dest / name)
     return dest
 
@@ -143,23 +138,19 @@ def _copy_data(src: Path, dest: Path) -> Path:
 def _config_for(data: Path, base_config: dict) -> dict:
     config = copy.deepcopy(base_config)
     config["inputs"]["l1b"]["dir"] = str(data / "raw")
-    for key, name in (("labels", "labels.csv"), ("stations", "stations.csv"), ("static", "static.nc")):
+    for key, name in INPUT_FILES.items():
         config["inputs"][key]["path"] = str(data / name)
     return config
 
 
 def make_base(root: Path) -> Base:
     """The clean data and its clean run (conftest.py: the session fixture `base`)."""
-    from ta2d.demo import generate_demo
-
-    gen_config = tiny_config(root / "gen", period=PERIOD, demo={"defects": NO_DEFECTS, "workers": 2})
-    generate_demo(gen_config, progress=False)
+    gen_config = make_tiny_demo(root / "gen", period=PERIOD, demo={"defects": NO_DEFECTS, "workers": 2})["config"]
     inputs = gen_config["inputs"]
     data = root / "clean"
     shutil.copytree(inputs["l1b"]["dir"], data / "raw")
-    shutil.copy2(inputs["labels"]["path"], data / "labels.csv")
-    shutil.copy2(inputs["stations"]["path"], data / "stations.csv")
-    shutil.copy2(inputs["static"]["path"], data / "static.nc")
+    for key, name in INPUT_FILES.items():
+        shutil.copy2(inputs[key]["path"], data / name)
     config = copy.deepcopy(gen_config)
     config["demo"] = {**config["demo"], "enabled": False}
     config = validate_config(_config_for(data, config))

@@ -1,14 +1,19 @@
-"""Fake data for tests (and benchmarks): one place for every synthetic input that is not the demo itself.
+"""The test data, one place for all of it: what the tests generate and the runs they train.
 
-* Chunks following the chunk contract (docs/architecture.md) with a learnable target:
-  TA (°C) = 0.8 * (centre BT of ir105 - 273.15) - 0.006 * DEM(centre, m) + 3 * sin(hour angle) + noise.
-  `make_chunk`, `write_chunks`, `compute_stats` (tests/chunk_factory.py re-exports them).
+* The tiny demo made by the demo generator itself, so tests and the demo exercise the same file formats:
+  `tiny_config` (config/config.yaml + config/test/tiny.yaml with every input under a folder) and
+  `make_tiny_demo`. tests/conftest.py makes the session's copies (`tiny_demo`, `four_days`, and the clean
+  data of the bad-input battery, tests/bad_inputs.py); use them where a test needs the real file set of an
+  archive.
+* Chunks following the chunk contract with a learnable target: ta2d.demo.synthetic (`make_chunk`,
+  `write_chunks`; the benchmarks use them too); here their statistics as the tests compute them
+  (`compute_stats`, independent of ta2d.chunks.stats), a training set (`training_data`), a chunk from a
+  hand-made manifest (`chunk_from_manifest`) and a flipped byte (`flip_byte_in_tensor`).
+* Trained runs: `SMALL_RUNS` (one small run of each kind of model), `train_small_runs`, and `small_runs`,
+  what the session fixture `small_runs` (tests/conftest.py) trains once for the evaluation and map tests.
 * L1B NetCDF files in the real GK-2A layout (sector windows, messy attribute types) with a known smooth
   field: `write_l1b` and the independent reference calibration around it (`phys_to_count`,
   `count_to_phys`, `expected_on_domain`, `truth_field`, `native_window`, `l1b_path`).
-
-The tiny demo made by the demo generator (tests/conftest.py: `tiny_demo`, `clean_demo`) is the other
-source of test data; use it where a test needs the real file set of an archive.
 """
 
 from __future__ import annotations
@@ -20,68 +25,48 @@ from pathlib import Path
 import h5netcdf
 import numpy as np
 import torch
+import yaml
 
-from ta2d.channels import BT_CHANNELS, CHANNELS, l1b_filename
-from ta2d.chunks.contract import save_tensors
+from ta2d.channels import CHANNELS, l1b_filename
+from ta2d.config import deep_merge
+from ta2d.demo.synthetic import write_chunks
 from ta2d.grid import FD_GRIDS, Domain
 
-# --- chunks ----------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
 
-I_IR105 = BT_CHANNELS.index("ir105")
-
-
-def make_chunk(n: int, seed: int = 0, noise: float = 0.3) -> dict[str, torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(255.0, 305.0, n)
-    x = np.empty((n, 19, 9, 9), np.float32)
-    x[:, :10] = (
-        base[:, None, None, None] + rng.normal(0, 2.0, (n, 10, 9, 9)) - np.arange(10)[None, :, None, None]
-    )
-    x[:, 10:16] = rng.uniform(0.0, 0.8, (n, 6, 9, 9))
-    t = rng.integers(1_704_067_200, 1_735_689_600, n)  # 2024, Unix seconds UTC
-    hour = (t % 86400) / 3600.0
-    doy = (t // 86400) % 366
-    month = (doy // 31).astype(float)
-    sza = rng.uniform(10.0, 170.0, n)
-    x[:, 16] = sza[:, None, None] + rng.normal(0, 0.2, (n, 9, 9))
-    dem = rng.uniform(0.0, 1500.0, n)
-    x[:, 17] = dem[:, None, None] + rng.normal(0, 20.0, (n, 9, 9))
-    x[:, 18] = (rng.uniform(size=(n, 9, 9)) < 0.9).astype(np.float32)
-    x[:, 18, 4, 4] = 1.0
-    ha, da, ma = 2 * math.pi * hour / 24, 2 * math.pi * doy / 365.25, 2 * math.pi * month / 12
-    time7 = np.stack([np.cos(da), np.sin(da), np.cos(ha), np.sin(ha), np.cos(ma), np.sin(ma), sza], 1)
-    y = 0.8 * (x[:, I_IR105, 4, 4] - 273.15) - 0.006 * x[:, 17, 4, 4]
-    y = y + 3.0 * np.sin(ha) + rng.normal(0, noise, n)
-    lc = np.zeros((n, 17), np.float32)
-    lc[np.arange(n), rng.integers(0, 17, n)] = 1.0
-    loc = np.stack([rng.uniform(33, 38.5, n), rng.uniform(125, 129.5, n), np.full(n, 2000.0)], 1)
-    return {
-        "x": torch.from_numpy(x),
-        "y": torch.from_numpy(y.astype(np.float32)),
-        "time7": torch.from_numpy(time7.astype(np.float32)),
-        "loc": torch.from_numpy(loc.astype(np.float32)),
-        "landcover_onehot": torch.from_numpy(lc),
-        "elev": torch.from_numpy((x[:, 17, 4, 4] + rng.normal(0, 15.0, n)).astype(np.float32)),
-        "stn": torch.from_numpy(rng.integers(90, 300, n).astype(np.int32)),
-        "time": torch.from_numpy(t.astype(np.int64)),
-        "pixel": torch.from_numpy(rng.integers(1, 5500, (n, 2)).astype(np.int32)),
-    }
+# --- the tiny demo ---------------------------------------------------------------------------------------
 
 
-def write_chunks(out_dir: str | Path, split: str, n_files: int, n_per_file: int, seed: int = 0) -> list[Path]:
-    """Write {split}_chunk_{key}.pt files (keys are dates) and return their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n_files):
-        p = out / f"{split}_chunk_2024-04-{i + 1:02d}.pt"
-        save_tensors(make_chunk(n_per_file + (i % 3), seed=seed * 1000 + i), p)
-        paths.append(p)
-    return paths
+def tiny_config(root: Path, **overrides) -> dict:
+    """config/config.yaml + config/test/tiny.yaml (+ overrides, merged as --configfile merges) with every
+    input path under `root`, validated."""
+    from ta2d.config import validate_config
 
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    deep_merge(config, yaml.safe_load((REPO / "config/test/tiny.yaml").read_text()))
+    deep_merge(config, overrides)
+    inputs = config["inputs"]
+    inputs["l1b"]["dir"] = str(root / inputs["l1b"]["dir"])
+    for key in ("labels", "stations", "static"):
+        inputs[key]["path"] = str(root / inputs[key]["path"])
+    config["demo"]["out_dir"] = str(root / config["demo"]["out_dir"])
+    return validate_config(config)
+
+
+def make_tiny_demo(root: Path, **overrides) -> dict:
+    """The demo generator's inputs for tiny_config(root, **overrides), written under `root`:
+    {"root", "config", "summary"} (summary: what generate_demo returns)."""
+    from ta2d.demo import generate_demo
+
+    config = tiny_config(root, **overrides)
+    return {"root": root, "config": config, "summary": generate_demo(config, progress=False)}
+
+
+# --- chunks (ta2d.demo.synthetic makes them) -------------------------------------------------------------
 
 def compute_stats(paths, out: str | Path | None = None) -> dict:
-    """Per-plane mean/std of x over all pixels and TA mean/std, as the stats rule writes them."""
+    """Per-plane mean/std of x over all pixels and TA mean/std, the keys the stats rule writes (computed here
+    with torch, independently of ta2d.chunks.stats); written to `out` as JSON when given."""
     xs = [torch.load(p, weights_only=True, mmap=True) for p in paths]
     x = torch.cat([d["x"] for d in xs]).double()
     y = torch.cat([d["y"] for d in xs]).double()
@@ -97,9 +82,123 @@ def compute_stats(paths, out: str | Path | None = None) -> dict:
     return stats
 
 
+def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
+    """Flip one byte in the middle of a saved tensor's data, as a bad disk would: the file still loads
+    (memory-mapped loading skips the zip CRC) but its bytes no longer match its recorded CRC."""
+    from ta2d.chunks.loader import _field_offsets
+
+    d = {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
+    offsets = _field_offsets(str(path), d)
+    assert offsets is not None, f"{path}: cannot locate the tensors' data records"
+    at = offsets[field] + d[field].numel() * d[field].element_size() // 2
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def chunk_from_manifest(manifest: str | Path, scene, static, patch_size: int, out: str | Path,
+                        x_dtype: str = "float32") -> dict:
+    """build_patch_chunk on stations placed by hand: `manifest` is a CSV of (row, stn, time, ta_c, line, column
+    [, lat, lon, elev_m]); each station is put at its lat/lon (the pixel centre when not given), so the matching
+    finds exactly that pixel. Writes out (.pt), its .rejects.csv and .index.csv; the label part beside them."""
+    import pandas as pd
+
+    from ta2d.chunks.patches import build_patch_chunk
+    from ta2d.grid import linecol_to_lonlat
+
+    rows = pd.read_csv(manifest)
+    if "lat" not in rows:
+        lon, lat = linecol_to_lonlat(rows["line"].to_numpy(float), rows["column"].to_numpy(float))
+        rows = rows.assign(lat=lat, lon=lon)
+    if "elev_m" not in rows:
+        rows = rows.assign(elev_m=float("nan"))
+    stations = rows.drop_duplicates("stn")[["stn", "lat", "lon", "elev_m"]].assign(valid_from=pd.NaT, valid_to=pd.NaT)
+    if stations["stn"].duplicated().any() or len(rows.drop_duplicates(["stn", "lat", "lon"])) != len(stations):
+        raise ValueError(f"{manifest}: a station at two places")
+    out = Path(out)
+    part = out.with_suffix(".part.csv")
+    rows.assign(source=Path(manifest).name)[["source", "row", "stn", "time", "ta_c"]].to_csv(part, index=False)
+    return build_patch_chunk(part, stations.reset_index(drop=True), scene, static, patch_size, out,
+                             out.with_suffix(".rejects.csv"), out.with_suffix(".index.csv"), x_dtype=x_dtype)
+
+
+# --- training sets and trained runs ---------------------------------------------------------------------
+
+def training_data(tmp_path_factory, n_train_files: int = 3, n_val_files: int = 2) -> tuple[list, list, Path]:
+    """(train chunks, val chunks, stats.json) for training tests: 100 (train) / 60 (val) samples a file."""
+    d = tmp_path_factory.mktemp("patch_pt")
+    train = write_chunks(d, "train", n_train_files, 100, seed=1)
+    val = write_chunks(d, "val", n_val_files, 60, seed=2)
+    stats = tmp_path_factory.mktemp("stats") / "stats.json"
+    compute_stats(train, stats)
+    return train, val, stats
+
+
+class Killed(Exception):
+    """A training job killed at the end of an epoch (kill_after), as a crash or the scheduler would stop it."""
+
+
+def kill_after(epoch: int):
+    """on_epoch_end for train_run / pretrain_run: kills the job (raises Killed) when `epoch` has ended."""
+    def on_epoch_end(ended: int, row) -> None:
+        if ended == epoch:
+            raise Killed
+
+    return on_epoch_end
+
+
+def rerun_killed(cfg: dict, train, val, stats, run_dir: Path) -> tuple[dict, list[str]]:
+    """A killed train_run job run again as Snakemake reruns it: its declared outputs (best.pt, metrics.csv)
+    removed first, the rest of run_dir (current.pt) kept: (train_run's result, its log lines)."""
+    from ta2d.training import train_run
+
+    (run_dir / "best.pt").unlink()
+    (run_dir / "metrics.csv").unlink()
+    logs = []
+    return train_run(cfg, train, val, stats, run_dir, progress=False, log=logs.append), logs
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """A run's metrics.csv, row by row."""
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# one small run of each kind of model, fast enough for evaluation and map tests
+SMALL_RUNS = {
+    "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},
+    "cnn": {"model": "cnn", "epochs": 2, "batch_size": 64, "head_hidden": 32, "cnn_channels": [8]},
+    "ridge": {"model": "ridge"},
+}
+
+
+def train_small_runs(d: Path, train: list, runs: dict | None = None) -> dict:
+    """SMALL_RUNS (or `runs`) trained on the train chunks (stats from them) under d/runs: {run: best.pt}."""
+    from ta2d.training import train_run
+
+    stats = compute_stats(train, d / "stats.json")
+    ckpts = {}
+    for run, cfg in (SMALL_RUNS if runs is None else runs).items():
+        train_run({**cfg, "seed": 3, "device": "cpu"}, train, [], stats, d / "runs" / run, progress=False,
+                  log=lambda s: None)
+        ckpts[run] = d / "runs" / run / "best.pt"
+    return ckpts
+
+
+def small_runs(d: Path) -> dict:
+    """SMALL_RUNS trained on two synthetic train chunks (120 and 121 samples) under d:
+    {"dir": d, "train": the chunks, "ckpts": {run: best.pt}} (the session fixture `small_runs`)."""
+    train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
+    return {"dir": d, "train": train, "ckpts": train_small_runs(d, train)}
+
+
 # --- L1B files -------------------------------------------------------------------------------------------
 
-# Real coefficients (shared/notes/gk2a_data.md 1.3): IR105's for every emissive channel, VI005's for
+# Real coefficients (docs/gk2a-format.md#real-coefficients): IR105's for every emissive channel, VI005's for
 # every reflective one. Fixture bit widths are fixed per kind so the same counts fit every channel.
 IR_COEFFS = {"DN_to_Radiance_Gain": -0.0198196955025196, "DN_to_Radiance_Offset": 161.580139160156,
              "Teff_to_Tbb_c0": -0.142866448475177, "Teff_to_Tbb_c1": 1.00064069572049,
@@ -235,84 +334,3 @@ def expected_on_domain(channel: str, raw, window=None, domain: Domain = L1B_DOMA
 def l1b_path(folder, channel, stamp=L1B_STAMP, area="ela") -> Path:
     """The real file name of a channel's L1B file in `folder`."""
     return Path(folder) / l1b_filename(channel, area, stamp)
-
-
-def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
-    """Flip one byte in the middle of a saved tensor's data, as a bad disk would: the file still loads
-    (memory-mapped loading skips the zip CRC) but its bytes no longer match its recorded CRC."""
-    from ta2d.chunks.loader import _field_offsets
-
-    d = {k: v for k, v in torch.load(path, weights_only=True, mmap=True).items() if isinstance(v, torch.Tensor)}
-    offsets = _field_offsets(str(path), d)
-    assert offsets is not None, f"{path}: cannot locate the tensors' data records"
-    at = offsets[field] + d[field].numel() * d[field].element_size() // 2
-    with open(path, "r+b") as f:
-        f.seek(at)
-        b = f.read(1)
-        f.seek(at)
-        f.write(bytes([b[0] ^ 0x10]))
-
-
-def training_data(tmp_path_factory, n_train_files: int = 3, n_val_files: int = 2) -> tuple[list, list, Path]:
-    """(train chunks, val chunks, stats.json) for training tests: 100 (train) / 60 (val) samples a file."""
-    d = tmp_path_factory.mktemp("patch_pt")
-    train = write_chunks(d, "train", n_train_files, 100, seed=1)
-    val = write_chunks(d, "val", n_val_files, 60, seed=2)
-    stats = tmp_path_factory.mktemp("stats") / "stats.json"
-    compute_stats(train, stats)
-    return train, val, stats
-
-
-def read_metrics(path: str | Path) -> list[dict[str, str]]:
-    """A run's metrics.csv, row by row."""
-    import csv
-
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-# one small run of each kind of model, fast enough for evaluation and map tests
-SMALL_RUNS = {
-    "clay": {"model": "clay_transfer", "preset": "tiny", "epochs": 1, "batch_size": 64, "head_hidden": 32},
-    "cnn": {"model": "cnn", "epochs": 2, "batch_size": 64, "head_hidden": 32, "cnn_channels": [8]},
-    "ridge": {"model": "ridge"},
-}
-
-
-def train_small_runs(d: Path, train: list, runs: dict | None = None) -> dict:
-    """SMALL_RUNS (or `runs`) trained on the train chunks (stats from them) under d/runs: {run: best.pt}."""
-    from ta2d.training import train_run
-
-    stats = compute_stats(train, d / "stats.json")
-    ckpts = {}
-    for run, cfg in (SMALL_RUNS if runs is None else runs).items():
-        train_run({**cfg, "seed": 3, "device": "cpu"}, train, [], stats, d / "runs" / run, progress=False,
-                  log=lambda s: None)
-        ckpts[run] = d / "runs" / run / "best.pt"
-    return ckpts
-
-
-def chunk_from_manifest(manifest: str | Path, scene, static, patch_size: int, out: str | Path,
-                        x_dtype: str = "float32") -> dict:
-    """build_patch_chunk on stations placed by hand: `manifest` is a CSV of (row, stn, time, ta_c, line, column
-    [, lat, lon, elev_m]); each station is put at its lat/lon (the pixel centre when not given), so the matching
-    finds exactly that pixel. Writes out (.pt), its .rejects.csv and .index.csv; the label part beside them."""
-    import pandas as pd
-
-    from ta2d.chunks.patches import build_patch_chunk
-    from ta2d.grid import linecol_to_lonlat
-
-    rows = pd.read_csv(manifest)
-    if "lat" not in rows:
-        lon, lat = linecol_to_lonlat(rows["line"].to_numpy(float), rows["column"].to_numpy(float))
-        rows = rows.assign(lat=lat, lon=lon)
-    if "elev_m" not in rows:
-        rows = rows.assign(elev_m=float("nan"))
-    stations = rows.drop_duplicates("stn")[["stn", "lat", "lon", "elev_m"]].assign(valid_from=pd.NaT, valid_to=pd.NaT)
-    if stations["stn"].duplicated().any() or len(rows.drop_duplicates(["stn", "lat", "lon"])) != len(stations):
-        raise ValueError(f"{manifest}: a station at two places")
-    out = Path(out)
-    part = out.with_suffix(".part.csv")
-    rows.assign(source=Path(manifest).name)[["source", "row", "stn", "time", "ta_c"]].to_csv(part, index=False)
-    return build_patch_chunk(part, stations.reset_index(drop=True), scene, static, patch_size, out,
-                             out.with_suffix(".rejects.csv"), out.with_suffix(".index.csv"), x_dtype=x_dtype)

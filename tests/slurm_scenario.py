@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 
 import yaml
-from conftest import REPO, SNAKEMAKE, make_workdir
+from conftest import REPO, SNAKEMAKE
+
+from ta2d.demo.synthetic import make_workdir
 
 LOCAL_SLURM = REPO / "tools" / "local-slurm"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"

@@ -9,9 +9,9 @@ a chunk (ta2d.chunks.contract.save_tensors, torch.save underneath: no errno in i
 built in memory, then written as plain bytes) and a checkpoint
 (ta2d.training.checkpoints.save_best: best.pt and its hard link .best.pt.keep).
 
-Writes onto a full disk run in a child process: after a failed close HDF5 keeps a half-closed file that
-crashes the interpreter at exit (h5py issue 914), which must not take pytest with it. The child reports what
-it caught and leaves with os._exit, past that crash.
+Writes onto a full disk run in a child process: after a failed close HDF5 keeps a half-closed file that crashes the
+interpreter at exit (https://github.com/h5py/h5py/issues/914), which must not take pytest with it. The child reports
+what it caught and leaves with os._exit, past that crash.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from conftest import REPO, make_workdir, run_snakemake
+from conftest import REPO, run_snakemake
 
 from ta2d.atomic import DiskFullError, atomic_path
 from ta2d.chunks.contract import open_chunk, save_tensors
+from ta2d.demo.synthetic import make_workdir
 from ta2d.grid import Domain, domain_lonlat
 from ta2d.ingest.scene import SlotData, read_scene, write_scene
 from ta2d.maps.archive import day_dataset, write_day
@@ -118,7 +119,7 @@ except Exception as err:
     report = {"type": type(err).__name__, "disk_full": isinstance(err, DiskFullError), "errno": err.errno
               if isinstance(err, OSError) else None, "message": str(err)}
 print("REPORT " + json.dumps(report), flush=True)
-os._exit(0)  # past HDF5's crash at exit after a failed close (h5py issue 914)
+os._exit(0)  # past HDF5's crash at exit after a failed close (https://github.com/h5py/h5py/issues/914)
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
            "PYTHONDONTWRITEBYTECODE": "1"}

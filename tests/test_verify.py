@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import make_chunk, train_small_runs, write_chunks
+from fakes import train_small_runs
 
 from ta2d.checksums import CHECKSUM_KEY, NETCDF_ATTR, named_tensors
 from ta2d.chunks.contract import ChunkError, save_tensors
 from ta2d.chunks.loader import ChunkBatches, _field_offsets
+from ta2d.demo.synthetic import make_chunk, write_chunks
 from ta2d.grid import Domain, domain_lonlat
 from ta2d.ingest.scene import SlotData, write_scene
 from ta2d.maps.archive import day_dataset, day_slot_times, write_day

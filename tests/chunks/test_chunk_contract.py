@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from fakes import flip_byte_in_tensor, make_chunk, write_chunks
+from fakes import flip_byte_in_tensor
 
 from ta2d.chunks.contract import (
     CHECKSUM_KEY,
@@ -22,6 +22,7 @@ from ta2d.chunks.contract import (
 from ta2d.chunks.loader import ChunkBatches
 from ta2d.chunks.stats import compute_stats
 from ta2d.cli import main as cli
+from ta2d.demo.synthetic import make_chunk, write_chunks
 from ta2d.plan import chunk_name, parse_chunk_name
 
 

@@ -132,11 +132,10 @@ def test_float16_chunk_holds_the_rounded_float32_patches(scene_and_static, tmp_p
 def test_a_chunk_whose_rows_are_all_rejected_has_zero_rows_and_is_skipped(scene_and_static, tmp_path):
     """A planned chunk with no usable row is a valid file with N = 0: the loader, the statistics and the
     predictions read past it."""
-    from fakes import write_chunks
-
     from ta2d.chunks.contract import open_chunk
     from ta2d.chunks.loader import ChunkBatches
     from ta2d.chunks.stats import write_stats
+    from ta2d.demo.synthetic import write_chunks
     from ta2d.models import load_model
     from ta2d.training import train_run
     from ta2d.training.inference import predict_chunks

@@ -15,17 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import tiny_config
+from fakes import make_tiny_demo
 
 from ta2d.channels import ALL_CHANNELS, CHANNELS
-from ta2d.demo import generate_demo
 from ta2d.demo.l1b_writer import encode_counts
 from ta2d.demo.static import Window, static_fields
 from ta2d.demo.truth import TruthModel
 from ta2d.grid import Domain, lonlat_to_linecol
 
 J2000 = dt.datetime(2000, 1, 1, 12, tzinfo=dt.UTC)
-# Effective wavenumbers (cm-1) from shared/notes/gk2a_data.md section 2, typed in independently.
+# Effective wavenumbers (cm-1) from docs/gk2a-format.md#the-16-channels, typed in independently.
 WAVENUMBER = {
     "sw038": 2612.677,
     "wv063": 1617.609,
@@ -362,8 +361,7 @@ def test_every_planted_defect_is_present(demo):
 
 
 def test_generation_is_deterministic(demo, tmp_path):
-    config = tiny_config(tmp_path, demo={"workers": 1})  # the session's demo was written by several
-    generate_demo(config, progress=False)
+    config = make_tiny_demo(tmp_path, demo={"workers": 1})["config"]  # the session's demo was written by several
     for key in ("labels", "stations"):
         assert (
             Path(config["inputs"][key]["path"]).read_bytes()

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from chunk_factory import make_chunk, write_chunks
-from fakes import SMALL_RUNS, train_small_runs
+from fakes import SMALL_RUNS
 
+from ta2d.demo.synthetic import make_chunk, write_chunks
 from ta2d.evaluation.evaluate import OUTPUTS, evaluate_runs
 from ta2d.evaluation.metrics import floor_rmse, metrics
 from ta2d.evaluation.samples import common_samples
@@ -22,13 +22,10 @@ RUNS = SMALL_RUNS
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Three runs trained on synthetic chunks, and two synthetic test chunks."""
-    d = tmp_path_factory.mktemp("eval")
-    train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
-    test = write_chunks(d / "patch_pt", "test", 2, 80, seed=3)
-    ckpts = train_small_runs(d, train)
-    return {"dir": d, "train": train, "test": test, "ckpts": ckpts}
+def trained(small_runs, tmp_path_factory):
+    """The session's three small runs (conftest.py: {"dir", "train", "ckpts"}) and two synthetic test chunks."""
+    test = write_chunks(tmp_path_factory.mktemp("eval") / "patch_pt", "test", 2, 80, seed=3)
+    return {**small_runs, "test": test}
 
 
 # --- metrics ------------------------------------------------------------------------------------------

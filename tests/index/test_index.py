@@ -45,7 +45,7 @@ def test_navigation_matches_proj(res_km):
 
 
 def test_navigation_reference_points_and_space():
-    # shared/notes/gk2a_data.md 3.4 (checked there against PROJ)
+    # docs/gk2a-format.md#korea-on-the-2-km-grid (checked there against PROJ)
     line, col = lonlat_to_linecol([126.978, 126.53], [37.5665, 33.51])
     np.testing.assert_allclose(line, [895.88, 1058.59], atol=0.01)
     np.testing.assert_allclose(col, [2698.54, 2675.31], atol=0.01)

@@ -66,7 +66,7 @@ def meta_csv(tmp_path):
 
 
 def assert_accounted(labels, rejects, n_rows):
-    """DESIGN 'Rejects' invariant: every data row is a label or a reject, exactly once."""
+    """The rejects invariant: every data row is a label or a reject, exactly once."""
     assert len(labels) + len(rejects) == n_rows
     assert sorted([*labels["row"], *rejects["row"]]) == list(range(1, n_rows + 1))
 

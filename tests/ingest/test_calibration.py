@@ -1,4 +1,4 @@
-"""Calibration against the worked numbers of shared/notes/gk2a_data.md 1.3 and a straight-line oracle."""
+"""Calibration against the worked numbers of docs/gk2a-format.md#worked-numbers and a straight-line oracle."""
 
 import math
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
+from fakes import tiny_config
 
 from ta2d.channels import ALL_CHANNELS, l1b_filename
 from ta2d.cli import main

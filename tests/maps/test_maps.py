@@ -5,14 +5,12 @@ evaluation, a year-like archive through open_mfdataset, the plots and the plan h
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from chunk_factory import write_chunks
 from fakes import SMALL_RUNS, chunk_from_manifest, train_small_runs
 from PIL import Image
 
@@ -64,12 +62,11 @@ NAN_PIXEL = (910, 2715)  # flagged in the 03:00 slot: its 9x9 neighbourhood gets
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Three runs trained on synthetic chunks (the chunk contract of tests/fakes.py)."""
-    d = tmp_path_factory.mktemp("maps_runs")
-    train = write_chunks(d / "patch_pt", "train", 2, 120, seed=1)
-    ckpts = train_small_runs(d, train, MAP_RUNS)
-    return ckpts
+def trained(small_runs, tmp_path_factory):
+    """Every run of MAP_RUNS trained on the same synthetic chunks: {run: best.pt}. The session's SMALL_RUNS
+    (conftest.py: small_runs) and the other runs, trained here."""
+    more = {run: cfg for run, cfg in MAP_RUNS.items() if run not in small_runs["ckpts"]}
+    return {**small_runs["ckpts"], **train_small_runs(tmp_path_factory.mktemp("maps_runs"), small_runs["train"], more)}
 
 
 def fake_metrics(path, runs) -> str:
@@ -82,10 +79,10 @@ def fake_metrics(path, runs) -> str:
 
 
 @pytest.fixture(scope="module")
-def model_files(trained, tmp_path_factory):
+def model_files(trained, small_runs, tmp_path_factory):
     """A model file (results/models/{run}.pt) of every trained run."""
     d = tmp_path_factory.mktemp("model_files")
-    train = sorted((Path(trained["cnn"]).parents[2] / "patch_pt").glob("train_*.pt"))
+    train = small_runs["train"]
     metrics = fake_metrics(d / "metrics.csv", list(trained))
     period = {"start": "2024-04-01", "end": "2024-04-02"}
     for run, ck in trained.items():

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from chunk_factory import I_IR105, compute_stats, make_chunk
-from fakes import chunk_from_manifest
+from fakes import chunk_from_manifest, compute_stats
 
 from ta2d.channels import X_CHANNELS
+from ta2d.demo.synthetic import I_IR105, make_chunk
 from ta2d.grid import Domain
 from ta2d.ingest.scene import SlotData, read_scene, write_scene
 from ta2d.maps.archive import day_slot_times, map_day

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from chunk_factory import write_chunks
 from fakes import train_small_runs
 
 from ta2d.channels import X_CHANNELS
+from ta2d.demo.synthetic import write_chunks
 from ta2d.models import load_model
 from ta2d.models.model_file import (
     FORMAT_VERSION,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from chunk_factory import compute_stats, make_chunk, write_chunks
+from fakes import compute_stats
 
 from ta2d.chunks.loader import ChunkBatches, make_loader, open_chunk
+from ta2d.demo.synthetic import make_chunk, write_chunks
 from ta2d.models import ClayTransfer, Normalizer, build_model
 from ta2d.models.ridge import RidgeModel, ridge_features, solve_ridge
 from ta2d.models.ta_model import N_SIDE, N_SPECTRAL

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakes import read_metrics, training_data
+from fakes import read_metrics
 
 from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches
 from ta2d.models import load_model
@@ -28,15 +28,10 @@ CFG = {"model": "cnn", "cnn_channels": [8, 16], "head_hidden": 32, "batch_size":
        "seed": 7, "device": "cpu", "patience": 0}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return training_data(tmp_path_factory)
-
-
 @pytest.mark.parametrize("world", [2, 3])
-def test_rank_shares_partition_every_batch(data, world):
+def test_rank_shares_partition_every_batch(training_chunks, world):
     """The ranks' shares are contiguous slices of each batch's plan, together exactly the batch."""
-    train, _, _ = data
+    train, _, _ = training_chunks
     fields = (*CHUNK_FIELDS, "time")
     b = ChunkBatches(train, 64, fields, shuffle_files=True, shuffle_within_file=True, mix_files=0, seed=3)
     ranks = [RankBatches(b, r, world) for r in range(world)]
@@ -65,10 +60,10 @@ def test_rank_shares_partition_every_batch(data, world):
     assert len(next(iter(RankBatches(tiny, 0, 200, pad_empty=True)))["y"]) == 1
 
 
-def test_two_processes_equal_one_and_resume_after_a_kill(data, tmp_path, monkeypatch):
+def test_two_processes_equal_one_and_resume_after_a_kill(training_chunks, tmp_path, monkeypatch):
     """gpus: 2 on the CPU (gloo) has the per-epoch losses of one process with the same global batch; rank 0
     alone logs and writes; a run killed after epoch 2 resumes under DDP and ends where the 1-process run does."""
-    train, val, stats = data
+    train, val, stats = training_chunks
     quiet = dict(progress=False, log=lambda s: None)
     ref = tmp_path / "one"
     train_run(CFG, train, val, stats, ref, **quiet)
@@ -133,10 +128,10 @@ def test_bench_gpu_runs_on_the_cpu_in_seconds(capsys):
     assert "samples/s" in out and "frozen" in out and "finetune" in out
 
 
-def test_a_frozen_clay_run_with_the_head_basis_trains_alike_on_two_processes(data, tmp_path):
+def test_a_frozen_clay_run_with_the_head_basis_trains_alike_on_two_processes(training_chunks, tmp_path):
     """head_decorrelate under DDP: every rank fits the head basis from the same embedding files (rank 0 embeds
     them first), so two processes end with rank 0's basis and the losses of one process."""
-    train, val, stats = data
+    train, val, stats = training_chunks
     cfg = {"model": "clay_transfer", "preset": "tiny", "head_hidden": 32, "batch_size": 64, "lr": 3e-3,
            "epochs": 2, "seed": 5, "device": "cpu", "patience": 0, "head_decorrelate": True}
     quiet = dict(progress=False, log=lambda s: None)

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from fakes import training_data
+from fakes import Killed, kill_after, rerun_killed, training_data
 
 from ta2d.config import ConfigError, validate_config
 from ta2d.models import PRESETS, build_model, load_model
@@ -17,10 +17,6 @@ from ta2d.training import make_scheduler, param_groups, predict_chunks, resolve_
 
 FAST = {"preset": "tiny", "batch_size": 64, "lr": 3e-3, "head_hidden": 64, "seed": 7}
 DEPTH = PRESETS["tiny"]["depth"]
-
-
-class Killed(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -101,16 +97,9 @@ def test_last_k_trains_only_the_last_blocks_and_resumes(data, tmp_path):
     with pytest.raises(ValueError, match="only the trainable encoder weights.*best.pt"):
         load_model(a / "current.pt")
 
-    def kill_after_1(epoch, row):
-        if epoch == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        train_run(cfg, train, val, stats, b, progress=False, log=quiet, on_epoch_end=kill_after_1)
-    (b / "best.pt").unlink()  # Snakemake removes a job's declared outputs before a rerun
-    (b / "metrics.csv").unlink()
-    logs = []
-    res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
+        train_run(cfg, train, val, stats, b, progress=False, log=quiet, on_epoch_end=kill_after(1))
+    res, logs = rerun_killed(cfg, train, val, stats, b)
     assert res["resumed_from"] == 1 and any("resuming" in s and "epoch 2" in s for s in logs)
     assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
     assert_same_weights(a, b)
@@ -222,19 +211,12 @@ def test_full_finetune_resume_equals_uninterrupted_run(data, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     train_run(cfg, train, val, stats, a, progress=False, log=quiet)
 
-    def kill_after_2(epoch, row):
-        if epoch == 2:
-            raise Killed
-
     with pytest.raises(Killed):
-        train_run(cfg, train, val, stats, b, progress=False, log=quiet, on_epoch_end=kill_after_2)
+        train_run(cfg, train, val, stats, b, progress=False, log=quiet, on_epoch_end=kill_after(2))
     cur = torch.load(b / "current.pt", weights_only=True)
     assert "encoder_fingerprint" not in cur  # nothing is frozen: the whole model is in current.pt
     assert cur["model"].keys() == torch.load(b / "best.pt", weights_only=True)["model"].keys()
-    (b / "best.pt").unlink()
-    (b / "metrics.csv").unlink()
-    logs = []
-    res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
+    res, logs = rerun_killed(cfg, train, val, stats, b)
     assert res["resumed_from"] == 2 and any("resuming" in s and "epoch 3" in s for s in logs)
     assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
     assert_same_weights(a, b)

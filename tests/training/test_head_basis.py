@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fakes import training_data
 
 from ta2d.chunks.contract import open_chunk
 from ta2d.models import load_model
@@ -46,13 +45,8 @@ def test_principal_axes_match_the_svd_of_the_centred_rows():
     assert np.all(b[np.abs(b).argmax(axis=0), np.arange(b.shape[1])] > 0)  # the sign convention
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return training_data(tmp_path_factory)
-
-
-def test_a_frozen_run_stores_the_axes_of_its_cached_train_embeddings(data, tmp_path):
-    train, val, stats = data
+def test_a_frozen_run_stores_the_axes_of_its_cached_train_embeddings(training_chunks, tmp_path):
+    train, val, stats = training_chunks
     cfg = {"preset": "tiny", "batch_size": 64, "head_hidden": 32, "epochs": 2, "seed": 3, "head_decorrelate": True}
     train_run(cfg, train, val, stats, tmp_path / "run", progress=False, log=lambda s: None)
     model = load_model(tmp_path / "run/best.pt")

@@ -11,6 +11,7 @@ import pytest
 import torch
 import xarray as xr
 import yaml
+from fakes import Killed, kill_after
 
 from ta2d.chunks.contract import CHECKSUM_KEY
 from ta2d.chunks.unlabeled import UNLABELED_KEYS, build_unlabeled_chunk
@@ -233,10 +234,6 @@ def test_ema_update_is_exact():
     assert not any(p.requires_grad for p in mae.teacher.parameters())
 
 
-class Killed(Exception):
-    pass
-
-
 def test_tiny_run_lowers_the_loss_and_round_trips_strictly(tiles, tmp_path):
     path, _ = tiles
     out = tmp_path / "run"
@@ -270,12 +267,8 @@ def test_resume_after_a_kill_continues_to_the_same_weights(tiles, tmp_path):
     cfg = {**TINY, "epochs": 3, "batch_size": 64}
     pretrain_run(cfg, [path], STATS, tmp_path / "a", progress=False, log=lambda s: None)
 
-    def kill_after_1(epoch, row):
-        if epoch == 1:
-            raise Killed
-
     with pytest.raises(Killed):
-        pretrain_run(cfg, [path], STATS, tmp_path / "b", progress=False, log=lambda s: None, on_epoch_end=kill_after_1)
+        pretrain_run(cfg, [path], STATS, tmp_path / "b", progress=False, log=lambda s: None, on_epoch_end=kill_after(1))
     assert not (tmp_path / "b" / "encoder.ckpt").exists()
     logs = []
     res = pretrain_run(cfg, [path], STATS, tmp_path / "b", progress=False, log=logs.append)
@@ -352,7 +345,9 @@ def test_too_few_tokens_are_refused(tiles, tmp_path, scene_static):
 
 
 def base_config(**extra):
-    from conftest import REPO, deep_update
+    from conftest import REPO
+
+    from ta2d.config import deep_merge as deep_update
 
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     return deep_update(config, extra)

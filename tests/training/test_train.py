@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fakes import read_metrics, training_data
+from fakes import Killed, kill_after, read_metrics, rerun_killed
 
 from ta2d.chunks.contract import save_tensors
 from ta2d.models import load_model
@@ -15,17 +15,8 @@ from ta2d.training import METRIC_COLUMNS, predict_chunks, train_run
 FAST = {"preset": "tiny", "batch_size": 64, "lr": 3e-3, "head_hidden": 64, "seed": 7}
 
 
-class Killed(Exception):
-    pass
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return training_data(tmp_path_factory)
-
-
-def test_clay_frozen_run_lowers_the_loss_and_writes_outputs(data, tmp_path):
-    train, val, stats = data
+def test_clay_frozen_run_lowers_the_loss_and_writes_outputs(training_chunks, tmp_path):
+    train, val, stats = training_chunks
     out = tmp_path / "run"
     res = train_run({**FAST, "epochs": 4}, train, val, stats, out, progress=False, log=lambda s: None)
     rows = read_metrics(out / "metrics.csv")
@@ -56,14 +47,10 @@ def test_clay_frozen_run_lowers_the_loss_and_writes_outputs(data, tmp_path):
     assert rmse == pytest.approx(float(rows[int(best["epoch"]) - 1]["val_rmse_k"]), rel=1e-3)
 
 
-def test_resume_equals_uninterrupted_run(data, tmp_path):
-    train, val, stats = data
+def test_resume_equals_uninterrupted_run(training_chunks, tmp_path):
+    train, val, stats = training_chunks
     cfg = {**FAST, "epochs": 3, "model": "cnn", "cnn_channels": [8, 16]}
     train_run(cfg, train, val, stats, tmp_path / "a", progress=False, log=lambda s: None)
-
-    def kill_after_2(epoch, row):
-        if epoch == 2:
-            raise Killed
 
     with pytest.raises(Killed):
         train_run(
@@ -74,13 +61,10 @@ def test_resume_equals_uninterrupted_run(data, tmp_path):
             tmp_path / "b",
             progress=False,
             log=lambda s: None,
-            on_epoch_end=kill_after_2,
+            on_epoch_end=kill_after(2),
         )
     assert len(read_metrics(tmp_path / "b" / "metrics.csv")) == 2
-    (tmp_path / "b" / "best.pt").unlink()  # Snakemake removes a job's declared outputs before a rerun
-    (tmp_path / "b" / "metrics.csv").unlink()
-    logs = []
-    res = train_run(cfg, train, val, stats, tmp_path / "b", progress=False, log=logs.append)
+    res, logs = rerun_killed(cfg, train, val, stats, tmp_path / "b")
     assert res["resumed_from"] == 2 and any("resuming" in s and "epoch 3" in s for s in logs)
     ra, rb = read_metrics(tmp_path / "a" / "metrics.csv"), read_metrics(tmp_path / "b" / "metrics.csv")
     strip = (
@@ -108,20 +92,16 @@ def _weights_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_frozen_encoder_current_pt_holds_the_head_only_and_resumes(data, tmp_path):
+def test_frozen_encoder_current_pt_holds_the_head_only_and_resumes(training_chunks, tmp_path):
     """current.pt of a frozen-encoder run leaves the encoder out (rebuilt from the run config on resume,
     checked by its fingerprint); best.pt stays self-contained; kill + resume equals an uninterrupted run."""
-    train, val, stats = data
+    train, val, stats = training_chunks
     cfg = {**FAST, "epochs": 3, "patience": 0}
     train_run(cfg, train, val, stats, tmp_path / "a", progress=False, log=lambda s: None)
 
-    def kill_after_1(epoch, row):
-        if epoch == 1:
-            raise Killed
-
     b = tmp_path / "b"
     with pytest.raises(Killed):
-        train_run(cfg, train, val, stats, b, progress=False, log=lambda s: None, on_epoch_end=kill_after_1)
+        train_run(cfg, train, val, stats, b, progress=False, log=lambda s: None, on_epoch_end=kill_after(1))
     cur, best = torch.load(b / "current.pt", weights_only=True), torch.load(b / "best.pt", weights_only=True)
     assert not [k for k in cur["model"] if k.startswith("encoder.")]
     assert [k for k in best["model"] if k.startswith("encoder.")]
@@ -132,10 +112,7 @@ def test_frozen_encoder_current_pt_holds_the_head_only_and_resumes(data, tmp_pat
     with pytest.raises(ValueError, match="no encoder weights.*best.pt"):
         load_model(b / "current.pt")
 
-    (b / "best.pt").unlink()  # Snakemake removes a job's declared outputs before a rerun
-    (b / "metrics.csv").unlink()
-    logs = []
-    res = train_run(cfg, train, val, stats, b, progress=False, log=logs.append)
+    res, logs = rerun_killed(cfg, train, val, stats, b)
     assert res["resumed_from"] == 1 and any("resuming" in s and "epoch 2" in s for s in logs)
     strip = [
         [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(d / "metrics.csv")]
@@ -159,23 +136,19 @@ def test_frozen_encoder_current_pt_holds_the_head_only_and_resumes(data, tmp_pat
     assert any("frozen encoder" in s and "differs" in s and "from scratch" in s for s in logs)
 
 
-def test_frozen_run_restarts_when_the_encoder_checkpoint_changes(data, tmp_path):
+def test_frozen_run_restarts_when_the_encoder_checkpoint_changes(training_chunks, tmp_path):
     """clay_ckpt_path is part of the run config, its content is not: the encoder fingerprint catches it."""
     from ta2d.models import ClayEncoder
 
-    train, val, stats = data
+    train, val, stats = training_chunks
     enc = tmp_path / "enc.pt"
     torch.manual_seed(1)
     torch.save(ClayEncoder.from_preset("tiny").state_dict(), enc)
     cfg = {**FAST, "epochs": 2, "clay_ckpt_path": str(enc)}
 
-    def kill_after_1(epoch, row):
-        if epoch == 1:
-            raise Killed
-
     out = tmp_path / "run"
     with pytest.raises(Killed):
-        train_run(cfg, train[:1], val[:1], stats, out, progress=False, log=lambda s: None, on_epoch_end=kill_after_1)
+        train_run(cfg, train[:1], val[:1], stats, out, progress=False, log=lambda s: None, on_epoch_end=kill_after(1))
     torch.manual_seed(2)
     torch.save(ClayEncoder.from_preset("tiny").state_dict(), enc)  # same path, other weights
     logs = []
@@ -187,8 +160,8 @@ def test_frozen_run_restarts_when_the_encoder_checkpoint_changes(data, tmp_path)
                           {f"encoder.{k}": v for k, v in torch.load(enc, weights_only=True).items()})
 
 
-def test_changed_data_restarts_from_scratch(data, tmp_path):
-    train, val, stats = data
+def test_changed_data_restarts_from_scratch(training_chunks, tmp_path):
+    train, val, stats = training_chunks
     cfg = {**FAST, "epochs": 1, "model": "cnn", "cnn_channels": [8]}
     train_run(cfg, train, val, stats, tmp_path, progress=True, log=lambda s: None)  # tqdm bars on
     logs = []
@@ -202,8 +175,8 @@ def test_changed_data_restarts_from_scratch(data, tmp_path):
     assert any("run config changed (lr)" in s for s in logs)
 
 
-def test_ridge_baseline_through_the_same_code(data, tmp_path):
-    train, val, stats = data
+def test_ridge_baseline_through_the_same_code(training_chunks, tmp_path):
+    train, val, stats = training_chunks
     train_run(
         {"model": "ridge", "ridge_alpha": 0.1},
         train,
@@ -277,8 +250,8 @@ def test_schedules_warm_up_and_decay_per_batch(kind):
         assert lrs[0] == peak
 
 
-def test_early_stopping_ends_the_run_and_best_pt_keeps_the_best_epoch(data, tmp_path):
-    train, val, stats = data
+def test_early_stopping_ends_the_run_and_best_pt_keeps_the_best_epoch(training_chunks, tmp_path):
+    train, val, stats = training_chunks
     out = tmp_path / "run"
     # validation labels that are pure noise: the validation MSE stops improving after a few epochs
     noisy_val = []
@@ -302,9 +275,9 @@ def test_early_stopping_ends_the_run_and_best_pt_keeps_the_best_epoch(data, tmp_
     assert res["epochs"] == len(rows)
 
 
-def test_gradient_clipping_bounds_the_update(data, tmp_path):
+def test_gradient_clipping_bounds_the_update(training_chunks, tmp_path):
     """With SGD-like steps bounded by the clip, the first step's weight change is at most lr * clip."""
-    train, val, stats = data
+    train, val, stats = training_chunks
     seen = {}
 
     def grab(epoch, row):
@@ -323,12 +296,12 @@ def test_gradient_clipping_bounds_the_update(data, tmp_path):
     assert va < 1e-6 < vb
 
 
-def test_dropped_feature_groups_carry_no_information(data):
+def test_dropped_feature_groups_carry_no_information(training_chunks):
     """A run that drops a group gives the same prediction whatever that group's values are."""
     from ta2d.models import build_model
     from ta2d.training import load_stats, resolve_run_config
 
-    train, _, stats = data
+    train, _, stats = training_chunks
     d = torch.load(train[0], weights_only=True)
     batch = {k: d[k][:16] for k in ("x", "time7", "loc", "landcover_onehot", "elev")}
     changed = dict(batch)
@@ -364,12 +337,12 @@ def test_inference_side_never_imports_the_training_loop():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_head_alone_needs_no_embeddings(data, tmp_path):
+def test_the_head_alone_needs_no_embeddings(training_chunks, tmp_path):
     """drop_features [embedding]: no embedding files (train_run) and no embed_chunk jobs (the same rule)."""
     from ta2d.config import uses_embedding_cache
     from ta2d.training import resolve_run_config
 
-    train, val, stats = data
+    train, val, stats = training_chunks
     cfg = {**FAST, "epochs": 1, "drop_features": ["embedding"]}
     res = train_run(cfg, train[:1], val[:1], stats, tmp_path, progress=False, log=lambda s: None)
     assert res["epochs"] == 1 and not (tmp_path / "embed").exists()

@@ -8,9 +8,10 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, deep_update
+from conftest import REPO
 
 from ta2d.config import ConfigError, validate_config
+from ta2d.config import deep_merge as deep_update
 
 # --- config ----------------------------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from bad_inputs import (
     move_station,
     truncate,
 )
-from conftest import REPO, make_workdir, run_snakemake
+from conftest import REPO, run_snakemake
 
 from ta2d.chunks.contract import open_chunk
+from ta2d.demo.synthetic import make_workdir
 
 # --- through the real Snakefile ----------------------------------------------------------------------------
 

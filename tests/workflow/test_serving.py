@@ -21,7 +21,9 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from conftest import REPO, SNAKEMAKE, dry_run, make_workdir, run_snakemake
+from conftest import REPO, SNAKEMAKE, dry_run, run_snakemake
+
+from ta2d.demo.synthetic import make_workdir
 
 pytestmark = pytest.mark.slow
 TRAINING_RULES = {"build_index", "build_patch_chunk", "stats", "summary", "embed_chunk", "train",
@@ -208,7 +210,7 @@ def test_near_real_time_slots_rerun_only_their_own_jobs(demo_run, four_days, tmp
                                   want.sort_values(["time", "stn"]).reset_index(drop=True))
 
 
-# README "Near-real-time": the cron command. A second invocation while one runs exits at once with 0.
+# docs/maps.md#near-real-time: the cron command. A second invocation while one runs exits at once with 0.
 NRT_COMMAND = ("flock", "--nonblock", "--conflict-exit-code", "0", ".nrt.lock", SNAKEMAKE, "maps", "--cores", "2",
                "--configfile", "config/test/tiny.yaml")
 

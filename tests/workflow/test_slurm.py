@@ -1,4 +1,4 @@
-"""The real Snakefile on a real SLURM cluster, through profiles/slurm (README "Running on a SLURM cluster").
+"""The real Snakefile on a real SLURM cluster, through profiles/slurm (docs/slurm.md).
 
 A single-node SLURM 22.05 cluster is started with ta2d's own script
 (tools/local-slurm/start.sh: Debian packages, private munge, all state in a sandbox) and
@@ -143,7 +143,7 @@ def test_failed_chunk_reruns_alone_after_fix(first_run, scenario):
 def test_training_preempted_by_slurm_resumes_to_the_metrics_of_an_uninterrupted_run(scenario):
     """The scheduler cancels a train job mid-epoch (SIGTERM, then SIGKILL: preemption or a time limit); the
     profile's retry resumes it from current.pt and it ends with exactly the uninterrupted run's metrics and
-    weights (CPU, fixed seeds). README "Running on a SLURM cluster" documents the settings."""
+    weights (CPU, fixed seeds). docs/slurm.md documents the settings."""
     record = scenario.get("preemption")
     assert record, "step 4 (preemption) did not run: an earlier step of the scenario failed"
     reference, preempted = record["reference"], record["preempted"]

@@ -20,7 +20,9 @@ import pytest
 import torch
 import xarray as xr
 import yaml
-from conftest import REPO, dry_run, make_workdir, run_snakemake
+from conftest import REPO, dry_run, run_snakemake
+
+from ta2d.demo.synthetic import make_workdir
 
 pytestmark = pytest.mark.slow
 CHECK_CHUNKS = REPO.parent / "shared" / "tools" / "check_chunks.py"
