@@ -16,7 +16,7 @@ from torch import nn
 
 from ta2d.config import encoder_from_path
 
-from .clay import PRESETS, ClayCheckpointError, ClayEncoder, load_clay_checkpoint
+from .clay import PRESETS, ClayCheckpointError, ClayEncoder, clay_encoder, load_clay_checkpoint
 from .gbt import GBTModel
 from .hand_features import hand_features
 from .ridge import RidgeModel
@@ -50,6 +50,7 @@ __all__ = [
     "PatchCNN",
     "RidgeModel",
     "build_model",
+    "clay_encoder",
     "default_waves",
     "hand_features",
     "load_clay_checkpoint",
@@ -85,21 +86,9 @@ def _build(cfg: Mapping, stats: Mapping, load_weights: bool) -> nn.Module:
                         padding=cfg.get("cnn_padding", "same"))
     if kind != "clay_transfer":
         raise ValueError(f"unknown model {kind!r}; choose one of {MODEL_KINDS}")
-    ckpt = cfg.get("clay_ckpt_path")
-    if cfg.get("encoder_from"):
-        if ckpt:
-            raise ValueError("run config: set encoder_from or clay_ckpt_path, not both")
-        ckpt = encoder_from_path(cfg["encoder_from"])
-    if ckpt or not load_weights:
-        with torch.device("meta"):
-            encoder = ClayEncoder.from_preset(cfg["preset"])
-        if ckpt and load_weights:
-            load_clay_checkpoint(encoder, ckpt)
-            encoder.float()
-        else:
-            encoder.to_empty(device="cpu")
-    else:
-        encoder = ClayEncoder.from_preset(cfg["preset"])
+    # resolved run configs never set both (ta2d.config.run_problems)
+    ckpt = encoder_from_path(cfg["encoder_from"]) if cfg.get("encoder_from") else cfg.get("clay_ckpt_path")
+    encoder = clay_encoder(cfg["preset"], ckpt or None, load_weights=load_weights)
     return ClayTransfer(
         norm,
         preset=cfg["preset"],

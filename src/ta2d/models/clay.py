@@ -242,6 +242,21 @@ def check_encoder_state(
     raise ClayCheckpointError("; ".join(parts) + "." + hint)
 
 
+def clay_encoder(preset: str, ckpt: str | Path | None = None, *, load_weights: bool = True) -> ClayEncoder:
+    """The encoder of a preset: with ``ckpt`` its weights (built on the meta device, then loaded strictly, so no
+    time goes into an initialisation that is overwritten); without one the preset's random initialisation
+    (seeded by the caller). ``load_weights=False``: uninitialised memory, for a caller that restores every
+    weight itself (a model file)."""
+    if ckpt is None and load_weights:
+        return ClayEncoder.from_preset(preset)
+    with torch.device("meta"):
+        encoder = ClayEncoder.from_preset(preset)
+    if not load_weights:
+        return encoder.to_empty(device="cpu")
+    load_clay_checkpoint(encoder, ckpt)
+    return encoder.float()
+
+
 def load_clay_checkpoint(encoder: ClayEncoder, path: str | Path, prefix: str = CKPT_PREFIX) -> ClayEncoder:
     """Load the ``model.encoder.`` slice of a Clay checkpoint strictly (shapes and names checked first)."""
     try:

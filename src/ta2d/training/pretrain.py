@@ -33,7 +33,7 @@ from ta2d.atomic import atomic_torch_save, ensure_dir
 from ta2d.channels import ALL_CHANNELS
 from ta2d.chunks.loader import open_chunk
 from ta2d.config import resolve_run, run_defaults
-from ta2d.models import ClayEncoder, Normalizer, default_waves, load_clay_checkpoint
+from ta2d.models import Normalizer, clay_encoder, default_waves
 from ta2d.models.clay import clay_time_latlon
 from ta2d.models.mae import ClayDecoder, ClayMAE, load_clay_teacher, load_state_slice
 from ta2d.models.ta_model import N_SPECTRAL, clay_grid_gsd, clay_grid_side, to_clay_grid
@@ -101,13 +101,7 @@ def build_mae(cfg: Mapping, load_weights: bool = True) -> ClayMAE:
     """
     torch.manual_seed(int(cfg["seed"]))
     ckpt_path = cfg["clay_ckpt_path"]
-    if ckpt_path and load_weights:
-        with torch.device("meta"):
-            encoder = ClayEncoder.from_preset(cfg["preset"])
-        load_clay_checkpoint(encoder, ckpt_path)
-        encoder.float()
-    else:
-        encoder = ClayEncoder.from_preset(cfg["preset"])
+    encoder = clay_encoder(cfg["preset"], ckpt_path or None, load_weights=load_weights)
     decoder = ClayDecoder.from_preset(cfg["preset"], encoder.dim)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True) if ckpt_path else {}
     if ckpt and load_weights:
