@@ -137,6 +137,7 @@ def demo_part(root: Path, demo: Path, n: int) -> None:
         demo_cfg["inputs"][key]["dir"] = str(demo / demo_cfg["inputs"][key]["dir"])
     for key in ("labels", "stations", "static"):
         demo_cfg["inputs"][key]["path"] = str(demo / demo_cfg["inputs"][key]["path"])
+    demo_cfg["inputs"]["background"] = None  # the maps do not use it
     last = pd.Timestamp(demo_cfg["period"]["end"]) + pd.Timedelta(days=demo_cfg["demo"]["unlabelled_days"])
     day = f"{last + pd.Timedelta(days=1):%Y-%m-%d}"
     work = make_workdir(root / "wf")

@@ -49,6 +49,9 @@ def tiny_config(root: Path, **overrides) -> dict:
     inputs["l1b"]["dir"] = str(root / inputs["l1b"]["dir"])
     for key in ("labels", "stations", "static"):
         inputs[key]["path"] = str(root / inputs[key]["path"])
+    if inputs.get("background"):
+        inputs["background"] = {**inputs["background"], "t2m": str(root / inputs["background"]["t2m"]),
+                                "orography": str(root / inputs["background"]["orography"])}
     config["demo"]["out_dir"] = str(root / config["demo"]["out_dir"])
     return validate_config(config)
 

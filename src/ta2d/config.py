@@ -298,10 +298,24 @@ def _check_semantics(config: dict, source: str, check_files: bool) -> None:
             if not Path(path).is_file():
                 why = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
                 problems.append(f"key inputs.{key}.path: file {path} {why}")
+        problems += _background_file_problems(config["inputs"].get("background"))
         if config["inputs"]["kind"] == "l1b" and not Path(config["inputs"]["l1b"]["dir"]).is_dir():
             problems.append(f"key inputs.l1b.dir: folder {config['inputs']['l1b']['dir']} does not exist")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
+
+
+def _background_file_problems(background: Mapping | None) -> list[str]:
+    if background is None:
+        return []
+    problems = []
+    t2m = background["t2m"]
+    for pattern in [t2m] if isinstance(t2m, str) else t2m:
+        if not any(Path(p).is_file() for p in glob.iglob(pattern)):
+            problems.append(f"key inputs.background.t2m: {pattern} matches no file")
+    if not Path(background["orography"]).is_file():
+        problems.append(f"key inputs.background.orography: file {background['orography']} does not exist")
+    return problems
 
 
 def map_models(config: Mapping) -> list[str]:

@@ -371,3 +371,58 @@ def test_generation_is_deterministic(demo, tmp_path):
     for ch in ("ir105", "vi006"):
         with h5py.File(_path(config, slot, ch)) as a, h5py.File(_path(demo["config"], slot, ch)) as b:
             assert np.array_equal(a["image_pixel_values"][...], b["image_pixel_values"][...])
+
+
+# --- the reanalysis background (ta2d.demo.reanalysis) ------------------------------------------------------
+
+
+def test_reanalysis_cells_are_the_mean_land_truth_lagged_by_the_configured_hours(demo):
+    """With no error and no elevation bias a cell is the plain mean of the truth TA over its land pixels (computed
+    here cell by cell), an hour late; cells under half land are missing, as ERA5-Land's sea."""
+    from ta2d.demo import _world
+    from ta2d.demo.reanalysis import ReanalysisSettings, reanalysis_fields
+
+    _, _, static, model, *_ = _world(demo["config"])
+    hours = _slots(demo["config"])[5:7]
+    settings = ReanalysisSettings(error_k=0.0, elevation_bias_k_per_km=0.0, lag_hours=1)
+    grid, t2m, orography = reanalysis_fields(model, static, hours, settings, seed=0)
+    truth = model.air_temperature((hours[0] - pd.Timedelta(hours=1)).timestamp(), static)
+    # ERA5-Land's cells: 0.1 degree, edges on multiples of 0.1 degree
+    cell_i = np.floor((static.lat - np.floor(static.lat.min() * 10) / 10) * 10).astype(int)
+    cell_j = np.floor((static.lon - np.floor(static.lon.min() * 10) / 10) * 10).astype(int)
+    assert np.allclose(grid.lat[:2], np.floor(static.lat.min() * 10) / 10 + [0.05, 0.15])
+    checked = 0
+    for i in range(len(grid.lat)):
+        for j in range(len(grid.lon)):
+            in_cell = (np.clip(cell_i, 0, len(grid.lat) - 1) == i) & (np.clip(cell_j, 0, len(grid.lon) - 1) == j)
+            land = in_cell & static.land
+            if not in_cell.any() or 2 * land.sum() < in_cell.sum():
+                assert np.isnan(t2m[0, i, j]) and np.isnan(orography[i, j])
+                continue
+            assert t2m[0, i, j] == pytest.approx(truth[land].mean() + 273.15, abs=1e-3)
+            assert orography[i, j] == pytest.approx(static.dem[land].mean(), rel=1e-6)
+            checked += 1
+    assert checked > 20
+
+
+def test_reanalysis_files_read_as_cds_downloads_and_err_like_a_reanalysis(demo):
+    """The demo's files open with the reader of real CDS files; at the stations' pixels, height-corrected to the
+    DEM, the background misses the truth by about what ERA5-Land misses station TA by (1-2 K)."""
+    from ta2d.grid import linecol_to_lonlat
+    from ta2d.ingest.background import open_background
+    from ta2d.static import read_static
+
+    config = demo["config"]
+    background = open_background(config["inputs"]["background"]["t2m"], config["inputs"]["background"]["orography"])
+    domain = Domain.from_config(config["domain"])
+    static = read_static(config["inputs"]["static"]["path"], domain)
+    truth = pd.read_csv(Path(config["demo"]["out_dir"]) / "truth" / "labels_truth.csv")
+    truth = truth[truth["line"].between(domain.first_line, domain.last_line)
+                  & truth["column"].between(domain.first_column, domain.last_column)]
+    lon, lat = linecol_to_lonlat(truth["line"].to_numpy(), truth["column"].to_numpy())
+    dem = static.dem[truth["line"] - domain.first_line, truth["column"] - domain.first_column]
+    kelvin, reasons = background.at(lat, lon, pd.to_datetime(truth["time_utc"], unit="s", utc=True), dem)
+    error = kelvin - 273.15 - truth["ta_pixel_c"].to_numpy()
+    assert (reasons == "").mean() > 0.9
+    rmse = np.sqrt(np.nanmean(error**2))
+    assert 0.8 < rmse < 2.0, rmse

@@ -210,3 +210,43 @@ def test_floor_is_nan_without_truth():
     assert math.isnan(floor_rmse(np.array([1.0, 2.0]), np.array([1.0, np.nan])))
     assert math.isnan(floor_rmse(np.array([]), np.array([])))
     assert floor_rmse(np.array([1.0, 2.0]), np.array([0.0, 2.0])) == pytest.approx(math.sqrt(0.5))
+
+
+def test_background_baseline_is_the_reanalysis_at_each_pixel_and_hour(tmp_path):
+    """background_predictions on a t2m field linear in latitude, longitude and time (which bilinear and linear
+    interpolation reproduce exactly) over a flat orography: at each sample it must equal that plane at the
+    pixel's navigated position and the sample's time, minus the lapse rate times the DEM's height above the
+    orography."""
+    import xarray as xr
+
+    from ta2d.evaluation.samples import background_predictions
+    from ta2d.grid import Domain, linecol_to_lonlat
+    from ta2d.ingest.background import GRAVITY, open_background
+    from ta2d.static import StaticFields
+
+    lat = np.arange(34.0, 40.01, 0.1)
+    lon = np.arange(124.0, 131.01, 0.1)
+    hours = pd.date_range("2024-04-01", periods=6, freq="h")
+    seconds = (hours - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+
+    def plane(la, lo, hour_index):
+        return 280.0 + 0.5 * (la - 37.0) - 0.3 * (lo - 127.0) + 0.7 * hour_index
+
+    t2m = plane(lat[None, :, None], lon[None, None, :], np.arange(6)[:, None, None]).astype(np.float32)
+    xr.Dataset({"t2m": (("valid_time", "latitude", "longitude"), t2m[:, ::-1], {"units": "K"})},
+               coords={"valid_time": ("valid_time", seconds.to_numpy(np.int64), {"units": "seconds since 1970-01-01"}),
+                       "latitude": lat[::-1], "longitude": lon}).to_netcdf(tmp_path / "t2m.nc", engine="h5netcdf")
+    xr.Dataset({"z": (("latitude", "longitude"), np.full((len(lat), len(lon)), 100.0 * GRAVITY, np.float32))},
+               coords={"latitude": lat, "longitude": lon}).to_netcdf(tmp_path / "z.nc", engine="h5netcdf")
+    background = open_background(tmp_path / "t2m.nc", tmp_path / "z.nc")
+    domain = Domain(880, 889, 2680, 2689)
+    dem = np.arange(100, dtype=np.float32).reshape(10, 10) * 10.0  # 0 .. 990 m
+    static = StaticFields(dem, np.ones_like(dem), np.full(dem.shape, 12, np.int16), domain)
+    samples = pd.DataFrame({"line": [880, 884, 889], "column": [2680, 2687, 2689],
+                            "time": (seconds.to_numpy()[[0, 2, 4]] + [0, 1800, 900]).astype(np.int64)})
+    got = background_predictions(samples, background, static, lapse_rate_k_per_km=6.5)
+    lon_px, lat_px = linecol_to_lonlat(samples["line"].to_numpy(), samples["column"].to_numpy())
+    hour_index = (samples["time"].to_numpy() - seconds.to_numpy()[0]) / 3600.0
+    height = dem[samples["line"] - 880, samples["column"] - 2680]
+    want = plane(lat_px, lon_px, hour_index) - 0.0065 * (height - 100.0) - 273.15
+    np.testing.assert_allclose(got, want, atol=2e-4)

@@ -25,7 +25,6 @@ from conftest import REPO, dry_run, run_snakemake
 from ta2d.demo.synthetic import make_workdir
 
 pytestmark = pytest.mark.slow
-CHECK_CHUNKS = REPO.parent / "shared" / "tools" / "check_chunks.py"
 RUNS = sorted(yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["train"]["runs"])
 # the summary needs every scene, the index and every chunk, nothing that trains
 UP_TO_CHUNKS = "results/summary.json"
@@ -66,8 +65,15 @@ def test_demo_end_to_end_then_nothing_to_do(demo_run):
         assert (work / f"results/runs/{run}/metrics.csv").is_file()
     evaluation = pd.read_csv(work / "results/eval/metrics.csv")
     overall = evaluation[evaluation["scheme"] == "all"]  # one row per run and validation scheme
-    assert sorted(overall["run"]) == runs and (overall["n"] > 0).all()
+    assert sorted(overall["run"]) == sorted([*runs, "background"]) and (overall["n"] > 0).all()
     assert (evaluation.groupby("scheme")["n"].nunique() == 1).all()  # the same samples for every run
+    # the reanalysis baseline (inputs.background: the demo's ERA5-Land-like files), scored like every run
+    predictions = pd.read_csv(work / "results/eval/predictions.csv")
+    scored = predictions.dropna(subset=[f"pred_{run}" for run in [*runs, "background"]])
+    background = overall.set_index("run").loc["background"]
+    assert bool(background["baseline"]) and background["n"] == len(scored)
+    assert background["rmse"] == pytest.approx(np.sqrt(np.mean((scored["pred_background"] - scored["y"]) ** 2)),
+                                               rel=1e-5)
     # maps (maps.model: best by default): the hourly archive of each mapped day, its plots, the correction table
     for day in yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())["maps"]["days"]:
         stamp = pd.Timestamp(day).strftime("%Y%m%d")
@@ -79,9 +85,8 @@ def test_demo_end_to_end_then_nothing_to_do(demo_run):
         assert (work / f"results/maps/best/{stamp}.gif").read_bytes()[:6] == b"GIF89a"
     correction = pd.read_csv(work / "results/eval/map_correction.csv")
     assert {"rmse_raw", "rmse_corrected", "fold", "scheme"} <= set(correction.columns)
-    if CHECK_CHUNKS.is_file():
-        out = subprocess.run([sys.executable, str(CHECK_CHUNKS), str(work)], capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-m", "ta2d", "verify", str(work)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr  # every product's stored checksums hold
 
     jobs, _ = dry_run(work)
     assert jobs == {}  # "Nothing to be done"

@@ -1,5 +1,6 @@
 # Shared set-up: config validation (before any job runs), period keys, and input functions.
 # Kept cheap: every SLURM job re-parses the workflow.
+import glob
 import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
@@ -56,6 +57,19 @@ def scene_freq(wildcards):
 
 def demo_inputs(wildcards):
     return [DEMO_MANIFEST] if DEMO else []
+
+
+BACKGROUND = config["inputs"].get("background")  # None: no reanalysis background
+
+
+def background_files(wildcards):
+    """The reanalysis files (a changed or added file reruns what reads them); the demo's are written by rule demo,
+    whose manifest stands for them."""
+    if BACKGROUND is None or DEMO:
+        return []
+    t2m = BACKGROUND["t2m"]  # the config's validation made sure every pattern matches a file
+    return [*(f for pattern in ([t2m] if isinstance(t2m, str) else t2m) for f in sorted(glob.glob(pattern))),
+            BACKGROUND["orography"]]
 
 
 def chunk_files(splits=SPLITS):

@@ -11,6 +11,8 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             checkpoints=expand("results/runs/{run}/best.pt", run=RUNS),
             test=chunk_files(("test",)),
             demo=demo_inputs,  # the demo's truth file is written with its manifest
+            static=config["inputs"]["static"]["path"],  # the DEM the background is height-corrected to
+            background=background_files,
         output:
             metrics="results/eval/metrics.csv",
             markdown="results/eval/metrics.md",
@@ -47,6 +49,10 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             # validation schemes (ta2d.splits) and the demo's per-sample truth for the floors
             split=config["split"],
             truth=os.path.join(config["demo"]["out_dir"], "truth", "labels_truth.csv") if DEMO else None,
+            # the reanalysis baseline `background` (inputs.background; null: none) on the domain's static fields
+            background=BACKGROUND,
+            static=config["inputs"]["static"],
+            domain=config["domain"],
         log:
             "logs/evaluate.log",
         benchmark:

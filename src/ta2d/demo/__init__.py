@@ -33,6 +33,7 @@ from ta2d.demo.defects import (
     plant_station_defects,
 )
 from ta2d.demo.l1b_writer import DQF_ERROR, FileFlags, SlotWriter
+from ta2d.demo.reanalysis import ReanalysisSettings, write_reanalysis
 from ta2d.demo.static import Window, static_fields, write_static
 from ta2d.demo.tables import (
     label_truth,
@@ -63,6 +64,7 @@ class DemoSettings:
     station_elev_sigma_m: float = 15.0
     unlabelled_days: int = 0
     defects: DefectCounts = DefectCounts()
+    reanalysis: ReanalysisSettings = ReanalysisSettings()
 
     @classmethod
     def from_config(cls, demo: dict) -> DemoSettings:
@@ -73,6 +75,7 @@ class DemoSettings:
             raise ValueError(f"demo: unknown keys {sorted(unknown)}")
         d["out_dir"] = Path(d.get("out_dir", "resources/demo"))
         d["defects"] = DefectCounts.from_config(d.get("defects"))
+        d["reanalysis"] = ReanalysisSettings.from_config(d.get("reanalysis"))
         return cls(**d)
 
 
@@ -224,6 +227,14 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
     n_files, n_bytes = _write_slots(
         writer, all_slots, _workers(workers or s.workers, len(all_slots)), progress
     )
+    background_files = []
+    if inputs.get("background") is not None:  # the reanalysis of every hour with files, labelled or not
+        background = inputs["background"]
+        if not isinstance(background["t2m"], str):
+            raise ValueError("inputs.background.t2m: the demo writes its reanalysis files by a pattern with one '*' "
+                             "(e.g. resources/demo/background/era5land_t2m_*.nc), not a list")
+        background_files = write_reanalysis(background["t2m"], background["orography"], model, static,
+                                            _slots_of(days.append(extra_days), [0]), s.reanalysis, s.seed)
 
     records = (
         station_records
@@ -273,6 +284,7 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
             "static": str(static_path),
             "truth": str(s.out_dir / "truth"),
             "defects": str(s.out_dir / "defects.json"),
+            "background": [str(p) for p in background_files],
         },
     }
     (s.out_dir / "demo.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))

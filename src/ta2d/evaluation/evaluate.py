@@ -29,7 +29,15 @@ import pandas as pd
 from ta2d.atomic import atomic_path
 from ta2d.evaluation.plots import plot_residual_by_hour, plot_rmse_by_station, plot_scatter
 from ta2d.evaluation.report import html_report, markdown_report
-from ta2d.evaluation.samples import annotate_samples, common_samples, predict_runs, read_truth, run_kind
+from ta2d.evaluation.samples import (
+    BACKGROUND_RUN,
+    annotate_samples,
+    background_predictions,
+    common_samples,
+    predict_runs,
+    read_truth,
+    run_kind,
+)
 from ta2d.evaluation.schemes import SCHEME_ALL
 from ta2d.evaluation.tables import BREAKDOWNS, breakdown, scheme_table
 from ta2d.training.inference import INFERENCE_BATCH_SIZE
@@ -48,7 +56,8 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[str | Path], out_dir: str | Path | None,
                   noise_sigma_k: float | None = None, batch_size: int = INFERENCE_BATCH_SIZE, device: str | None = None,
                   outputs: Mapping[str, str | Path] | None = None, split_cfg: Mapping | None = None,
-                  truth_path: str | Path | None = None) -> pd.DataFrame:
+                  truth_path: str | Path | None = None, background=None, static=None,
+                  lapse_rate_k_per_km: float = 6.5) -> pd.DataFrame:
     """Evaluate every run on the test chunks and write the OUTPUTS into out_dir; returns metrics.csv's table.
 
     ``outputs`` may map a name of OUTPUTS to another path (out_dir may then be None if it maps all).
@@ -56,6 +65,8 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     ``split_cfg`` (the config's split section) gives each test sample its validation scheme
     (ta2d.splits); without it only "all" is scored. ``truth_path`` (the demo's truth/labels_truth.csv)
     gives the floors; without it (or when the file does not exist) the floor columns are empty.
+    ``background`` (a ta2d.ingest.background.Background, with ``static``, the domain's static fields) adds the
+    baseline ``background``: the reanalysis interpolated to each sample and height-corrected to its pixel.
     """
     outputs = dict(outputs or {})
     missing = [name for name in OUTPUTS if name not in outputs]
@@ -65,6 +76,11 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     runs = list(checkpoints)
     kinds = {run: run_kind(ck) for run, ck in checkpoints.items()}
     all_samples = predict_runs(checkpoints, list(test_chunks), batch_size=batch_size, device=device)
+    if background is not None:
+        all_samples[f"pred_{BACKGROUND_RUN}"] = background_predictions(all_samples, background, static,
+                                                                       lapse_rate_k_per_km)
+        runs.append(BACKGROUND_RUN)
+        kinds[BACKGROUND_RUN] = BACKGROUND_RUN
     truth = None
     if truth_path is not None and Path(truth_path).is_file():
         truth = read_truth(truth_path)

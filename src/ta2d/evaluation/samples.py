@@ -68,6 +68,31 @@ def predict_runs(checkpoints: Mapping[str, str | Path], chunk_paths: Sequence[st
     return df
 
 
+BACKGROUND_RUN = "background"  # the reanalysis baseline's name in every table: pred_background, run background
+
+
+def background_predictions(df: pd.DataFrame, background, static, lapse_rate_k_per_km: float) -> np.ndarray:
+    """The reanalysis background (ta2d.ingest.background.Background) at every sample's pixel and hour, in °C:
+    bilinear in space, linear in time, height-corrected from the reanalysis orography to the pixel's DEM
+    (``static``: ta2d.static.StaticFields of the domain). NaN where the background has no value; the reasons
+    are counted in the log."""
+    from ta2d.grid import linecol_to_lonlat
+
+    line, column = df["line"].to_numpy(np.int64), df["column"].to_numpy(np.int64)
+    lon, lat = linecol_to_lonlat(line, column)
+    dom = static.domain
+    inside = (line >= dom.first_line) & (line <= dom.last_line) & (column >= dom.first_column) & (
+        column <= dom.last_column)
+    height = np.full(len(df), np.nan)
+    height[inside] = static.dem[line[inside] - dom.first_line, column[inside] - dom.first_column]
+    times = pd.to_datetime(df["time"].to_numpy(np.int64), unit="s", utc=True)
+    kelvin, reasons = background.at(lat, lon, times, height, lapse_rate_k_per_km / 1000.0)
+    missing = pd.Series(reasons[reasons != ""]).value_counts()
+    for reason, n in missing.items():
+        log.warning("background: %d of %d test samples without a value: %s", n, len(df), reason)
+    return np.asarray(kelvin, np.float64) - 273.15
+
+
 def read_truth(path: str | Path) -> pd.DataFrame:
     """The demo's truth table (truth/labels_truth.csv, written by ta2d.demo.tables.write_truth) as
     stn, time (Unix s UTC), ta_true_c (what the inputs can explain), ta_pixel_c (TA at the station pixel)."""

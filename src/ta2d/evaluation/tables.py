@@ -17,7 +17,7 @@ import pandas as pd
 from ta2d.evaluation.metrics import METRICS, floor_rmse, metrics
 from ta2d.evaluation.schemes import scheme_subsets
 
-BASELINE_KINDS = ("ridge", "cnn", "gbt")
+BASELINE_KINDS = ("ridge", "cnn", "gbt", "background")
 IGBP_NAMES = {
     1: "evergreen needleleaf forest",
     2: "evergreen broadleaf forest",
