@@ -85,6 +85,8 @@ def background_predictions(df: pd.DataFrame, background, static, lapse_rate_k_pe
         column <= dom.last_column)
     height = np.full(len(df), np.nan)
     height[inside] = static.dem[line[inside] - dom.first_line, column[inside] - dom.first_column]
+    if inside.any():  # a grid that misses the domain is an error naming the file, not a column of NaN
+        background.check_covers(lat[inside].min(), lat[inside].max(), lon[inside].min(), lon[inside].max())
     times = pd.to_datetime(df["time"].to_numpy(np.int64), unit="s", utc=True)
     kelvin, reasons = background.at(lat, lon, times, height, lapse_rate_k_per_km / 1000.0)
     missing = pd.Series(reasons[reasons != ""]).value_counts()
