@@ -208,3 +208,15 @@ def test_no_file_points_outside_the_repository():
                 if m:
                     hits.append(f"{name}:{lineno}: {what}: {m.group(0)!r}: {line.strip()[:120]}")
     assert not hits, f"{len(hits)} references outside the repository:\n" + "\n".join(hits)
+
+
+def test_every_test_the_docs_name_exists():
+    """docs/ pages (the fault table above all) name tests as `tests/<file>.py::<test>`: each must be a test function
+    of that file, so a renamed test cannot leave a row pointing at nothing."""
+    missing = []
+    for page in sorted((REPO / "docs").rglob("*.md")):
+        for path, name in re.findall(r"(tests/[\w/]+\.py)::(\w+)", page.read_text(encoding="utf-8")):
+            source = REPO / path
+            if not source.is_file() or not re.search(rf"^def {name}\(", source.read_text(encoding="utf-8"), re.M):
+                missing.append(f"{page.relative_to(REPO)}: {path}::{name}")
+    assert not missing, "docs name tests that do not exist:\n" + "\n".join(missing)
