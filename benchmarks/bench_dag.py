@@ -75,6 +75,7 @@ import pandas as pd
 import yaml
 
 from ta2d.channels import ALL_CHANNELS, l1b_filename
+from ta2d.demo.synthetic import job_counts as rule_job_counts
 from ta2d.demo.synthetic import make_workdir
 from ta2d.demo.tables import ENCODING, LABEL_HEADER, META_HEADER
 from ta2d.grid import Domain, linecol_to_lonlat
@@ -255,15 +256,8 @@ def snakemake(work: Path, *args: str, check: bool = False) -> subprocess.Complet
 
 def job_counts(text: str) -> dict[str, int]:
     """The dry run's 'Job stats' table: rule -> count, and total ({} when nothing is to be done)."""
-    m = re.search(r"Job stats:\njob\s+count\n-+\s+-+\n(.*?)\n\s*total\s+(\d+)", text, re.S)
-    if not m:
-        return {}
-    counts = {}
-    for line in m.group(1).splitlines():
-        name, n = line.split()
-        counts[name] = int(n)
-    counts["total"] = int(m.group(2))
-    return counts
+    counts = rule_job_counts(text)
+    return {**counts, "total": sum(counts.values())} if counts else {}
 
 
 def is_clean(work: Path) -> bool:

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ta2d.demo.synthetic import make_workdir
+from ta2d.demo.synthetic import job_counts, make_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -51,18 +51,6 @@ def snakemake(work: Path, *args: str) -> tuple[subprocess.CompletedProcess, floa
     if proc.returncode != 0:
         raise RuntimeError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc, seconds
-
-
-def job_counts(text: str) -> dict[str, int]:
-    if "Job stats:" not in text:
-        return {}
-    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    out = {}
-    for line in table.splitlines()[3:]:
-        parts = line.split()
-        if len(parts) == 2 and parts[0] != "total":
-            out[parts[0]] = int(parts[1])
-    return out
 
 
 def write_nrt_config(work: Path, base: dict, raw: Path, labels_glob: str, model: Path, day: str,

@@ -74,15 +74,13 @@ def dry_run(workdir: Path, *args: str) -> tuple[dict[str, int], str]:
     """`snakemake -n`: the jobs a run would do now, counted by rule from its job stats ({} when nothing
     is to be done), and its output (each job's message, e.g. "Training run cnn", names its wildcards)."""
     proc = run_snakemake(workdir, "--dry-run", *args)
+    from ta2d.demo.synthetic import job_counts
+
     out = proc.stdout + proc.stderr
     if "Nothing to be done" in out:
         return {}, out
-    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    counts = {}
-    for line in table.splitlines()[3:]:  # after the blank, "job count" and dashes lines
-        rule, n = line.split()
-        if rule != "total":
-            counts[rule] = int(n)
+    counts = job_counts(out)
+    assert counts, f"no job stats in the dry run's output:\n{out[-3000:]}"
     return counts, out
 
 

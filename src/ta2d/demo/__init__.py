@@ -75,7 +75,7 @@ class DemoSettings:
             raise ValueError(f"demo: unknown keys {sorted(unknown)}")
         d["out_dir"] = Path(d.get("out_dir", "resources/demo"))
         d["defects"] = DefectCounts.from_config(d.get("defects"))
-        d["reanalysis"] = ReanalysisSettings.from_config(d.get("reanalysis"))
+        d["reanalysis"] = ReanalysisSettings(**(d.get("reanalysis") or {}))
         return cls(**d)
 
 

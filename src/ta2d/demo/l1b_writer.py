@@ -87,20 +87,11 @@ def _reflective(name: str, albedo_c: float) -> Calibration:
 
 CALIBRATION: dict[str, Calibration] = {
     # Real coefficients (docs/gk2a-format.md#real-coefficients).
-    "ir105": Calibration(
-        -0.0198196955025196,
-        161.580139160156,
-        c0=-0.142866448475177,
-        c1=1.00064069572049,
-        c2=-5.50443294960498e-7,
-    ),
-    "ir087": Calibration(
-        -0.0144806550815701,
-        118.050903320312,
-        c0=-0.141418528203155,
-        c1=1.00052232906885,
-        c2=-3.6287276076109e-7,
-    ),
+    # gain, offset (DN -> radiance), then the Teff -> Tbb polynomial c0 + c1 T + c2 T^2
+    "ir105": Calibration(-0.0198196955025196, 161.580139160156,
+                         c0=-0.142866448475177, c1=1.00064069572049, c2=-5.50443294960498e-7),
+    "ir087": Calibration(-0.0144806550815701, 118.050903320312,
+                         c0=-0.141418528203155, c1=1.00052232906885, c2=-3.6287276076109e-7),
     "vi005": Calibration(0.343625485897064, -6.87249755859375, albedo_c=0.0016595767),
     # Plausible others. Radiance_to_Albedo_c ~ pi / (band solar irradiance).
     "vi004": _reflective("vi004", 0.0015730),

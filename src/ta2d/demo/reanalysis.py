@@ -38,20 +38,12 @@ CORRELATION_CELLS = 5.0  # e-folding length of the smooth error, in grid cells
 
 @dataclass(frozen=True)
 class ReanalysisSettings:
-    """demo.background in the config (src/ta2d/schemas/config.schema.yaml describes each key)."""
+    """demo.reanalysis in the config (the schema describes each key and refuses unknown ones)."""
 
     grid_deg: float = 0.1
     error_k: float = 1.2
     elevation_bias_k_per_km: float = 1.0
     lag_hours: int = 1
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> ReanalysisSettings:
-        cfg = dict(cfg or {})
-        unknown = set(cfg) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"demo.background: unknown keys {sorted(unknown)}")
-        return cls(**cfg)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 from ta2d.channels import BT_CHANNELS
 from ta2d.checksums import save_with_checksums
 
-__all__ = ["CHECKOUT", "I_IR105", "WORKFLOW_PARTS", "make_chunk", "make_workdir", "write_chunks"]
+__all__ = ["CHECKOUT", "I_IR105", "WORKFLOW_PARTS", "job_counts", "make_chunk", "make_workdir", "write_chunks"]
 
 # --- chunks ----------------------------------------------------------------------------------------------
 
@@ -102,3 +102,17 @@ def make_workdir(dest: str | Path) -> Path:
         else:
             shutil.copy2(src, dest / part)
     return dest
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table in a run's or dry run's output: rule -> jobs, without the total; {} when the
+    output has none (nothing to be done)."""
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    counts = {}
+    for line in table.splitlines()[3:]:  # after the blank, "job count" and dashes lines
+        parts = line.split()
+        if len(parts) == 2 and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts

@@ -51,19 +51,11 @@ KILL_ENV = "TA2D_KILL_AFTER_EPOCH"
 _ARGS, _RESULT = ".ddp_args.json", ".ddp_result.json"
 
 
-def launch(
-    run_cfg: Mapping,
-    train_chunks: Sequence[str | Path],
-    val_chunks: Sequence[str | Path],
-    stats: Mapping | str | Path,
-    out_dir: str | Path,
-    *,
-    embed_dir: str | Path | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Train (or resume) one run with ``gpus`` processes; returns train_run's result (rank 0's).
+def launch(run_cfg: Mapping, train_chunks: Sequence[str | Path], val_chunks: Sequence[str | Path],
+           stats: Mapping | str | Path, out_dir: str | Path, *, embed_dir: str | Path | None = None,
+           threads: int | None = None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Train (or resume) one run with ``gpus`` processes; returns train_run's result (rank 0's). Its arguments
+    are train_run's (a drop-in for it: the rule calls this).
 
     ``threads``: the CPU threads of the job (the rule's), split evenly over the processes (torch threads
     and OMP_NUM_THREADS of each); ``num_workers: auto`` sizes the loader workers from them.
