@@ -84,6 +84,16 @@ def held_out_station(stn, split_cfg: dict) -> np.ndarray:
     return np.isin(stn, np.asarray(split_cfg.get("holdout_stations", []) or [], dtype=np.int64)) | hashed
 
 
+def training_station(stn, fraction: float, seed: int) -> np.ndarray:
+    """Whether each station id is among the ``fraction`` of training stations a run keeps (run key train_stations):
+    hash(seed, id) < fraction, so the stations of a smaller fraction are a subset of a larger one's."""
+    stn = np.asarray(stn, dtype=np.int64)
+    if fraction >= 1:
+        return np.ones(stn.shape, dtype=bool)
+    keep = {int(s): unit_hash(f"{seed}:train_stn:{int(s)}") < fraction for s in np.unique(stn)}
+    return np.array([keep[int(s)] for s in stn], dtype=bool)
+
+
 def in_time_block(days, split_cfg: dict) -> np.ndarray:
     """Whether each UTC day (YYYYMMDD) is on or after split.time_block_start (all False when it is null)."""
     days = np.asarray(days, dtype=str)

@@ -348,3 +348,29 @@ def test_the_head_alone_needs_no_embeddings(training_chunks, tmp_path):
     assert res["epochs"] == 1 and not (tmp_path / "embed").exists()
     assert not uses_embedding_cache(resolve_run_config(cfg))
     assert uses_embedding_cache(resolve_run_config(FAST))
+
+
+@pytest.mark.parametrize("model", ["cnn", "clay_transfer"])  # chunk files, and embedding files (a frozen encoder)
+def test_train_stations_trains_on_exactly_the_kept_stations(training_chunks, tmp_path, model):
+    """train_stations 0.4: the run's training files hold every sample of the stations whose hash(seed, id) falls
+    below 0.4 (computed here from the chunks with the hash written out) and no other; 0.2's stations are a subset."""
+    import hashlib
+
+    import numpy as np
+
+    train, val, stats = training_chunks
+
+    def kept(stn: int, fraction: float) -> bool:
+        digest = hashlib.blake2b(f"7:train_stn:{stn}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 < fraction
+
+    stn = np.concatenate([torch.load(p, weights_only=True)["stn"].numpy() for p in train])
+    cfg = {**FAST, "model": model, "epochs": 1, "train_stations": 0.4, "cnn_channels": [4]}
+    res = train_run(cfg, train, val, stats, tmp_path / "run", progress=False, log=lambda s: None)
+    assert res["epochs"] == 1
+    subset = sorted((tmp_path / "run" / "train_stations").glob("*.pt"))
+    assert len(subset) == len(train)
+    got = np.concatenate([torch.load(p, weights_only=True)["stn"].numpy() for p in subset])
+    want = stn[[kept(int(s), 0.4) for s in stn]]
+    assert 0 < len(got) < len(stn) and sorted(got.tolist()) == sorted(want.tolist())
+    assert {s for s in stn if kept(int(s), 0.2)} <= set(got.tolist())

@@ -93,6 +93,19 @@ def save_tensors(tensors: Mapping[str, object], path: str | Path) -> None:
     save_with_checksums(tensors, path)
 
 
+def write_row_subset(src: str | Path, dst: str | Path, keep) -> int:
+    """Write the rows of chunk-like file ``src`` (a chunk or an embedding file) for which ``keep(stn)`` is True into
+    ``dst``, every per-sample field filtered alike; returns the rows written. Fields are checked against their
+    CRCs as they are read whole."""
+    import torch
+
+    data = open_chunk(src)
+    verify_fields(src, data)
+    mask = torch.from_numpy(keep(data["stn"].numpy()))
+    save_tensors({k: v[mask] for k, v in data.items()}, dst)
+    return int(mask.sum())
+
+
 def stored_checksums(path: str | Path) -> dict[str, str] | None:
     """The CRCs recorded in a file (None when it has none); memory-mapped, so nothing else is read."""
     import torch

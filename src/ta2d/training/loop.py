@@ -37,9 +37,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ta2d.atomic import ensure_dir
+from ta2d.chunks.contract import write_row_subset
 from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader, memory_budget
 from ta2d.config import FITTED_KINDS, uses_embedding_cache
 from ta2d.models import build_model
+from ta2d.splits import training_station
 from ta2d.training.checkpoints import (
     atomic_save,
     data_fingerprint,
@@ -263,8 +265,8 @@ def train_run(
     frozen_keys = frozen_encoder_keys(model)
     enc_fp = frozen_fingerprint(model, frozen_keys)
     model = model.to(dev)
-    data = _training_data(cfg, model, train_chunks, val_chunks, embed_dir or out / "embed", dev, amp_dtype, threads,
-                          progress, log)
+    data = _training_data(cfg, model, train_chunks, val_chunks, embed_dir or out / "embed", out, dev, amp_dtype,
+                          threads, progress, log)
     base = {
         "stats": model.normalizer.stats(),
         "run_config": cfg,
@@ -368,7 +370,7 @@ def _precision(cfg: Mapping, dev: torch.device, log) -> tuple[str | None, Callab
     return amp_dtype, autocast
 
 
-def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], embed_dir: str | Path,
+def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], embed_dir: str | Path, out: Path,
                    dev: torch.device, amp_dtype, threads: int | None, progress: bool, log) -> _Data:
     ctx = context()
     fields, train_files, val_files = CHUNK_FIELDS, train_chunks, val_chunks
@@ -386,6 +388,8 @@ def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], e
         log(f"embedding cache {embed_dir}: {n1 + n2} of {len(train_files) + len(val_files)} chunks computed "
             f"in {time.perf_counter() - t0:.1f} s, the rest reused")
         fields = EMB_FIELDS
+    if cfg["train_stations"] < 1:
+        train_files = _station_subset(train_files, cfg, ctx, out / "train_stations", log)
     train_b = ChunkBatches(
         train_files, cfg["batch_size"], fields, cfg["shuffle_files"], cfg["shuffle_within_file"], cfg["mix_files"],
         cfg["seed"], max_resident_bytes=memory_budget() // ctx.world,  # every rank holds its own copy
@@ -399,6 +403,20 @@ def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], e
     pin = dev.type == "cuda"
     return _Data(train_b, val_b, make_loader(train_src, workers, pin_memory=pin),
                  make_loader(val_src, workers, pin_memory=pin), list(train_files), fields)
+
+
+def _station_subset(files: list[str], cfg: Mapping, ctx, out_dir: Path, log) -> list[str]:
+    """The training files (chunks or embeddings) cut to the run's train_stations, written into the run's folder by
+    rank 0 (a resumed run writes the same rows again)."""
+    fraction, seed = cfg["train_stations"], cfg["seed"]
+    out = ensure_dir(out_dir)
+    subset = [str(out / Path(f).name) for f in files]
+    if ctx.main:
+        kept = sum(write_row_subset(f, s, lambda stn: training_station(stn, fraction, seed))
+                   for f, s in zip(files, subset, strict=True))
+        log(f"train_stations {fraction:g}: {kept} training samples of the kept stations, in {out}")
+    barrier()
+    return subset
 
 
 def _resumable_checkpoint(out: Path, base: Mapping, enc_fp: str | None, log) -> dict | None:
