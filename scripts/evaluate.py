@@ -13,6 +13,7 @@ with log_to(snakemake.log[0]):
     evaluate_runs(
         dict(zip(snakemake.params.runs, snakemake.input.checkpoints, strict=True)),
         list(snakemake.input.test),
+        val_chunks=list(snakemake.input.val),
         out_dir=None,
         noise_sigma_k=snakemake.params.noise_sigma_k,
         split_cfg=snakemake.params.split,
@@ -34,5 +35,6 @@ with log_to(snakemake.log[0]):
             "scatter.png": out.scatter,
             "residual_by_hour.png": out.residual_by_hour,
             "rmse_by_station.png": out.rmse_by_station,
+            "reliability.png": out.reliability,
         },
     )

@@ -182,7 +182,8 @@ def test_evaluate_per_scheme_with_floor_matches_numpy(trained, tmp_path):
     for run in RUNS:
         ref[run] = pred[f"pred_{run}"].to_numpy()
     assert list(got.columns) == ["run", "model", "baseline", "scheme", "n", "rmse", "mae", "bias", "r2", "floor",
-                                 "rmse_over_floor", "floor_pixel"]
+                                 "rmse_over_floor", "floor_pixel", "crps", "coverage_90"]
+    assert got[["crps", "coverage_90"]].isna().all().all()  # no validation chunks: no standard errors
     assert len(got) == len(RUNS) * 5
     for r in got.itertuples():
         g = ref if r.scheme == "all" else ref[ref["scheme"] == r.scheme]
@@ -250,3 +251,61 @@ def test_background_baseline_is_the_reanalysis_at_each_pixel_and_hour(tmp_path):
     height = dem[samples["line"] - 880, samples["column"] - 2680]
     want = plane(lat_px, lon_px, hour_index) - 0.0065 * (height - 100.0) - 273.15
     np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+# --- standard errors -----------------------------------------------------------------------------------------
+
+
+def test_crps_and_coverage_against_their_definitions():
+    """CRPS of N(mu, sigma²) against the integral of (F(x) - 1{x >= y})² (trapezoid on a fine grid), and the 90 %
+    interval's coverage on residuals placed just inside and just outside 1.6449 sigma."""
+    from statistics import NormalDist
+
+    from ta2d.evaluation.metrics import interval_coverage, uncertainty_metrics
+
+    y, mu, sigma = np.array([0.3, -1.0, 2.5]), np.array([0.0, 0.5, 2.0]), np.array([1.0, 0.7, 2.0])
+    x = np.linspace(-30, 30, 600_001)
+    integrals = []
+    for yi, mi, si in zip(y, mu, sigma, strict=True):
+        cdf = np.array([NormalDist(mi, si).cdf(v) for v in x[::1000]])
+        cdf = np.interp(x, x[::1000], cdf)
+        integrals.append(np.trapezoid((cdf - (x >= yi)) ** 2, x))
+    assert uncertainty_metrics(y, mu, sigma)["crps"] == pytest.approx(np.mean(integrals), rel=2e-3)
+    z = NormalDist().inv_cdf(0.95)
+    inside, outside = np.full(9, 0.999 * z), np.full(1, 1.001 * z)
+    residual = np.concatenate([inside, -outside])
+    assert interval_coverage(residual, np.zeros(10), np.ones(10), 0.9) == pytest.approx(0.9)
+
+
+def test_error_model_recovers_a_known_heteroscedastic_sigma():
+    """Residuals drawn with log sigma = 0.2 - 0.5 * (a standardised feature): the fit returns that sigma, and a
+    constant sigma where the residuals are homoscedastic."""
+    from ta2d.evaluation.uncertainty import ErrorModel
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(20_000, 4)) * [1, 1, 10, 0.2] + [0, 0, 280, 0.3]
+    true_log_sigma = 0.2 - 0.5 * (features[:, 2] - 280) / 10
+    model = ErrorModel.fit(features, rng.normal(size=20_000) * np.exp(true_log_sigma))
+    new = rng.normal(size=(500, 4)) * [1, 1, 10, 0.2] + [0, 0, 280, 0.3]
+    np.testing.assert_allclose(np.log(model.sigma(new)), 0.2 - 0.5 * (new[:, 2] - 280) / 10, atol=0.05)
+    flat = ErrorModel.fit(features, rng.normal(size=20_000) * 0.8)
+    np.testing.assert_allclose(flat.sigma(new), 0.8, rtol=0.07)  # sampling noise of 20,000 residuals
+
+
+def test_standard_errors_from_the_validation_chunks_cover_the_test_samples(trained, tmp_path):
+    """With validation chunks every run gets a sigma per test sample, and on the synthetic chunks (homoscedastic
+    noise) its 90 % interval covers about 90 % of the test observations; metrics.csv carries CRPS and coverage."""
+    val = write_chunks(tmp_path / "val", "val", 3, 150, seed=5)
+    out = tmp_path / "eval"
+    evaluate_runs(trained["ckpts"], trained["test"], out, device="cpu", val_chunks=val)
+    predictions = pd.read_csv(out / "predictions.csv")
+    table = pd.read_csv(out / "metrics.csv")
+    for run in RUNS:
+        sigma = predictions[f"sigma_{run}"].to_numpy()
+        assert (sigma > 0).all() and np.isfinite(sigma).all()
+        inside = np.abs(predictions["y"] - predictions[f"pred_{run}"]) <= 1.6449 * sigma
+        row = table[table["run"] == run].iloc[0]
+        assert row["coverage_90"] == pytest.approx(inside.mean())
+        assert 0.8 < row["coverage_90"] < 0.97, (run, row["coverage_90"])
+        assert 0 < row["crps"] < row["rmse"]
+    assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"

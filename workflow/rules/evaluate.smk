@@ -10,6 +10,7 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
         input:
             checkpoints=expand("results/runs/{run}/best.pt", run=RUNS),
             test=chunk_files(("test",)),
+            val=chunk_files(("val",)),  # each run's error model is fit on its validation residuals
             demo=demo_inputs,  # the demo's truth file is written with its manifest
             static=config["inputs"]["static"]["path"],  # the DEM the background is height-corrected to
             background=background_files,
@@ -40,6 +41,12 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             rmse_by_station=report(
                 "results/eval/rmse_by_station.png",
                 caption="../report/rmse_by_station.rst",
+                category="1. Evaluation",
+                subcategory="Plots",
+            ),
+            reliability=report(
+                "results/eval/reliability.png",
+                caption="../report/reliability.rst",
                 category="1. Evaluation",
                 subcategory="Plots",
             ),

@@ -4,16 +4,17 @@
 every run predicted (finite), scores them overall, per validation scheme (:mod:`.schemes`) and by station, hour
 of day (KST = UTC+9), month (KST) and IGBP land-cover class (:mod:`.tables`, :mod:`.metrics`), and writes
 
-  metrics.csv         run, model, baseline, scheme, n, rmse, mae, bias, r2, floor, rmse_over_floor, floor_pixel
+  metrics.csv         run, model, baseline, scheme, n, rmse, mae, bias, r2, floor, rmse_over_floor, floor_pixel,
+                      crps, coverage_90 (of N(pred, sigma²); empty without validation chunks)
                       (long format; scheme "all" = every test sample). floor = sqrt(mean((y - ta_true_c)^2))
                       over exactly those samples, from the demo's truth file (the best RMSE any model can
                       reach there); floor_pixel the same against ta_pixel_c; empty without a truth file
   by_station.csv      run, stn, n, rmse, mae, bias, r2        (and by_hour.csv: hour_kst,
   by_month.csv        month, by_landcover.csv: landcover, landcover_name)
-  predictions.csv     one row per sample: stn, time, hour_kst, month, landcover, line, column, [scheme], y,
-                      [ta_true_c, ta_pixel_c], pred_{run}
+  predictions.csv     one row per sample: stn, time, hour_kst, month, landcover, line, column, bt_ir105, rf_vi006,
+                      [scheme], y, [ta_true_c, ta_pixel_c], pred_{run}, [sigma_{run}]
   metrics.md / .html  the report (:mod:`.report`)
-  scatter.png, residual_by_hour.png, rmse_by_station.png   (:mod:`.plots`)
+  scatter.png, residual_by_hour.png, rmse_by_station.png, reliability.png   (:mod:`.plots`)
 
 Errors are in K (a difference of °C); TA itself in °C.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ta2d.atomic import atomic_path
-from ta2d.evaluation.plots import plot_residual_by_hour, plot_rmse_by_station, plot_scatter
+from ta2d.evaluation.plots import plot_reliability, plot_residual_by_hour, plot_rmse_by_station, plot_scatter
 from ta2d.evaluation.report import html_report, markdown_report
 from ta2d.evaluation.samples import (
     BACKGROUND_RUN,
@@ -40,12 +41,14 @@ from ta2d.evaluation.samples import (
 )
 from ta2d.evaluation.schemes import SCHEME_ALL
 from ta2d.evaluation.tables import BREAKDOWNS, breakdown, scheme_table
+from ta2d.evaluation.uncertainty import add_sigmas
 from ta2d.training.inference import INFERENCE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("metrics.csv", "metrics.md", "metrics.html", "by_station.csv", "by_hour.csv", "by_month.csv",
-           "by_landcover.csv", "predictions.csv", "scatter.png", "residual_by_hour.png", "rmse_by_station.png")
+           "by_landcover.csv", "predictions.csv", "scatter.png", "residual_by_hour.png", "rmse_by_station.png",
+           "reliability.png")
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -57,7 +60,7 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
                   noise_sigma_k: float | None = None, batch_size: int = INFERENCE_BATCH_SIZE, device: str | None = None,
                   outputs: Mapping[str, str | Path] | None = None, split_cfg: Mapping | None = None,
                   truth_path: str | Path | None = None, background=None, static=None,
-                  lapse_rate_k_per_km: float = 6.5) -> pd.DataFrame:
+                  lapse_rate_k_per_km: float = 6.5, val_chunks: Sequence[str | Path] = ()) -> pd.DataFrame:
     """Evaluate every run on the test chunks and write the OUTPUTS into out_dir; returns metrics.csv's table.
 
     ``outputs`` may map a name of OUTPUTS to another path (out_dir may then be None if it maps all).
@@ -67,6 +70,9 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     gives the floors; without it (or when the file does not exist) the floor columns are empty.
     ``background`` (a ta2d.ingest.background.Background, with ``static``, the domain's static fields) adds the
     baseline ``background``: the reanalysis interpolated to each sample and height-corrected to its pixel.
+    ``val_chunks``: every run (and the background) predicts them too, and its error model fit there
+    (ta2d.evaluation.uncertainty) gives each test prediction a standard error: sigma_{run} in predictions.csv,
+    CRPS and the 90 % interval's coverage in metrics.csv, reliability.png.
     """
     outputs = dict(outputs or {})
     missing = [name for name in OUTPUTS if name not in outputs]
@@ -76,11 +82,17 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     runs = list(checkpoints)
     kinds = {run: run_kind(ck) for run, ck in checkpoints.items()}
     all_samples = predict_runs(checkpoints, list(test_chunks), batch_size=batch_size, device=device)
+    val_samples = predict_runs(checkpoints, list(val_chunks), batch_size=batch_size, device=device) if val_chunks \
+        else None
     if background is not None:
-        all_samples[f"pred_{BACKGROUND_RUN}"] = background_predictions(all_samples, background, static,
-                                                                       lapse_rate_k_per_km)
+        for samples in (all_samples, val_samples):
+            if samples is not None:
+                samples[f"pred_{BACKGROUND_RUN}"] = background_predictions(samples, background, static,
+                                                                           lapse_rate_k_per_km)
         runs.append(BACKGROUND_RUN)
         kinds[BACKGROUND_RUN] = BACKGROUND_RUN
+    if val_samples is not None and len(val_samples):
+        all_samples = add_sigmas(all_samples, val_samples, runs)
     truth = None
     if truth_path is not None and Path(truth_path).is_file():
         truth = read_truth(truth_path)
@@ -104,6 +116,7 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     plot_scatter(df, table[table["scheme"] == SCHEME_ALL], paths["scatter.png"])
     plot_residual_by_hour(df, runs, paths["residual_by_hour.png"])
     plot_rmse_by_station(tables["by_station"], runs, paths["rmse_by_station.png"], noise_sigma_k)
+    plot_reliability(df, runs, paths["reliability.png"])
     for r in table.itertuples(index=False):
         log.info("%s (%s) %s: n=%d RMSE %.3f MAE %.3f bias %+.3f R2 %.3f floor %.3f", r.run, r.model, r.scheme, r.n,
                  r.rmse, r.mae, r.bias, r.r2, r.floor)

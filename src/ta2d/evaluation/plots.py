@@ -104,3 +104,27 @@ def plot_rmse_by_station(by_station: pd.DataFrame, runs: Sequence[str], path: st
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", ncols=min(len(runs) + 1, 4))
     _save(fig, path)
+
+
+RELIABILITY_LEVELS = np.arange(0.1, 1.0, 0.1)  # central interval levels 10 %, ..., 90 %
+
+
+def plot_reliability(df: pd.DataFrame, runs: Sequence[str], path: str | Path) -> None:
+    """The reliability diagram: for each central interval level of N(pred, sigma²), the share of test observations
+    inside it, one line per run with a sigma_{run} column; the diagonal is a calibrated standard error."""
+    from ta2d.evaluation.metrics import interval_coverage
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 5.0), constrained_layout=True)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
+    y = df["y"].to_numpy()
+    for run in runs:
+        if f"sigma_{run}" not in df:
+            continue
+        pred, sigma = df[f"pred_{run}"].to_numpy(), df[f"sigma_{run}"].to_numpy()
+        covered = [interval_coverage(y, pred, sigma, level) for level in RELIABILITY_LEVELS]
+        ax.plot(RELIABILITY_LEVELS, covered, marker="o", ms=3, label=run)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="nominal interval level", ylabel="share of test observations inside",
+           title="Reliability of the standard errors (test split)")
+    ax.legend(fontsize=8)
+    _save(fig, path)

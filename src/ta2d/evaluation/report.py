@@ -116,6 +116,25 @@ def side_by_side(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def uncertainty_side_by_side(table: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of the standard-error table: per run and scheme the 90 % interval's coverage and the CRPS;
+    None when no run has standard errors."""
+    if "coverage_90" not in table or not np.isfinite(table["coverage_90"]).any():
+        return None
+    schemes = _shown_schemes(table)
+    header = ["run", "model"]
+    for s in schemes:
+        header += [f"{SCHEME_TITLES[s]}: 90 % coverage", "CRPS (K)"]
+    at = table.set_index(["run", "scheme"])
+    rows = []
+    for run in dict.fromkeys(table["run"]):
+        row = [run, str(at.loc[(run, schemes[0]), "model"])]
+        for s in schemes:
+            row += [format_value(at.loc[(run, s), "coverage_90"]), format_value(at.loc[(run, s), "crps"])]
+        rows.append(row)
+    return header, rows
+
+
 def markdown_report(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sigma_k: float | None) -> str:
     """metrics.md; `table` is scheme_table's long table."""
     header, rows = side_by_side(table)
@@ -125,6 +144,14 @@ def markdown_report(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sig
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out.append("")
     out += [f"- {line}" for line in _scheme_lines(df, table)]
+    uncertainty = uncertainty_side_by_side(table)
+    if uncertainty is not None:
+        header_u, rows_u = uncertainty
+        out += ["", "## Standard errors by validation scheme", "", "| " + " | ".join(header_u) + " |",
+                "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header_u))) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows_u]
+        out += ["", "- each run's standard error comes from its error model, fit on its validation residuals "
+                "(ta2d.evaluation.uncertainty); a calibrated 90 % interval covers 90 % (reliability.png)."]
     cols = list(HEADERS)
     detail = table[table["scheme"] == SCHEME_ALL]
     out += ["", "## All test samples, per run", "", "| " + " | ".join(HEADERS[c] for c in cols) + " |",
@@ -151,6 +178,9 @@ def html_report(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sigma_k
     detail = [[str(getattr(r, c)) if c in ("run", "model") else format_value(getattr(r, c)) for c in cols]
               for r in table[table["scheme"] == SCHEME_ALL].itertuples(index=False)]
     schemes_notes = "".join(f"<li>{html.escape(s)}</li>" for s in _scheme_lines(df, table))
+    uncertainty = uncertainty_side_by_side(table)
+    if uncertainty is not None:
+        schemes_notes += f"</ul><h3>Standard errors by validation scheme</h3>{html_table(*uncertainty)}<ul>"
     notes = "".join(f"<li>{html.escape(s)}</li>" for s in _summary_lines(df, table, n_all, noise_sigma_k))
     style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ta2d.channels import X_CHANNELS
 from ta2d.chunks.loader import open_chunk
 from ta2d.splits import NOT_TEST, scheme_of
 from ta2d.training.inference import INFERENCE_BATCH_SIZE
@@ -34,16 +35,20 @@ def sample_table(chunk_paths: Sequence[str | Path]) -> pd.DataFrame:
     """Per-sample description of the chunks in file order (the order of predict_chunks)."""
     parts = []
     for p in chunk_paths:
-        d = open_chunk(p, ["y", "stn", "time", "landcover_onehot", "pixel"])
+        d = open_chunk(p, ["y", "stn", "time", "landcover_onehot", "pixel", "x"])
+        centre = d["x"].shape[-1] // 2
         parts.append(pd.DataFrame({
             "stn": d["stn"].numpy().astype(np.int64),
             "time": d["time"].numpy().astype(np.int64),
             "landcover": d["landcover_onehot"].numpy().argmax(axis=1).astype(np.int64) + 1,
             "line": d["pixel"][:, 0].numpy().astype(np.int64),
             "column": d["pixel"][:, 1].numpy().astype(np.int64),
+            # the centre pixel's cloud signs, for the error model (ta2d.evaluation.uncertainty)
+            "bt_ir105": d["x"][:, X_CHANNELS.index("ir105"), centre, centre].numpy().astype(np.float64),
+            "rf_vi006": d["x"][:, X_CHANNELS.index("vi006"), centre, centre].numpy().astype(np.float64),
             "y": d["y"].numpy().astype(np.float64),
         }))
-    cols = ["stn", "time", "landcover", "line", "column", "y"]
+    cols = ["stn", "time", "landcover", "line", "column", "bt_ir105", "rf_vi006", "y"]
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
     kst = pd.to_datetime(df["time"].to_numpy(np.int64) + KST_OFFSET_S, unit="s")
     df.insert(2, "hour_kst", np.asarray(kst.hour, dtype=np.int64))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ta2d.evaluation.metrics import METRICS, floor_rmse, metrics
+from ta2d.evaluation.metrics import METRICS, UNCERTAINTY_METRICS, floor_rmse, metrics, uncertainty_metrics
 from ta2d.evaluation.schemes import scheme_subsets
 
 BASELINE_KINDS = ("ridge", "cnn", "gbt", "background")
@@ -37,7 +37,8 @@ IGBP_NAMES = {
     16: "barren",
     17: "water",
 }
-SCHEME_TABLE_COLUMNS = ["run", "model", "baseline", "scheme", *METRICS, "floor", "rmse_over_floor", "floor_pixel"]
+SCHEME_TABLE_COLUMNS = ["run", "model", "baseline", "scheme", *METRICS, "floor", "rmse_over_floor", "floor_pixel",
+                        *UNCERTAINTY_METRICS]
 BREAKDOWNS = {  # file stem -> grouping column(s) of the predictions table
     "by_station": ["stn"],
     "by_hour": ["hour_kst"],
@@ -56,7 +57,8 @@ def metrics_table(df: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
 
 
 def scheme_table(df: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
-    """metrics.csv: per run and per scheme (and "all") n, RMSE, MAE, bias, R², floor, RMSE/floor, floor_pixel."""
+    """metrics.csv: per run and per scheme (and "all") n, RMSE, MAE, bias, R², floor, RMSE/floor, floor_pixel, and
+    with a sigma_{run} column the CRPS and the 90 % interval's coverage (nan without one)."""
     subsets = scheme_subsets(df)
     rows = []
     for run, kind in kinds.items():
@@ -66,8 +68,11 @@ def scheme_table(df: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
             floor = floor_rmse(y, g["ta_true_c"].to_numpy()) if "ta_true_c" in g else math.nan
             pixel = floor_rmse(y, g["ta_pixel_c"].to_numpy()) if "ta_pixel_c" in g else math.nan
             ratio = m["rmse"] / floor if np.isfinite(floor) and floor > 0 else math.nan
+            sigma = f"sigma_{run}"
+            u = (uncertainty_metrics(y, g[f"pred_{run}"].to_numpy(), g[sigma].to_numpy()) if sigma in g
+                 else dict.fromkeys(UNCERTAINTY_METRICS, math.nan))
             rows.append({"run": run, "model": kind, "baseline": kind in BASELINE_KINDS, "scheme": scheme, **m,
-                         "floor": floor, "rmse_over_floor": ratio, "floor_pixel": pixel})
+                         "floor": floor, "rmse_over_floor": ratio, "floor_pixel": pixel, **u})
     return pd.DataFrame(rows, columns=SCHEME_TABLE_COLUMNS)
 
 
