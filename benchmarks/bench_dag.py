@@ -197,7 +197,8 @@ def write_config(work: Path, data: Path, start: str, end: str, labels_glob: str)
                    "l1b": {"dir": str(data / "raw"), "subdir": SUBDIR, "area": "fd", "slot_minutes": [0]},
                    "labels": {"path": labels_glob, "format": "kma_portal_csv"},
                    "stations": {"path": str(data / "stations.csv")},
-                   "static": {"path": str(data / "static.nc")}},
+                   "static": {"path": str(data / "static.nc")},
+                   "background": None},
         "maps": {"days": [], "period": None},
         "demo": {"enabled": False},
     }

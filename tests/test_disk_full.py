@@ -310,6 +310,7 @@ def test_workflow_full_disk_stops_the_job_with_the_message_and_the_rerun_complet
     config = yaml.safe_load((REPO / "config/test/tiny.yaml").read_text())
     config["demo"] = {"enabled": False}
     config["inputs"] = {k: tiny_demo["config"]["inputs"][k] for k in ("l1b", "labels", "stations", "static")}
+    config["inputs"]["background"] = None  # not config/config.yaml's demo files: the demo is off
     (work / "config/test/tiny.yaml").write_text(yaml.safe_dump(config))
     scenes = mount_tmpfs(work / "results/scenes", f"size={DISK_BYTES}")
     target = scenes / "20240401.nc"

@@ -42,6 +42,7 @@ def _workflow(base: Base, case: Case, tmp_path: Path, **changes) -> Path:
         "labels": {"path": str(case.labels)},
         "stations": {"path": str(case.stations)},
         "static": {"path": str(case.static)},
+        "background": None,  # not config/config.yaml's demo files: the demo is off
     }
     for fault in changes.values():
         fault(config)

@@ -153,6 +153,7 @@ def _write_config(work: Path, data_root: Path, end: str) -> None:
         "labels": {"path": str(data_root / "labels.csv")},
         "stations": {"path": str(data_root / "stations.csv")},
         "static": {"path": str(data_root / "static.nc")},
+        "background": None,  # not config/config.yaml's demo files: the demo is off
     }
     (work / "config/test/tiny.yaml").write_text(yaml.safe_dump(config))
 
