@@ -1,15 +1,10 @@
 """Rule evaluate: every run's best.pt on the test chunks -> results/eval/ tables, Markdown/HTML and plots."""
 
 from ta2d.evaluation.evaluate import evaluate_runs
-from ta2d.grid import Domain
-from ta2d.ingest.background import open_background
 from ta2d.logsetup import log_to
-from ta2d.static import read_static
 
 with log_to(snakemake.log[0]):
     out = snakemake.output
-    bg = snakemake.params.background
-    static = snakemake.params.static
     evaluate_runs(
         dict(zip(snakemake.params.runs, snakemake.input.checkpoints, strict=True)),
         list(snakemake.input.test),
@@ -18,11 +13,9 @@ with log_to(snakemake.log[0]):
         noise_sigma_k=snakemake.params.noise_sigma_k,
         split_cfg=snakemake.params.split,
         truth_path=snakemake.params.truth,
-        background=None if bg is None else open_background(bg["t2m"], bg["orography"]),
-        static=None if bg is None else read_static(static["path"], Domain.from_config(snakemake.params.domain),
-                                                   static["dem_var"], static["land_sea_mask_var"],
-                                                   static["landcover_var"]),
-        lapse_rate_k_per_km=6.5 if bg is None else bg["lapse_rate_k_per_km"],
+        background=snakemake.params.background,
+        static=snakemake.params.static,
+        domain=snakemake.params.domain,
         outputs={
             "metrics.csv": out.metrics,
             "metrics.md": out.markdown,

@@ -59,23 +59,15 @@ def uses_embedding_cache(run_cfg: Mapping) -> bool:
 
 
 def finetune_problems(cfg: Mapping) -> list[tuple[str, str]]:
-    """What is wrong with the fine-tuning keys of a run config (defaults filled in): (key, message) pairs."""
-    problems = []
-    mode = cfg.get("finetune")
-    if mode not in FINETUNE_MODES:
-        return [("finetune", f"{mode!r}; choose one of {list(FINETUNE_MODES)}")]
-    decay = cfg.get("layer_decay")
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
-        problems.append(("layer_decay", f"{decay!r}; a number in (0, 1] (1 = no decay)"))
+    """What the schema cannot check of a run's fine-tuning keys (values already valid): finetune_blocks against
+    the preset's depth. (key, message) pairs."""
     k = cfg.get("finetune_blocks")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        problems.append(("finetune_blocks", f"{k!r}; an integer >= 1"))
-    elif mode == "last_k" and cfg.get("model") == "clay_transfer" and cfg.get("preset") in CLAY_DEPTHS:
+    if cfg.get("finetune") == "last_k" and cfg.get("model") == "clay_transfer" and cfg.get("preset") in CLAY_DEPTHS:
         depth = CLAY_DEPTHS[cfg["preset"]]
         if k > depth:
-            problems.append(("finetune_blocks", f"{k} with finetune: last_k, but preset {cfg['preset']} has "
-                                                f"{depth} transformer blocks; use 1..{depth} (or finetune: full)"))
-    return problems
+            return [("finetune_blocks", f"{k} with finetune: last_k, but preset {cfg['preset']} has {depth} "
+                                        f"transformer blocks; use 1..{depth} (or finetune: full)")]
+    return []
 
 
 class ConfigError(ValueError):

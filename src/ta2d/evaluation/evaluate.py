@@ -35,6 +35,7 @@ from ta2d.evaluation.samples import (
     annotate_samples,
     background_predictions,
     common_samples,
+    open_background_inputs,
     predict_runs,
     read_truth,
     run_kind,
@@ -59,8 +60,9 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[str | Path], out_dir: str | Path | None,
                   noise_sigma_k: float | None = None, batch_size: int = INFERENCE_BATCH_SIZE, device: str | None = None,
                   outputs: Mapping[str, str | Path] | None = None, split_cfg: Mapping | None = None,
-                  truth_path: str | Path | None = None, background=None, static=None,
-                  lapse_rate_k_per_km: float = 6.5, val_chunks: Sequence[str | Path] = ()) -> pd.DataFrame:
+                  truth_path: str | Path | None = None, background: Mapping | None = None,
+                  static: Mapping | None = None, domain: Mapping | None = None,
+                  val_chunks: Sequence[str | Path] = ()) -> pd.DataFrame:
     """Evaluate every run on the test chunks and write the OUTPUTS into out_dir; returns metrics.csv's table.
 
     ``outputs`` may map a name of OUTPUTS to another path (out_dir may then be None if it maps all).
@@ -68,8 +70,8 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     ``split_cfg`` (the config's split section) gives each test sample its validation scheme
     (ta2d.splits); without it only "all" is scored. ``truth_path`` (the demo's truth/labels_truth.csv)
     gives the floors; without it (or when the file does not exist) the floor columns are empty.
-    ``background`` (a ta2d.ingest.background.Background, with ``static``, the domain's static fields) adds the
-    baseline ``background``: the reanalysis interpolated to each sample and height-corrected to its pixel.
+    ``background`` (the config's inputs.background, with its inputs.static and domain) adds the baseline
+    ``background``: the reanalysis interpolated to each sample and height-corrected to its pixel's DEM.
     ``val_chunks``: every run (and the background) predicts them too, and its error model fit there
     (ta2d.evaluation.uncertainty) gives each test prediction a standard error: sigma_{run} in predictions.csv,
     CRPS and the 90 % interval's coverage in metrics.csv, reliability.png.
@@ -85,10 +87,11 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     val_samples = predict_runs(checkpoints, list(val_chunks), batch_size=batch_size, device=device) if val_chunks \
         else None
     if background is not None:
+        reanalysis, static_fields = open_background_inputs(background, static, domain)
         for samples in (all_samples, val_samples):
             if samples is not None:
-                samples[f"pred_{BACKGROUND_RUN}"] = background_predictions(samples, background, static,
-                                                                           lapse_rate_k_per_km)
+                samples[f"pred_{BACKGROUND_RUN}"] = background_predictions(
+                    samples, reanalysis, static_fields, background["lapse_rate_k_per_km"])
         runs.append(BACKGROUND_RUN)
         kinds[BACKGROUND_RUN] = BACKGROUND_RUN
     if val_samples is not None and len(val_samples):

@@ -76,6 +76,17 @@ def predict_runs(checkpoints: Mapping[str, str | Path], chunk_paths: Sequence[st
 BACKGROUND_RUN = "background"  # the reanalysis baseline's name in every table: pred_background, run background
 
 
+def open_background_inputs(background: Mapping, static: Mapping, domain: Mapping):
+    """(Background, StaticFields) of the config's inputs.background, inputs.static and domain."""
+    from ta2d.grid import Domain
+    from ta2d.ingest.background import open_background
+    from ta2d.static import read_static
+
+    fields = read_static(static["path"], Domain.from_config(domain), static.get("dem_var", "dem"),
+                         static.get("land_sea_mask_var", "land_sea_mask"), static.get("landcover_var", "landcover"))
+    return open_background(background["t2m"], background["orography"]), fields
+
+
 def background_predictions(df: pd.DataFrame, background, static, lapse_rate_k_per_km: float) -> np.ndarray:
     """The reanalysis background (ta2d.ingest.background.Background) at every sample's pixel and hour, in °C:
     bilinear in space, linear in time, height-corrected from the reanalysis orography to the pixel's DEM
