@@ -305,8 +305,10 @@ def _background_file_problems(background: Mapping | None) -> list[str]:
     for pattern in [t2m] if isinstance(t2m, str) else t2m:
         if not any(Path(p).is_file() for p in glob.iglob(pattern)):
             problems.append(f"key inputs.background.t2m: {pattern} matches no file")
-    if not Path(background["orography"]).is_file():
-        problems.append(f"key inputs.background.orography: file {background['orography']} does not exist")
+    orography = Path(background["orography"])
+    if not orography.is_file():
+        why = "is a folder, not a file" if orography.is_dir() else "does not exist"
+        problems.append(f"key inputs.background.orography: file {orography} {why}")
     return problems
 
 

@@ -34,6 +34,12 @@ CONFIG_FAULTS = [
     ("missing_raw_folder", lambda c: c["inputs"]["l1b"].__setitem__("dir", "/nonexistent/raw"),
      "key inputs.l1b.dir: folder /nonexistent/raw does not exist"),
     ("impossible_date", lambda c: c["period"].__setitem__("end", "2024-02-30"), "key period: not a date"),
+    ("background_pattern_matches_nothing",
+     lambda c: c["inputs"].__setitem__("background", {"t2m": "/nonexistent/t2m_*.nc", "orography": "/tmp"}),
+     "key inputs.background.t2m: /nonexistent/t2m_*.nc matches no file; key inputs.background.orography: file /tmp "
+     "is a folder, not a file"),
+    ("background_without_orography", lambda c: c["inputs"].__setitem__("background", {"t2m": "/nonexistent.nc"}),
+     "'orography' is a required property"),
     ("old_map_times", lambda c: c["maps"].__setitem__("times", ["2024-04-03T05:00"]),
      "unknown key maps.times (maps.times, single slots, was replaced by maps.days"),
 ]
