@@ -296,9 +296,15 @@ def test_labels_are_kst_and_match_the_truth(demo):
     )
     merged = observed.merge(truth, on=["stn", "time_utc"])
     assert len(merged) == len(good)
-    resid = merged["ta"] - merged["ta_true_c"]
-    assert abs(resid.std() - 0.8) < 0.15 and abs(resid.mean()) < 0.2
-    assert demo["summary"]["floor_rmse_k"] == pytest.approx(0.8, abs=0.15)
+    # label = true TA at the station + its siting error (one per station) + the shared error + white noise
+    white = merged["ta"] - merged["ta_true_c"] - merged["siting_c"] - merged["shared_c"]
+    sigma = config["demo"].get("noise_sigma_k", 0.5)
+    assert abs(white.std() - sigma) < 0.1 and abs(white.mean()) < 0.1
+    assert (merged.groupby("stn")["siting_c"].nunique() == 1).all()
+    assert 0.2 < merged["siting_c"].drop_duplicates().std() < 1.0
+    assert 0.2 < np.sqrt((merged["shared_c"] ** 2).mean()) < 1.0
+    rmse = np.sqrt(np.mean((merged["ta"] - merged["ta_true_c"]) ** 2))
+    assert demo["summary"]["station_error_rmse_k"] == pytest.approx(rmse, abs=0.02)
     # every expected reject is accounted for in demo.json
     assert demo["summary"]["n_label_rows"] == len(labels)
     assert demo["summary"]["expected_rejects"] == rejects["reason"].value_counts().to_dict()
@@ -385,7 +391,8 @@ def test_reanalysis_cells_are_the_mean_land_truth_lagged_by_the_configured_hours
     _, _, static, model, *_ = _world(demo["config"])
     hours = _slots(demo["config"])[5:7]
     settings = ReanalysisSettings(error_k=0.0, elevation_bias_k_per_km=0.0, lag_hours=1)
-    grid, t2m, orography = reanalysis_fields(model, static, hours, settings, seed=0)
+    fields = reanalysis_fields(model, static, hours, settings, seed=0)
+    grid, t2m, orography = fields.grid, fields.t2m, fields.orography
     truth = model.air_temperature((hours[0] - pd.Timedelta(hours=1)).timestamp(), static)
     # ERA5-Land's cells: 0.1 degree, edges on multiples of 0.1 degree
     cell_i = np.floor((static.lat - np.floor(static.lat.min() * 10) / 10) * 10).astype(int)
@@ -426,3 +433,79 @@ def test_reanalysis_files_read_as_cds_downloads_and_err_like_a_reanalysis(demo):
     assert (reasons == "").mean() > 0.9
     rmse = np.sqrt(np.nanmean(error**2))
     assert 0.8 < rmse < 2.0, rmse
+
+
+# --- the hidden boundary-layer anomaly and the floors per input set (ta2d.demo.truth, ta2d.demo.floors) ----------
+
+
+def test_the_hidden_anomaly_changes_the_air_temperature_and_no_channel(demo):
+    """Switching the hidden boundary-layer anomaly off changes TA by exactly it and leaves every channel, the skin
+    temperature and the clouds as they were: no input can see it."""
+    from ta2d.channels import BT_CHANNELS, RF_CHANNELS
+    from ta2d.demo import _world
+    from ta2d.demo.truth import TruthModel
+
+    _, _, static, model, *_ = _world(demo["config"])
+    quiet = TruthModel(model.seed, model.cloud_fraction, hidden_scale=0.0)
+    for slot in _slots(demo["config"])[[3, 14]]:  # a night and a day hour
+        t = slot.timestamp()
+        loud, calm = model.fields(t, static), quiet.fields(t, static)
+        hidden = model.boundary_layer_anomaly(t, static)
+        assert np.sqrt(np.mean(hidden[static.land] ** 2)) > 0.3
+        np.testing.assert_allclose(loud["ta"] - calm["ta"], hidden, atol=1e-4)
+        for name in (*BT_CHANNELS, *RF_CHANNELS, "ts", "cloud"):
+            np.testing.assert_array_equal(loud[name], calm[name])
+
+
+def test_the_oracle_interpolates_the_background_as_the_reader_does(tmp_path):
+    """ta2d.demo.floors.bilinear_on_grid (the background oracle's interpolation) equals the reader of CDS files on
+    a field with missing (sea) cells, and is exact on a plane."""
+    from ta2d.demo.floors import bilinear_on_grid
+    from ta2d.demo.reanalysis import Grid, Reanalysis, write_reanalysis
+    from ta2d.ingest.background import open_background
+
+    lat, lon = np.round(np.arange(36.05, 37.0, 0.1), 6), np.round(np.arange(126.05, 127.5, 0.1), 6)
+    plane = 280.0 + 3.0 * (lat[:, None] - 36.0) - 2.0 * (lon[None, :] - 126.0)
+    field = plane.copy()
+    field[2:4, 5:7] = np.nan  # sea
+    hours = pd.date_range("2024-05-01", periods=1, freq="h", tz="UTC")
+    fields = Reanalysis(Grid(lat, lon, np.zeros(1, int)), hours, field[None].astype(np.float32),
+                        np.zeros_like(field), np.zeros((1, *field.shape), np.float32))
+    write_reanalysis(str(tmp_path / "t2m_*.nc"), tmp_path / "orography.nc", fields)
+    background = open_background(str(tmp_path / "t2m_*.nc"), tmp_path / "orography.nc")
+    rng = np.random.default_rng(0)
+    plat, plon = rng.uniform(36.06, 36.94, 400), rng.uniform(126.06, 127.44, 400)
+    kelvin, _ = background.at(plat, plon, np.full(400, hours[0].to_datetime64()), np.zeros(400), 0.0)
+    np.testing.assert_allclose(bilinear_on_grid(field, lat, lon, plat, plon), kelvin, atol=1e-3)
+    exact = 280.0 + 3.0 * (plat - 36.0) - 2.0 * (plon - 126.0)
+    np.testing.assert_allclose(bilinear_on_grid(plane, lat, lon, plat, plon), exact, atol=1e-9)
+
+
+def test_the_station_correction_oracle_is_simple_kriging_on_a_known_case():
+    """Two stations sharing one signal of variance s2, each with noise of variance n2: the oracle predicts a
+    station's residual as s2 / (s2 + n2) times the other's (the simple-kriging weight)."""
+    from ta2d.demo.floors import _kriged_residual
+
+    rng = np.random.default_rng(1)
+    n_hours, s2, n2 = 4000, 1.0, 0.25
+    signal = rng.normal(0, np.sqrt(s2), n_hours)
+    times = np.arange(n_hours) * 3600
+    truth = pd.DataFrame({"stn": np.repeat([1, 2], n_hours), "time_utc": np.tile(times, 2)})
+    residual = np.tile(signal, 2) + rng.normal(0, np.sqrt(n2), 2 * n_hours)
+    predicted = _kriged_residual(truth, residual, np.tile(signal, 2), n2, np.array([1, 2]))
+    weight = np.mean(signal**2) / (np.mean(signal**2) + n2)
+    np.testing.assert_allclose(predicted[:n_hours], weight * residual[n_hours:], rtol=1e-9)
+    np.testing.assert_allclose(predicted[n_hours:], weight * residual[:n_hours], rtol=1e-9)
+
+
+def test_each_input_set_lowers_the_floor(demo):
+    """demo.json's floors per input set: the satellite-only floor holds the hidden anomaly and every station error;
+    the background takes part of the hidden anomaly away, the other stations' residuals more."""
+    floors = demo["summary"]["observable_floor_k"]
+    truth = pd.read_csv(Path(demo["config"]["demo"]["out_dir"]) / "truth" / "labels_truth.csv")
+    for column in ("oracle_satellite_c", "oracle_background_c", "oracle_corrected_c"):
+        assert truth[column].notna().all()
+    np.testing.assert_allclose(truth["oracle_satellite_c"], truth["ta_true_c"] - truth["hidden_c"], atol=2e-4)
+    for split in floors["satellite"]["by_split"]:
+        sat, bg, corr = (floors[name]["by_split"][split] for name in ("satellite", "background", "corrected"))
+        assert sat > bg > corr > 0.4, (split, sat, bg, corr)

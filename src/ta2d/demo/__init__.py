@@ -32,8 +32,9 @@ from ta2d.demo.defects import (
     plan_defects,
     plant_station_defects,
 )
+from ta2d.demo.floors import add_oracles, departure_at_stations, observable_floors
 from ta2d.demo.l1b_writer import DQF_ERROR, FileFlags, SlotWriter
-from ta2d.demo.reanalysis import ReanalysisSettings, write_reanalysis
+from ta2d.demo.reanalysis import ReanalysisSettings, reanalysis_fields, write_reanalysis
 from ta2d.demo.static import Window, static_fields, write_static
 from ta2d.demo.tables import (
     label_truth,
@@ -56,7 +57,10 @@ class DemoSettings:
     out_dir: Path
     seed: int = 7
     n_stations: int = 40
-    noise_sigma_k: float = 0.8
+    noise_sigma_k: float = 0.5
+    siting_sigma_k: float = 0.5
+    shared_error_k: float = 0.5
+    hidden_scale: float = 1.0
     compression_level: int = 1
     margin_px: int = 8
     workers: int | None = None
@@ -143,7 +147,7 @@ def _world(config: dict):
     days, _, _ = _times(config)
     half = patch_half(config)
     static = static_fields(window, s.seed)
-    model = TruthModel(s.seed, s.cloud_fraction)
+    model = TruthModel(s.seed, s.cloud_fraction, s.hidden_scale)
     stations = place_stations(static, window, domain, s.n_stations, half, s.station_elev_sigma_m,
                               np.random.default_rng([s.seed, 6]), n_extra_ids=s.defects.out_of_domain_stations)
     defect_rng = np.random.default_rng([s.seed, 5])
@@ -162,7 +166,7 @@ def write_slots(config: dict, slot_times, labels_path: str | Path | None = None,
     if labels_path is not None:
         hours = pd.DatetimeIndex([pd.Timestamp(t) for t in slot_times if pd.Timestamp(t).minute == 0])
         rows = label_truth([st for st in stations if st.role != "out_of_domain"], model, static, window, hours,
-                           s.seed, s.noise_sigma_k)
+                           s.seed, s.noise_sigma_k, s.siting_sigma_k, s.shared_error_k)
         write_labels(Path(labels_path), rows.assign(ta_text=rows["ta_obs_c"].map(lambda v: f"{v:.1f}"), qc_text=""))
     l1b = config["inputs"]["l1b"]
     counts = s.defects
@@ -196,10 +200,17 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
     hour_times = [int(t.timestamp()) for t in hours]
     slot_times = [int(t.timestamp()) for t in slots]
     plan = plan_defects(stations, window, hour_times, set(slot_times), counts, half, defect_rng)
-    truth = label_truth(stations, model, static, window, hours, s.seed, s.noise_sigma_k)
+    truth = label_truth(stations, model, static, window, hours, s.seed, s.noise_sigma_k, s.siting_sigma_k,
+                        s.shared_error_k)
     rows, rejects, row_records = apply_label_defects(truth, plan)
     labels_path = Path(inputs["labels"]["path"])
     write_labels(labels_path, rows)
+    # extra days after the labelled period with L1B files only (no labels, no planted defects): what maps.period maps
+    extra_days = pd.date_range(days[-1] + pd.Timedelta(days=1), periods=s.unlabelled_days, freq="D")
+    reanalysis = None
+    if inputs.get("background") is not None:  # the reanalysis of every hour with files, labelled or not
+        reanalysis = reanalysis_fields(model, static, _slots_of(days.append(extra_days), [0]), s.reanalysis, s.seed)
+    truth = _with_oracles(truth, rows, reanalysis, s)
     write_truth(s.out_dir / "truth" / "labels_truth.csv", truth)
     rejects.to_csv(s.out_dir / "truth" / "expected_rejects.csv", index=False)
 
@@ -220,21 +231,18 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
         planted=plan.pixel_flags,
         seed=s.seed,
     )
-    # days after the labelled period with L1B files only (no labels, no planted defects): what maps.period maps
-    extra_days = pd.date_range(days[-1] + pd.Timedelta(days=1), periods=s.unlabelled_days, freq="D")
     extra_slots = [int(t.timestamp()) for t in _slots_of(extra_days, l1b.get("slot_minutes", [0]))]
     all_slots = slot_times + extra_slots
     n_files, n_bytes = _write_slots(
         writer, all_slots, _workers(workers or s.workers, len(all_slots)), progress
     )
     background_files = []
-    if inputs.get("background") is not None:  # the reanalysis of every hour with files, labelled or not
+    if reanalysis is not None:
         background = inputs["background"]
         if not isinstance(background["t2m"], str):
             raise ValueError("inputs.background.t2m: the demo writes its reanalysis files by a pattern with one '*' "
                              "(e.g. resources/demo/background/era5land_t2m_*.nc), not a list")
-        background_files = write_reanalysis(background["t2m"], background["orography"], model, static,
-                                            _slots_of(days.append(extra_days), [0]), s.reanalysis, s.seed)
+        background_files = write_reanalysis(background["t2m"], background["orography"], reanalysis)
 
     records = (
         station_records
@@ -272,11 +280,10 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
         "n_label_rows": len(rows),
         "expected_rejects": rejects["reason"].value_counts().sort_index().to_dict(),
         "n_expected_samples": int(good.sum()),
-        # Best achievable RMSE: written label vs its noise-free truth (noise + 0.1 deg rounding) ...
-        "floor_rmse_k": round(float(np.sqrt(np.mean((obs - rows.loc[good, "ta_true_c"]) ** 2))), 4),
-        # ... and vs the pixel TA, for a model that cannot learn each station's elevation offset.
-        "floor_rmse_k_pixel": round(float(np.sqrt(np.mean((obs - rows.loc[good, "ta_pixel_c"]) ** 2))), 4),
-        "observable_floor_k": observable_floors(rows[good], obs, config.get("split") or {}),
+        # every station error: written label vs the true TA at the station (siting, shared, noise, rounding)
+        "station_error_rmse_k": round(float(np.sqrt(np.mean((obs - rows.loc[good, "ta_true_c"]) ** 2))), 4),
+        "hidden_rmse_k": round(float(np.sqrt(np.mean(rows.loc[good, "hidden_c"] ** 2))), 4),
+        "observable_floor_k": observable_floors(truth_of(rows[good], truth), obs, config.get("split") or {}),
         "paths": {
             "raw_dir": str(l1b["dir"]),
             "labels": str(labels_path),
@@ -293,44 +300,25 @@ def generate_demo(config: dict, progress: bool = True, workers: int | None = Non
     return summary
 
 
-def observable_floors(rows: pd.DataFrame, obs: pd.Series, split_cfg: dict) -> dict:
-    """The observable floor per split and validation scheme: RMSE of the written label against the
-    part of it the model inputs determine (docs/demo.md).
+def _with_oracles(truth: pd.DataFrame, rows: pd.DataFrame, reanalysis, s: DemoSettings) -> pd.DataFrame:
+    """The truth table with the best prediction of every input set (ta2d.demo.floors); the stations whose labels
+    are samples correct each other."""
+    written = truth[["stn", "time_utc"]].merge(
+        rows.loc[rows["reason"] == "", ["stn", "time_utc", "ta_text"]].drop_duplicates(["stn", "time_utc"]),
+        on=["stn", "time_utc"], how="left")
+    observed = pd.to_numeric(written["ta_text"], errors="coerce")
+    departure = None
+    if reanalysis is not None:
+        departure = departure_at_stations(truth, reanalysis.departure, reanalysis.hours, reanalysis.grid.lat,
+                                          reanalysis.grid.lon)
+    sample_stations = truth.loc[truth["role"].isin(["normal", "relocated"]), "stn"].unique()
+    return add_oracles(truth, observed, departure, s.noise_sigma_k**2, s.siting_sigma_k**2, sample_stations)
 
-    Every term of a station's true TA leaves a trace in the inputs (ta2d.demo.truth), the station's
-    height above its pixel included, since the chunks carry the station elevation; what no input
-    determines is the station noise and the 0.1 K rounding: floor = RMSE(label - ta_true_c). The
-    `without_station_height` variant is the floor of a model that drops the station elevation.
-    Splits and schemes come from ta2d.splits, the rule build_index uses, on the config's split.
-    """
-    from ta2d.splits import assign_splits, utc_day
 
-    cfg = {"fractions": {"train": 0.7, "val": 0.15, "test": 0.15}, "seed": 42, "block_days": 20, **split_cfg}
-    assigned = assign_splits(rows["stn"].to_numpy(), utc_day(rows["time_utc"].to_numpy()).to_numpy(), cfg)
-    err = pd.DataFrame({
-        "true": obs.to_numpy() - rows["ta_true_c"].to_numpy(),
-        "pixel": obs.to_numpy() - rows["ta_pixel_c"].to_numpy(),
-        "split": assigned["split"].to_numpy(),
-        "scheme": assigned["scheme"].to_numpy(),
-        "day": utc_day(rows["time_utc"].to_numpy()).to_numpy(),
-    })
-
-    def rmse(e: pd.Series) -> float:
-        return round(float(np.sqrt(np.mean(e**2))), 4)
-
-    def table(col: str) -> dict:
-        out = {"all": rmse(err[col])}
-        out["by_split"] = {k: rmse(g[col]) for k, g in err.groupby("split")}
-        out["by_scheme"] = {k: rmse(g[col]) for k, g in err[err["scheme"] != ""].groupby("scheme")}
-        return out
-
-    return {
-        **table("true"),
-        "without_station_height": table("pixel"),
-        "days_by_split": {k: int(g["day"].nunique()) for k, g in err[err["scheme"] == ""].groupby("split")},
-        "days_by_scheme": {k: int(g["day"].nunique()) for k, g in err[err["scheme"] != ""].groupby("scheme")},
-        "samples_by_scheme": {k: len(g) for k, g in err[err["scheme"] != ""].groupby("scheme")},
-    }
+def truth_of(rows: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (label rows) with the truth columns their own table lacks (the oracles)."""
+    extra = [c for c in truth.columns if c.startswith("oracle_")]
+    return rows.merge(truth[["stn", "time_utc", *extra]], on=["stn", "time_utc"], how="left")
 
 
 def _scene_records(plan, writer: SlotWriter, rows: pd.DataFrame) -> list[dict]:

@@ -100,9 +100,23 @@ def smooth_error(rng: np.random.Generator, shape: tuple[int, int], sigma_k: floa
     return sigma_k * field / np.sqrt(np.mean(field**2))
 
 
+@dataclass(frozen=True)
+class Reanalysis:
+    """The demo's reanalysis: t2m in K (hour, lat, lon) on ``grid`` at ``hours``, its orography height in m
+    (lat, lon), and its departure (K, like t2m) from the reanalysis the visible truth alone would give: the
+    lagged cell mean of the hidden boundary-layer anomaly plus the smooth error, what it adds to a model's
+    inputs (ta2d.demo.floors)."""
+
+    grid: Grid
+    hours: pd.DatetimeIndex
+    t2m: np.ndarray
+    orography: np.ndarray
+    departure: np.ndarray
+
+
 def reanalysis_fields(model: TruthModel, static: StaticFields, hours: pd.DatetimeIndex, settings: ReanalysisSettings,
-                      seed: int) -> tuple[Grid, np.ndarray, np.ndarray]:
-    """(grid, t2m in K (hour, lat, lon), orography height in m (lat, lon)) of the demo's reanalysis."""
+                      seed: int) -> Reanalysis:
+    """The demo's reanalysis at ``hours`` (module docstring)."""
     grid, counts = reanalysis_grid(static, settings.grid_deg)
     orography = grid.cell_mean(static.dem.ravel().astype(float), counts)
     shape = orography.shape
@@ -111,31 +125,34 @@ def reanalysis_fields(model: TruthModel, static: StaticFields, hours: pd.Datetim
     daily_error = np.stack([smooth_error(rng, shape, settings.error_k) for _ in days])
     bias = settings.elevation_bias_k_per_km * orography / 1000.0
     out = np.empty((len(hours), *shape), np.float32)
+    departure = np.empty((len(hours), *shape), np.float32)
     for k, hour in enumerate(hours):
         truth_time = (hour - pd.Timedelta(hours=settings.lag_hours)).timestamp()
-        ta = grid.cell_mean(model.air_temperature(truth_time, static).ravel().astype(float), counts)
+        clouds = model.clouds(truth_time, static)
+        visible = model.visible_air_temperature(truth_time, static, clouds)
+        hidden = model.boundary_layer_anomaly(truth_time, static, clouds)
+        ta = grid.cell_mean((visible + hidden).ravel().astype(float), counts)
         day = (hour.floor("D") - days[0]).days
         w = (hour - hour.floor("D")) / pd.Timedelta(days=1)
         error = (1 - w) * daily_error[day] + w * daily_error[day + 1]
         out[k] = ta + bias + error + KELVIN
-    return grid, out, orography
+        departure[k] = grid.cell_mean(hidden.ravel().astype(float), counts) + error
+    return Reanalysis(grid, hours, out, orography, departure)
 
 
-def write_reanalysis(t2m_pattern: str, orography_path: str | Path, model: TruthModel, static: StaticFields,
-                     hours: pd.DatetimeIndex, settings: ReanalysisSettings, seed: int) -> list[Path]:
+def write_reanalysis(t2m_pattern: str, orography_path: str | Path, fields: Reanalysis) -> list[Path]:
     """Write the monthly t2m files and the orography file; returns the paths written."""
     if t2m_pattern.count("*") != 1:
         raise ValueError(f"inputs.background.t2m {t2m_pattern!r}: the demo writes one file per month and names it by "
                          "replacing the pattern's one '*' with YYYYMM; give exactly one '*'")
-    grid, t2m, orography = reanalysis_fields(model, static, hours, settings, seed)
     written = []
-    months = hours.strftime("%Y%m")
+    months = fields.hours.strftime("%Y%m")
     for month in dict.fromkeys(months):
         pick = np.asarray(months == month)
         path = Path(t2m_pattern.replace("*", month))
-        _write_t2m(path, t2m[pick], hours[pick], grid)
+        _write_t2m(path, fields.t2m[pick], fields.hours[pick], fields.grid)
         written.append(path)
-    written.append(_write_orography(Path(orography_path), orography, grid))
+    written.append(_write_orography(Path(orography_path), fields.orography, fields.grid))
     return written
 
 

@@ -2,8 +2,9 @@
 
 Stations sit on land pixels of the domain, >= half a patch (and >= 4 px) from its edge. Their
 elevation is the pixel DEM plus N(0, station_elev_sigma_m); a label is
-    TA_label = TA_true(pixel, t) - 6.5 K/km * (station elevation - pixel DEM) + N(0, noise_sigma_k),
-rounded to 0.1 deg C as the portal prints it. The noise-free part is written to truth/labels_truth.csv.
+    TA_label = TA_true(pixel, t) - 6.5 K/km * (station elevation - pixel DEM)
+               + siting error (per station) + shared error (a field neighbours share) + N(0, noise_sigma_k),
+rounded to 0.1 deg C as the portal prints it. Every term is written to truth/labels_truth.csv.
 """
 
 from __future__ import annotations
@@ -206,31 +207,43 @@ def label_truth(
     hours_utc: pd.DatetimeIndex,
     seed: int,
     noise_sigma_k: float,
+    siting_sigma_k: float = 0.0,
+    shared_error_k: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per station and UTC hour: truth and the noisy observation (unrounded)."""
+    """One row per station and UTC hour: the truth, each station error term and the observation (unrounded).
+
+    ta_pixel_c is the pixel's TA, hidden_c the part of it no input sees; ta_true_c the TA at the station's
+    height; siting_c its persistent siting error (one N(0, siting_sigma_k) per station), shared_c the error it
+    shares with its neighbours (shared_error_k x TruthModel.shared_station_error), and the observation adds
+    white N(0, noise_sigma_k) noise to all of them.
+    """
     keys, pts = station_points(stations, static, window, seed)
     col_of = {key: i for i, key in enumerate(keys)}
     t_unix = [int(ts.timestamp()) for ts in hours_utc]
-    ta_pix = np.stack([model.air_temperature(float(t), pts) for t in t_unix])  # (hours, station periods)
+    visible, hidden, shared = (np.empty((len(t_unix), len(keys))) for _ in range(3))  # (hours, station periods)
+    for i, t in enumerate(t_unix):
+        clouds = model.clouds(float(t), pts)
+        visible[i] = model.visible_air_temperature(float(t), pts, clouds)
+        hidden[i] = model.boundary_layer_anomaly(float(t), pts, clouds)
+        shared[i] = model.shared_station_error(float(t), pts)
     rows = []
     for s in stations:
         if not s.periods:
             continue
+        siting = siting_sigma_k * float(np.random.default_rng([seed, 8, s.stn]).standard_normal())
         for i, (t, ts) in enumerate(zip(t_unix, hours_utc, strict=True)):
             kst = ts.tz_convert(KST)
             k = s.periods.index(s.period_on(kst.date()))
             p = s.periods[k]
             j = col_of[(s.stn, k)]
-            ta = float(ta_pix[i, j])
+            ta = float(visible[i, j] + hidden[i, j])
             ta_true = ta + LAPSE_K_PER_M * (p.elev_m - float(pts.dem[j]))
-            rows.append(
-                (s.stn, s.name, int(t), kst.strftime("%Y-%m-%d %H:%M"), ta, ta_true, p.line, p.column, s.role)
-            )
-    df = pd.DataFrame(
-        rows, columns=["stn", "name", "time_utc", "kst", "ta_pixel_c", "ta_true_c", "line", "column", "role"]
-    )
+            rows.append((s.stn, s.name, int(t), kst.strftime("%Y-%m-%d %H:%M"), ta, ta_true, float(hidden[i, j]),
+                         siting, shared_error_k * float(shared[i, j]), p.line, p.column, s.role))
+    df = pd.DataFrame(rows, columns=["stn", "name", "time_utc", "kst", "ta_pixel_c", "ta_true_c", "hidden_c",
+                                     "siting_c", "shared_c", "line", "column", "role"])
     rng = np.random.default_rng([seed, 4])
-    df["ta_obs_c"] = df["ta_true_c"] + rng.normal(0.0, noise_sigma_k, size=len(df))
+    df["ta_obs_c"] = df["ta_true_c"] + df["siting_c"] + df["shared_c"] + rng.normal(0.0, noise_sigma_k, size=len(df))
     return df
 
 
@@ -245,5 +258,6 @@ def write_labels(path: Path, rows: pd.DataFrame) -> None:
 
 def write_truth(path: Path, truth: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = truth[["stn", "time_utc", "ta_true_c", "ta_pixel_c", "line", "column"]].copy()
+    columns = ["stn", "time_utc", "ta_true_c", "ta_pixel_c", "line", "column", "hidden_c", "siting_c", "shared_c"]
+    out = truth[columns + [c for c in truth.columns if c.startswith("oracle_")]].copy()
     out.to_csv(path, index=False, float_format="%.4f")

@@ -5,16 +5,18 @@ Everything is a pointwise function of time (Unix s UTC) and the static attribute
 same code gives whole-window scenes for the L1B files and single pixels for the station labels.
 
 TA (deg C) = seasonal climatology(lat) + diurnal cycle (peak ~15 h local solar time; damped near and
-over water, reduced under cloud) - 6.5 K/km * DEM + urban +1.2 K + a drifting synoptic anomaly.
+over water, reduced under cloud) - 6.5 K/km * DEM + urban +1.2 K + a drifting synoptic anomaly (the visible
+part) + a hidden boundary-layer anomaly (night-time cold pools, daytime mixing, sea breeze, air under thick cloud).
 Skin temperature = TA + (+2..+10 K by day ~ cos SZA over land, -2..-4 K at night), water damped.
 Clear-sky BTs follow docs/gk2a-format.md#typical-values-over-korean-land; clouds (thresholded, advected smooth
 noise, ~cloud_fraction of the area) replace the surface by a cold, bright cloud top.
 
-Every term of TA leaves a trace in the inputs, so the demo's floor is the station noise (docs/demo.md):
-the airmass (seasonal climatology at the pixel's latitude + the synoptic anomaly) sets the temperature
-of the free troposphere, which the upper (WV063) and mid-level (WV069) water-vapour channels sense above
-the demo's clouds, and which also shifts cloud tops; the diurnal cycle's coastal damping uses a land
-fraction narrow enough for a 9x9 patch of the land-sea mask to see it.
+Every term of the visible part leaves a trace in the inputs (docs/demo.md): the airmass (seasonal
+climatology at the pixel's latitude + the synoptic anomaly) sets the temperature of the free troposphere,
+which the upper (WV063) and mid-level (WV069) water-vapour channels sense above the demo's clouds, and which
+also shifts cloud tops; the diurnal cycle's coastal damping uses a land
+fraction narrow enough for a 9x9 patch of the land-sea mask to see it. The hidden part leaves none: its
+expectation given the inputs is 0, so what it adds to the floor is exact (ta2d.demo.floors).
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ LAPSE_K_PER_M = -0.0065
 DAY_S = 86400.0
 SCAN_DELAY_S = 120.0  # Korea is scanned ~2 min after the nominal slot (docs/gk2a-format.md#scan-timing)
 MID_TROP_GAIN = 0.8  # K of free-troposphere anomaly per K of surface airmass anomaly
+
+# The hidden boundary-layer anomaly (TruthModel.boundary_layer_anomaly), K at hidden_scale 1, and its scales in
+# 2 km pixels. Sized so that a satellite-only model on held-out stations lands where the literature does
+# (docs/demo.md#the-hidden-boundary-layer-anomaly).
+POOL_K, POOL_SCALE_PX = 3.0, 14.0  # night-time inversion strength, strongest over low ground
+MIXING_K, MIXING_SCALE_PX = 1.3, 10.0  # daytime mixed-layer variability
+SEA_BREEZE_K = 1.5  # daily sea-breeze strength (N(0, 1) per day) on the coastal land
+RAIN_K, RAIN_SCALE_PX = 1.5, 4.0  # under thick cloud: rain-cooled or warm-sector air the surface hides
+STATION_ERROR_SCALE_PX = 40.0  # the station error that neighbouring stations share (tables.label_truth)
 
 # Sensor noise (1 sigma) added to the 2 km fields: K for BT channels, albedo units for reflective ones.
 SENSOR_NOISE = {
@@ -75,9 +86,14 @@ class Clouds:
 class TruthModel:
     """The demo's physical truth for one seed (deterministic, vectorised over pixels)."""
 
-    def __init__(self, seed: int, cloud_fraction: float = 0.3):
+    def __init__(self, seed: int, cloud_fraction: float = 0.3, hidden_scale: float = 1.0):
         self.seed = seed
         self.cloud_fraction = float(cloud_fraction)
+        self.hidden_scale = float(hidden_scale)
+        self._pools = [periodic_noise(seed, p, POOL_SCALE_PX) for p in (30, 31)]
+        self._mixing = [periodic_noise(seed, p, MIXING_SCALE_PX) for p in (32, 33)]
+        self._rain = periodic_noise(seed, 34, RAIN_SCALE_PX)
+        self._station_error = [periodic_noise(seed, p, STATION_ERROR_SCALE_PX) for p in (35, 36)]
         self._cloud = [periodic_noise(seed, p, s) for p, s in ((20, 14.0), (21, 14.0), (22, 4.0), (23, 4.0))]
         self._humidity = periodic_noise(seed, 24, 40.0)
         self._upper_humidity = periodic_noise(seed, 25, 25.0)
@@ -148,7 +164,13 @@ class TruthModel:
 
     # -- air and skin temperature --------------------------------------------------------------------
     def air_temperature(self, t_unix: float, pts: StaticFields, clouds: Clouds | None = None) -> np.ndarray:
-        """TA in deg C at the pixels (noise-free truth)."""
+        """TA in deg C at the pixels (noise-free truth): the visible part plus the hidden boundary-layer anomaly."""
+        clouds = self.clouds(t_unix, pts) if clouds is None else clouds
+        return self.visible_air_temperature(t_unix, pts, clouds) + self.boundary_layer_anomaly(t_unix, pts, clouds)
+
+    def visible_air_temperature(self, t_unix: float, pts: StaticFields, clouds: Clouds | None = None) -> np.ndarray:
+        """The part of TA (deg C) that the inputs determine: every term leaves a trace in a channel or a static
+        field (module docstring). The skin temperature follows it."""
         clouds = self.clouds(t_unix, pts) if clouds is None else clouds
         doy = (t_unix - J2000_UNIX) / DAY_S % 365.2425
         water = pts.landcover == WATER
@@ -167,6 +189,48 @@ class TruthModel:
 
         ta = base + diurnal + LAPSE_K_PER_M * pts.dem + np.where(pts.landcover == URBAN, 1.2, 0.0)
         return ta + np.where(water, 0.5, 1.0) * self.synoptic_anomaly(t_unix, pts)
+
+    def boundary_layer_anomaly(self, t_unix: float, pts: StaticFields, clouds: Clouds | None = None) -> np.ndarray:
+        """The hidden part of TA (K): what happens below the free troposphere that no channel sees.
+
+        Four terms, each a zero-mean random field times a weight the inputs do know (solar hour, terrain,
+        coast, cloud thickness), so its expectation given the inputs is 0 and the observable floor stays exact:
+        the night-time inversion's departure from its mean (cold pools; strongest at ~03 h solar time over
+        low ground), the daytime mixed layer's, a sea breeze of a daily random strength on the coastal land
+        (~14 h), and the air under thick cloud that the cloud hides (rain-cooled or warm-sector). It does not
+        enter the skin temperature, so clear-sky IR cannot see it either.
+        """
+        if self.hidden_scale == 0:
+            return np.zeros(np.shape(pts.line))
+        clouds = self.clouds(t_unix, pts) if clouds is None else clouds
+        hours = (t_unix - J2000_UNIX) / 3600.0
+        rows, cols = _axes(pts)
+        solar_hour = ((t_unix % DAY_S) / 3600.0 + pts.lon / 15.0) % 24.0
+        night = ((1 + np.cos(2 * np.pi * (solar_hour - 3.0) / 24.0)) / 2) ** 2
+        day = ((1 + np.cos(2 * np.pi * (solar_hour - 14.0) / 24.0)) / 2) ** 2
+        low_ground = 0.4 + 0.8 * np.exp(-pts.dem / 400.0)
+        pools = _rotating(self._pools, rows - _wrap(0.5 * hours), cols - _wrap(2.0 * hours), hours / 30.0)
+        mixing = _rotating(self._mixing, rows - _wrap(1.0 * hours), cols - _wrap(6.0 * hours), hours / 20.0)
+        rain = sample_tile(self._rain, rows - _wrap(1.5 * hours), cols - _wrap(12.0 * hours))  # moves with the cloud
+        coast = np.clip(2.0 * (1.0 - pts.landfrac), 0.0, 1.0) * pts.land
+        hidden = (POOL_K * night * low_ground * pools + MIXING_K * day * mixing
+                  + SEA_BREEZE_K * self.daily_strength(t_unix, 28) * day * coast + RAIN_K * clouds.tau * rain)
+        return self.hidden_scale * hidden
+
+    def daily_strength(self, t_unix: float, purpose: int) -> float:
+        """A N(0, 1) number per UTC day (keyed by the day, so any sub-period reproduces it), linear in time."""
+        days = (t_unix - J2000_UNIX) / DAY_S
+        first = int(np.floor(days))
+        a, b = (np.random.default_rng([self.seed, purpose, d + 100000]).standard_normal() for d in (first, first + 1))
+        w = days - first
+        return float((1 - w) * a + w * b)
+
+    def shared_station_error(self, t_unix: float, pts: StaticFields) -> np.ndarray:
+        """A unit-variance field of ~80 km that drifts and turns over in ~2 days: the part of station errors
+        that neighbouring stations share (a network's sensors, their screens, the weather they fail in)."""
+        hours = (t_unix - J2000_UNIX) / 3600.0
+        rows, cols = _axes(pts)
+        return _rotating(self._station_error, rows - _wrap(0.3 * hours), cols - _wrap(1.5 * hours), hours / 48.0)
 
     @staticmethod
     def skin_temperature(
@@ -191,8 +255,9 @@ class TruthModel:
         clouds = self.clouds(t_unix, pts, airmass)
         sza = self.sza(t_unix, pts)
         cz = np.clip(np.cos(np.radians(sza)), 0.0, 1.0)
-        ta = self.air_temperature(t_unix, pts, clouds)
-        ts = self.skin_temperature(ta, cz, pts, clouds)
+        visible = self.visible_air_temperature(t_unix, pts, clouds)
+        ta = visible + self.boundary_layer_anomaly(t_unix, pts, clouds)
+        ts = self.skin_temperature(visible, cz, pts, clouds)
 
         hours = (t_unix - J2000_UNIX) / 3600.0
         rows, cols = _axes(pts)
@@ -274,6 +339,12 @@ class TruthModel:
         for ch in BT_CHANNELS + RF_CHANNELS:
             out[ch] = out[ch] + SENSOR_NOISE[ch] * rng.standard_normal(shape, dtype=np.float32)
         return out
+
+
+def _rotating(tiles, rows, cols, turns: float) -> np.ndarray:
+    """cos/sin mixture of two unit-variance tiles: a field that keeps unit variance while it evolves."""
+    a = 2 * np.pi * turns
+    return np.cos(a) * sample_tile(tiles[0], rows, cols) + np.sin(a) * sample_tile(tiles[1], rows, cols)
 
 
 def _wrap(shift: float) -> float:
