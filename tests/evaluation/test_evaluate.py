@@ -106,8 +106,8 @@ def test_evaluate_runs_matches_numpy(trained, tmp_path):
     md = (out / "metrics.md").read_text()
     assert "0.800 K" in md and "best achievable rmse" in md.lower()
     assert "clay" in md and ("beats every baseline" in md or "does NOT beat every baseline" in md)
-    # side by side (header, one row per run, floor, floor vs pixel and n rows), then the per-run table
-    assert md.count("\n| ") == (1 + len(RUNS) + 3) + (1 + len(RUNS))
+    # side by side (header, one row per run, a floor row per input set and n), then the per-run table
+    assert md.count("\n| ") == (1 + len(RUNS) + 4) + (1 + len(RUNS))
     assert "floor: not available" in md  # no truth file
     assert got["scheme"].eq("all").all() and got["floor"].isna().all()  # no split config, no truth
     assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG"
@@ -162,13 +162,19 @@ def test_evaluate_per_scheme_with_floor_matches_numpy(trained, tmp_path):
     truth["ta_true_c"] = ref["y"] + rng.normal(0, 0.5, len(ref))
     truth["ta_pixel_c"] = ref["y"] + rng.normal(0.3, 1.0, len(ref))
     truth["line"], truth["column"] = 900, 2700
+    for k, name in enumerate(("satellite", "background", "corrected")):
+        truth[f"oracle_{name}_c"] = ref["y"] + rng.normal(0.1, 1.5 - 0.4 * k, len(ref))
+    truth["siting_c"] = rng.normal(0, 0.5, ref["stn"].max() + 1)[ref["stn"]]
     extra = pd.DataFrame({"stn": [999], "time_utc": [0], "ta_true_c": [1.0], "ta_pixel_c": [1.0], "line": [1],
-                          "column": [1]})  # a truth row of no test sample
+                          "column": [1], "oracle_satellite_c": [1.0], "oracle_background_c": [1.0],
+                          "oracle_corrected_c": [1.0], "siting_c": [0.0]})  # a truth row of no test sample
     truth_path = tmp_path / "truth/labels_truth.csv"
     truth_path.parent.mkdir()
     pd.concat([extra, truth.iloc[::-1]]).to_csv(truth_path, index=False, float_format="%.4f")
     truth = pd.read_csv(truth_path).rename(columns={"time_utc": "time"})  # as written (4 decimals)
-    ref = ref.merge(truth[["stn", "time", "ta_true_c", "ta_pixel_c"]], on=["stn", "time"], how="left")
+    ref = ref.merge(truth, on=["stn", "time"], how="left")
+    # a station the models trained on could have learnt its siting error: the floor takes it away there
+    seen = ~ref["scheme"].isin(["held_out_stations", "held_out_both"]).to_numpy()
 
     out = tmp_path / "eval"
     evaluate_runs(trained["ckpts"], chunks, out, noise_sigma_k=0.5, device="cpu", split_cfg=SPLIT,
@@ -182,21 +188,25 @@ def test_evaluate_per_scheme_with_floor_matches_numpy(trained, tmp_path):
     for run in RUNS:
         ref[run] = pred[f"pred_{run}"].to_numpy()
     assert list(got.columns) == ["run", "model", "baseline", "scheme", "n", "rmse", "mae", "bias", "r2", "floor",
-                                 "rmse_over_floor", "floor_pixel", "crps", "coverage_90"]
+                                 "rmse_over_floor", "floor_satellite", "floor_background", "floor_corrected", "crps",
+                                 "coverage_90"]
     assert got[["crps", "coverage_90"]].isna().all().all()  # no validation chunks: no standard errors
     assert len(got) == len(RUNS) * 5
     for r in got.itertuples():
         g = ref if r.scheme == "all" else ref[ref["scheme"] == r.scheme]
         y = g["y"].to_numpy()
         n, rmse, mae, bias, r2 = _np_metrics(y, g[r.run].to_numpy())
-        floor = np.sqrt(np.mean((y - g["ta_true_c"].to_numpy()) ** 2))
-        floor_pixel = np.sqrt(np.mean((y - g["ta_pixel_c"].to_numpy()) ** 2))
+        siting = np.where(seen[g.index], g["siting_c"].to_numpy(), 0.0)
+        floors = [np.sqrt(np.mean((y - g[f"oracle_{name}_c"].to_numpy() - siting) ** 2))
+                  for name in ("satellite", "background", "corrected")]
         assert r.n == n > 0
-        np.testing.assert_allclose([r.rmse, r.mae, r.bias, r.r2, r.floor, r.floor_pixel, r.rmse_over_floor],
-                                   [rmse, mae, bias, r2, floor, floor_pixel, rmse / floor], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            [r.rmse, r.mae, r.bias, r.r2, r.floor, r.floor_satellite, r.floor_background, r.floor_corrected,
+             r.rmse_over_floor], [rmse, mae, bias, r2, floors[0], *floors, rmse / floors[0]], rtol=1e-4, atol=1e-5)
     assert pred["scheme"].tolist() == ref["scheme"].tolist()
     md = (out / "metrics.md").read_text()
-    for title in ("held-out days", "held-out stations", "time block", "all test samples", "floor (K)"):
+    for title in ("held-out days", "held-out stations", "time block", "all test samples", "floor, satellite (K)",
+                  "floor, + station correction (K)"):
         assert title in md
     assert "floor: not available" not in md
     assert "beats every baseline on held_out_days" in md or "does NOT beat every baseline on held_out_days" in md
@@ -309,3 +319,24 @@ def test_standard_errors_from_the_validation_chunks_cover_the_test_samples(train
         assert 0.8 < row["coverage_90"] < 0.97, (run, row["coverage_90"])
         assert 0 < row["crps"] < row["rmse"]
     assert (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    # the report's "where the standard error rises" table: mean sigma and RMSE under thick cloud and elsewhere
+    from ta2d.evaluation.report import THICK_CLOUD_BT_K, sigma_by_sky
+
+    header, rows = sigma_by_sky(predictions)
+    thick = predictions["bt_ir105"] < THICK_CLOUD_BT_K
+    for run, row in zip(RUNS, rows, strict=True):
+        clear = predictions[~thick]
+        assert row[0] == run and int(row[4]) == len(clear)
+        assert float(row[5]) == pytest.approx(clear[f"sigma_{run}"].mean(), abs=1e-3)
+        assert float(row[6]) == pytest.approx(np.sqrt(np.mean((clear["y"] - clear[f"pred_{run}"]) ** 2)), abs=1e-3)
+    assert "Where the standard error rises" in (out / "metrics.md").read_text()
+    # every run's error model in error_models.json (for export_model): it gives predictions.csv's sigma again
+    import json
+
+    from ta2d.evaluation.uncertainty import ErrorModel, error_features
+
+    models = json.loads((out / "error_models.json").read_text())
+    assert set(models) == set(RUNS)
+    for run in RUNS:
+        np.testing.assert_allclose(ErrorModel.from_dict(models[run]).sigma(error_features(predictions)),
+                                   predictions[f"sigma_{run}"], rtol=1e-5)

@@ -4,15 +4,18 @@
 every run predicted (finite), scores them overall, per validation scheme (:mod:`.schemes`) and by station, hour
 of day (KST = UTC+9), month (KST) and IGBP land-cover class (:mod:`.tables`, :mod:`.metrics`), and writes
 
-  metrics.csv         run, model, baseline, scheme, n, rmse, mae, bias, r2, floor, rmse_over_floor, floor_pixel,
+  metrics.csv         run, model, baseline, scheme, n, rmse, mae, bias, r2, floor, rmse_over_floor,
+                      floor_satellite, floor_background, floor_corrected,
                       crps, coverage_90 (of N(pred, sigma²); empty without validation chunks)
-                      (long format; scheme "all" = every test sample). floor = sqrt(mean((y - ta_true_c)^2))
-                      over exactly those samples, from the demo's truth file (the best RMSE any model can
-                      reach there); floor_pixel the same against ta_pixel_c; empty without a truth file
+                      (long format; scheme "all" = every test sample). floor_{set} = the best RMSE a model
+                      given that input set can reach on exactly those samples, from the demo's truth file
+                      (ta2d.evaluation.tables); floor = the runs' own set's; empty without a truth file
   by_station.csv      run, stn, n, rmse, mae, bias, r2        (and by_hour.csv: hour_kst,
   by_month.csv        month, by_landcover.csv: landcover, landcover_name)
   predictions.csv     one row per sample: stn, time, hour_kst, month, landcover, line, column, bt_ir105, rf_vi006,
-                      [scheme], y, [ta_true_c, ta_pixel_c], pred_{run}, [sigma_{run}]
+                      [scheme], y, [ta_true_c, ta_pixel_c, floor_target_{set}], pred_{run}, [sigma_{run}]
+  error_models.json   {run: ErrorModel.to_dict()} of every run ({} without validation chunks): what export_model
+                      puts into the model file, for the maps' standard errors
   metrics.md / .html  the report (:mod:`.report`)
   scatter.png, residual_by_hour.png, rmse_by_station.png, reliability.png   (:mod:`.plots`)
 
@@ -21,6 +24,7 @@ Errors are in K (a difference of °C); TA itself in °C.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,14 +46,14 @@ from ta2d.evaluation.samples import (
 )
 from ta2d.evaluation.schemes import SCHEME_ALL
 from ta2d.evaluation.tables import BREAKDOWNS, breakdown, scheme_table
-from ta2d.evaluation.uncertainty import add_sigmas
+from ta2d.evaluation.uncertainty import add_sigmas, fit_error_models
 from ta2d.training.inference import INFERENCE_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("metrics.csv", "metrics.md", "metrics.html", "by_station.csv", "by_hour.csv", "by_month.csv",
            "by_landcover.csv", "predictions.csv", "scatter.png", "residual_by_hour.png", "rmse_by_station.png",
-           "reliability.png")
+           "reliability.png", "error_models.json")
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -74,7 +78,8 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     ``background``: the reanalysis interpolated to each sample and height-corrected to its pixel's DEM.
     ``val_chunks``: every run (and the background) predicts them too, and its error model fit there
     (ta2d.evaluation.uncertainty) gives each test prediction a standard error: sigma_{run} in predictions.csv,
-    CRPS and the 90 % interval's coverage in metrics.csv, reliability.png.
+    CRPS and the 90 % interval's coverage in metrics.csv, reliability.png; the error models themselves go to
+    error_models.json (empty without validation samples).
     """
     outputs = dict(outputs or {})
     missing = [name for name in OUTPUTS if name not in outputs]
@@ -94,8 +99,15 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
                     samples, reanalysis, static_fields, background["lapse_rate_k_per_km"])
         runs.append(BACKGROUND_RUN)
         kinds[BACKGROUND_RUN] = BACKGROUND_RUN
+    error_models = {}
     if val_samples is not None and len(val_samples):
-        all_samples = add_sigmas(all_samples, val_samples, runs)
+        error_models = fit_error_models(val_samples, runs)
+        all_samples = add_sigmas(all_samples, None, runs, error_models)
+    else:
+        log.warning("no validation samples: no error model, so no standard errors (and none in the maps)")
+    with atomic_path(paths["error_models.json"]) as tmp:
+        tmp.write_text(json.dumps({run: m.to_dict() for run, m in error_models.items()}, indent=1) + "\n",
+                       encoding="utf-8")
     truth = None
     if truth_path is not None and Path(truth_path).is_file():
         truth = read_truth(truth_path)
@@ -106,7 +118,8 @@ def evaluate_runs(checkpoints: Mapping[str, str | Path], test_chunks: Sequence[s
     if len(df) < len(all_samples):
         log.warning("%d of %d test samples left out: some run predicted no finite value",
                     len(all_samples) - len(df), len(all_samples))
-    table = scheme_table(df, kinds)
+    # every run is given the background when one is configured (ta2d.chunks: the chunks' background field)
+    table = scheme_table(df, kinds, input_set="satellite" if background is None else "background")
     _write_csv(table, paths["metrics.csv"])
     tables = {stem: breakdown(df, runs, by) for stem, by in BREAKDOWNS.items()}
     for stem, t in tables.items():

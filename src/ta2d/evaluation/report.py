@@ -38,11 +38,11 @@ def _floor_note(df: pd.DataFrame) -> str:
         return ("floor: not available: no demo truth file (real data have no noise-free truth), so the floor and "
                 "RMSE/floor columns are empty.")
     missing = int(df["ta_true_c"].isna().sum())
-    return ("floor = sqrt(mean((observed − ta_true_c)²)) over exactly the samples of its column, from the demo's "
-            "truth file: the lowest RMSE any model can reach on them (the label noise and rounding); "
-            "÷ floor = RMSE / floor. floor_pixel in metrics.csv is the same against ta_pixel_c (TA at the station "
-            "pixel)." + (f" {missing} samples have no truth row: floors of sets holding them are empty." if missing
-                         else ""))
+    return ("floors, from the demo's truth file over exactly the samples of their column: the lowest RMSE a model "
+            "can reach given the satellite inputs (satellite), those and the reanalysis background (+ background), "
+            "or those and the other stations' observations (+ station correction; the maps' kriging); ÷ floor = "
+            "RMSE / the floor of the inputs the runs were given (docs/demo.md#the-observable-floor-per-input-set)."
+            + (f" {missing} samples have no truth row: floors of sets holding them are empty." if missing else ""))
 
 
 def _summary_lines(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sigma_k: float | None) -> list[str]:
@@ -54,8 +54,8 @@ def _summary_lines(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sigm
     if len(df) < n_all:
         lines.append(f"{n_all - len(df)} of {n_all} samples were left out: some run predicted no finite value.")
     if noise_sigma_k is not None:
-        lines.append(f"The demo's station noise sigma (demo.noise_sigma_k): {noise_sigma_k:.3f} K; the floor row is "
-                     "the best achievable RMSE on exactly each column's samples.")
+        lines.append(f"The demo's white station noise sigma (demo.noise_sigma_k): {noise_sigma_k:.3f} K; the floor "
+                     "rows are the best achievable RMSE on exactly each column's samples.")
     judge = judge_scheme(table)
     sub = table[table["scheme"] == judge]
     verdicts = beats_baselines(sub)
@@ -90,7 +90,7 @@ def _shown_schemes(table: pd.DataFrame) -> list[str]:
 
 def side_by_side(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and rows (text) of the side-by-side table: one row per run with RMSE and RMSE/floor per scheme,
-    then the floor, floor vs ta_pixel_c and n rows."""
+    then the floor of every input set and n rows."""
     schemes = _shown_schemes(table)
     header = ["run", "model"]
     for s in schemes:
@@ -106,8 +106,9 @@ def side_by_side(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         rows.append(row)
     if runs:
         first = runs[0]  # the floors and n depend on the samples only, the same for every run
-        for label, col, digits in (("floor (K)", "floor", 3), ("floor vs ta_pixel_c (K)", "floor_pixel", 3),
-                                   ("n samples", "n", 0)):
+        for label, col, digits in (("floor, satellite (K)", "floor_satellite", 3),
+                                   ("floor, + background (K)", "floor_background", 3),
+                                   ("floor, + station correction (K)", "floor_corrected", 3), ("n samples", "n", 0)):
             row = [label, ""]
             for s in schemes:
                 v = at.loc[(first, s), col]
@@ -135,6 +136,32 @@ def uncertainty_side_by_side(table: pd.DataFrame) -> tuple[list[str], list[list[
     return header, rows
 
 
+THICK_CLOUD_BT_K = 255.0  # a centre IR10.5 BT below this is a cold cloud top: thick cloud hides the surface
+
+
+def sigma_by_sky(df: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of the "where the standard error rises" table: per run, under thick cloud (centre IR10.5 BT
+    below THICK_CLOUD_BT_K) and elsewhere, the samples, the mean standard error and the RMSE it should follow;
+    None without standard errors."""
+    runs = [c[len("sigma_"):] for c in df.columns if c.startswith("sigma_")]
+    if not runs or "bt_ir105" not in df:
+        return None
+    thick = df["bt_ir105"].to_numpy() < THICK_CLOUD_BT_K
+    header = ["run"]
+    for name in ("thick cloud", "clear or thin cloud"):
+        header += [f"{name}: n", "mean σ (K)", "RMSE (K)"]
+    rows = []
+    for run in runs:
+        row = [run]
+        for sel in (thick, ~thick):
+            g = df[sel]
+            err = g["y"].to_numpy() - g[f"pred_{run}"].to_numpy()
+            row += [format_value(int(sel.sum())), format_value(float(g[f"sigma_{run}"].mean()) if len(g) else np.nan),
+                    format_value(float(np.sqrt(np.mean(err**2))) if len(g) else np.nan)]
+        rows.append(row)
+    return header, rows
+
+
 def markdown_report(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sigma_k: float | None) -> str:
     """metrics.md; `table` is scheme_table's long table."""
     header, rows = side_by_side(table)
@@ -152,6 +179,12 @@ def markdown_report(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sig
         out += ["| " + " | ".join(r) + " |" for r in rows_u]
         out += ["", "- each run's standard error comes from its error model, fit on its validation residuals "
                 "(ta2d.evaluation.uncertainty); a calibrated 90 % interval covers 90 % (reliability.png)."]
+        sky = sigma_by_sky(df)
+        if sky is not None:
+            out += ["", f"Where the standard error rises: all test samples, thick cloud = centre IR10.5 BT below "
+                    f"{THICK_CLOUD_BT_K:.0f} K.", "", "| " + " | ".join(sky[0]) + " |",
+                    "|---|" + "|".join("---:" for _ in sky[0][1:]) + "|"]
+            out += ["| " + " | ".join(r) + " |" for r in sky[1]]
     cols = list(HEADERS)
     detail = table[table["scheme"] == SCHEME_ALL]
     out += ["", "## All test samples, per run", "", "| " + " | ".join(HEADERS[c] for c in cols) + " |",
@@ -181,6 +214,10 @@ def html_report(df: pd.DataFrame, table: pd.DataFrame, n_all: int, noise_sigma_k
     uncertainty = uncertainty_side_by_side(table)
     if uncertainty is not None:
         schemes_notes += f"</ul><h3>Standard errors by validation scheme</h3>{html_table(*uncertainty)}<ul>"
+        sky = sigma_by_sky(df)
+        if sky is not None:
+            schemes_notes += (f"</ul><p>Where the standard error rises (thick cloud: centre IR10.5 BT below "
+                              f"{THICK_CLOUD_BT_K:.0f} K)</p>{html_table(*sky)}<ul>")
     notes = "".join(f"<li>{html.escape(s)}</li>" for s in _summary_lines(df, table, n_all, noise_sigma_k))
     style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"

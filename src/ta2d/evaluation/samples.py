@@ -90,43 +90,53 @@ def open_background_inputs(background: Mapping, static: Mapping, domain: Mapping
 def background_predictions(df: pd.DataFrame, background, static, lapse_rate_k_per_km: float) -> np.ndarray:
     """The reanalysis background (ta2d.ingest.background.Background) at every sample's pixel and hour, in °C:
     bilinear in space, linear in time, height-corrected from the reanalysis orography to the pixel's DEM
-    (``static``: ta2d.static.StaticFields of the domain). NaN where the background has no value; the reasons
-    are counted in the log."""
-    from ta2d.grid import linecol_to_lonlat
-
-    line, column = df["line"].to_numpy(np.int64), df["column"].to_numpy(np.int64)
-    lon, lat = linecol_to_lonlat(line, column)
-    dom = static.domain
-    inside = (line >= dom.first_line) & (line <= dom.last_line) & (column >= dom.first_column) & (
-        column <= dom.last_column)
-    height = np.full(len(df), np.nan)
-    height[inside] = static.dem[line[inside] - dom.first_line, column[inside] - dom.first_column]
-    if inside.any():  # a grid that misses the domain is an error naming the file, not a column of NaN
-        background.check_covers(lat[inside].min(), lat[inside].max(), lon[inside].min(), lon[inside].max())
-    times = pd.to_datetime(df["time"].to_numpy(np.int64), unit="s", utc=True)
-    kelvin, reasons = background.at(lat, lon, times, height, lapse_rate_k_per_km / 1000.0)
+    (``static``: ta2d.static.StaticFields of the domain; :meth:`Background.at_pixels`, what a chunk's
+    ``background`` field holds). NaN where the background has no value; the reasons are counted in the log."""
+    celsius, reasons = background.at_pixels(static, df["line"].to_numpy(np.int64), df["column"].to_numpy(np.int64),
+                                            df["time"].to_numpy(np.int64), lapse_rate_k_per_km / 1000.0)
     missing = pd.Series(reasons[reasons != ""]).value_counts()
     for reason, n in missing.items():
         log.warning("background: %d of %d test samples without a value: %s", n, len(df), reason)
-    return np.asarray(kelvin, np.float64) - 273.15
+    return celsius
+
+
+INPUT_SETS = ("satellite", "background", "corrected")  # the demo's floors: what each set of inputs can explain
+UNSEEN_STATION_SCHEMES = ("held_out_stations", "held_out_both")  # schemes whose stations no model trained on
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:
     """The demo's truth table (truth/labels_truth.csv, written by ta2d.demo.tables.write_truth) as
-    stn, time (Unix s UTC), ta_true_c (what the inputs can explain), ta_pixel_c (TA at the station pixel)."""
-    truth = pd.read_csv(path, usecols=["stn", "time_utc", "ta_true_c", "ta_pixel_c"],
-                        dtype={"stn": "int64", "time_utc": "int64", "ta_true_c": "float64", "ta_pixel_c": "float64"})
-    truth = truth.rename(columns={"time_utc": "time"})
+    stn, time (Unix s UTC), ta_true_c (the true TA at the station), ta_pixel_c (TA at the station pixel) and, where
+    the file has them, oracle_{satellite,background,corrected}_c (the best prediction each input set allows) and
+    siting_c (the station's persistent siting error)."""
+    wanted = ["stn", "time_utc", "ta_true_c", "ta_pixel_c", "siting_c", *(f"oracle_{s}_c" for s in INPUT_SETS)]
+    truth = pd.read_csv(path, usecols=lambda c: c in wanted)
+    missing = [c for c in wanted[:4] if c not in truth]
+    if missing:
+        raise ValueError(f"{path}: not a demo truth table, no column(s) {missing}")
+    truth = truth.astype({"stn": "int64", "time_utc": "int64"}).rename(columns={"time_utc": "time"})
     dup = truth.duplicated(["stn", "time"])
     if dup.any():
         raise ValueError(f"{path}: {int(dup.sum())} duplicate (stn, time_utc) rows")
     return truth
 
 
+def floor_targets(merged: pd.DataFrame, scheme: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per input set, the best prediction of each sample: the oracle, plus the station's siting error where the
+    models trained on the station (learnable there: a model sees its position). A truth table without oracles
+    (an older demo, whose every term was visible) gives ta_true_c as the satellite set's."""
+    if "oracle_satellite_c" not in merged:
+        return {"satellite": merged["ta_true_c"].to_numpy()}
+    seen = np.ones(len(merged), bool) if scheme is None else ~np.isin(scheme, UNSEEN_STATION_SCHEMES)
+    siting = np.where(seen, merged["siting_c"].to_numpy(), 0.0)
+    return {s: merged[f"oracle_{s}_c"].to_numpy() + siting for s in INPUT_SETS if f"oracle_{s}_c" in merged}
+
+
 def annotate_samples(df: pd.DataFrame, split_cfg: Mapping | None = None,
                      truth: pd.DataFrame | None = None) -> pd.DataFrame:
-    """df (sample_table or predict_runs) plus `scheme` (from split_cfg) and ta_true_c, ta_pixel_c (from truth),
-    inserted before y; rows and their order are kept. A truth row missing for a sample leaves nan."""
+    """df (sample_table or predict_runs) plus `scheme` (from split_cfg) and ta_true_c, ta_pixel_c and
+    floor_target_{input set} (from truth, :func:`floor_targets`), inserted after y; rows and their order are kept.
+    A truth row missing for a sample leaves nan."""
     df = df.reset_index(drop=True).copy()
     if split_cfg is not None:
         scheme = scheme_of(df["stn"].to_numpy(), df["time"].to_numpy(), dict(split_cfg))
@@ -137,11 +147,13 @@ def annotate_samples(df: pd.DataFrame, split_cfg: Mapping | None = None,
         df.insert(df.columns.get_loc("y"), "scheme", scheme)
     if truth is not None:
         keys = df[["stn", "time"]].astype("int64")
-        merged = keys.merge(truth[["stn", "time", "ta_true_c", "ta_pixel_c"]], on=["stn", "time"], how="left",
-                            validate="many_to_one")
+        merged = keys.merge(truth, on=["stn", "time"], how="left", validate="many_to_one")
         at = df.columns.get_loc("y") + 1
         df.insert(at, "ta_true_c", merged["ta_true_c"].to_numpy())
         df.insert(at + 1, "ta_pixel_c", merged["ta_pixel_c"].to_numpy())
+        targets = floor_targets(merged, df["scheme"].to_numpy() if "scheme" in df else None)
+        for k, (name, values) in enumerate(targets.items()):
+            df.insert(at + 2 + k, f"floor_target_{name}", values)
         missing = int(merged["ta_true_c"].isna().sum())
         if missing:
             log.warning("%d of %d test samples have no row in the truth file: floors of sets holding them are nan",

@@ -2,8 +2,10 @@
 validation scheme with the floors (metrics.csv), per group (by_station, by_hour, by_month, by_landcover), and
 whether each run beats every baseline.
 
-floor = sqrt(mean((y - ta_true_c)^2)) over exactly a table row's samples, from the demo's truth: the best RMSE
-any model can reach there; floor_pixel the same against ta_pixel_c. Errors in K.
+floor_{satellite,background,corrected} = sqrt(mean((y - floor_target_{set})^2)) over exactly a table row's
+samples, from the demo's truth: the best RMSE a model given the satellite inputs, those and the reanalysis
+background, or those and the other stations' observations (station correction) can reach there (ta2d.demo.floors).
+floor is the one of the input set the runs were given, rmse_over_floor the run's RMSE over it. Errors in K.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ IGBP_NAMES = {
     16: "barren",
     17: "water",
 }
-SCHEME_TABLE_COLUMNS = ["run", "model", "baseline", "scheme", *METRICS, "floor", "rmse_over_floor", "floor_pixel",
+FLOOR_COLUMNS = ["floor_satellite", "floor_background", "floor_corrected"]
+SCHEME_TABLE_COLUMNS = ["run", "model", "baseline", "scheme", *METRICS, "floor", "rmse_over_floor", *FLOOR_COLUMNS,
                         *UNCERTAINTY_METRICS]
 BREAKDOWNS = {  # file stem -> grouping column(s) of the predictions table
     "by_station": ["stn"],
@@ -56,23 +59,25 @@ def metrics_table(df: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "model", "baseline", *METRICS])
 
 
-def scheme_table(df: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
-    """metrics.csv: per run and per scheme (and "all") n, RMSE, MAE, bias, R², floor, RMSE/floor, floor_pixel, and
-    with a sigma_{run} column the CRPS and the 90 % interval's coverage (nan without one)."""
+def scheme_table(df: pd.DataFrame, kinds: Mapping[str, str], input_set: str = "satellite") -> pd.DataFrame:
+    """metrics.csv: per run and per scheme (and "all") n, RMSE, MAE, bias, R², the floor of the runs' ``input_set``
+    and RMSE/floor, the floor of every input set, and with a sigma_{run} column the CRPS and the 90 % interval's
+    coverage (nan without one)."""
     subsets = scheme_subsets(df)
     rows = []
     for run, kind in kinds.items():
         for scheme, g in subsets.items():
             y = g["y"].to_numpy()
             m = metrics(y, g[f"pred_{run}"].to_numpy())
-            floor = floor_rmse(y, g["ta_true_c"].to_numpy()) if "ta_true_c" in g else math.nan
-            pixel = floor_rmse(y, g["ta_pixel_c"].to_numpy()) if "ta_pixel_c" in g else math.nan
+            floors = {column: floor_rmse(y, g[f"floor_target_{column[6:]}"].to_numpy())
+                      if f"floor_target_{column[6:]}" in g else math.nan for column in FLOOR_COLUMNS}
+            floor = floors[f"floor_{input_set}"]
             ratio = m["rmse"] / floor if np.isfinite(floor) and floor > 0 else math.nan
             sigma = f"sigma_{run}"
             u = (uncertainty_metrics(y, g[f"pred_{run}"].to_numpy(), g[sigma].to_numpy()) if sigma in g
                  else dict.fromkeys(UNCERTAINTY_METRICS, math.nan))
             rows.append({"run": run, "model": kind, "baseline": kind in BASELINE_KINDS, "scheme": scheme, **m,
-                         "floor": floor, "rmse_over_floor": ratio, "floor_pixel": pixel, **u})
+                         "floor": floor, "rmse_over_floor": ratio, **floors, **u})
     return pd.DataFrame(rows, columns=SCHEME_TABLE_COLUMNS)
 
 
