@@ -44,6 +44,7 @@ def _model_only(model, scene, static, t: int, patch_size: int, batch_size: int) 
 
     from ta2d.chunks.patches import pixel_inputs
     from ta2d.maps import dense
+    from ta2d.models import uses_background
 
     slots = scene[["bt", "rf", "sza", "lat", "lon"]]
     planes = dense.slot_planes(slots, t, static)
@@ -64,7 +65,10 @@ def _model_only(model, scene, static, t: int, patch_size: int, batch_size: int) 
             rr, cc = np.nonzero(ok[r0:r1, c0:c1])
             pr, pc = rr + r0, cc + c0
             centre = planes[:, pr, pc].T
-            side = pixel_inputs(centre, np.full(len(pr), unix), lat[pr, pc], lon[pr, pc], static.landcover[pr, pc])
+            # the forward pass's speed does not depend on the background's values: its training mean for every pixel
+            bg = np.full(len(pr), float(model.normalizer.background_mean)) if uses_background(model) else None
+            side = pixel_inputs(centre, np.full(len(pr), unix), lat[pr, pc], lon[pr, pc], static.landcover[pr, pc],
+                                background=bg)
             block = torch.from_numpy(np.where(np.isfinite(planes), planes, 0.0)[:, r0 - half:r1 + half,
                                               c0 - half:c1 + half].copy())
             tiles.append((block, {**side, "x_center": torch.from_numpy(centre)}, torch.from_numpy(rr),
@@ -113,6 +117,14 @@ def bench_models(root: Path, cfg: dict, day: str, threads: int, batch_size: int,
           f"{'GPU-h/yr':>8s}")
     print(f"{'':12s} {'':14s} {'':9s} {'px/CPU-s':>10s} {'px/CPU-s':>9s} {'':6s} {'px/CPU-s':>9s}")
     models = [(p.stem, *load_model_file(p)) for p in sorted(root.glob("results/models/*.pt")) if p.name != "best.pt"]
+    reanalysis = None  # models trained with inputs.background map with it, as rule map_day does
+    if cfg["inputs"].get("background") is not None:
+        from ta2d.ingest.background import open_background_config
+
+        bg = cfg["inputs"]["background"]
+        t2m = [str(root / p) for p in ([bg["t2m"]] if isinstance(bg["t2m"], str) else bg["t2m"])]
+        reanalysis = open_background_config({**bg, "t2m": t2m, "orography": str(root / bg["orography"])},
+                                            f"{times[0]:%Y-%m-%d}", f"{times[-1]:%Y-%m-%d}")
     cnn = next((m for m in models if m[2]["model_kind"] == "cnn"), None)
     if cnn is not None:  # the cnn as models were before the dense maps: zero-padded, mapped patch by patch
         from ta2d.models import build_model
@@ -129,7 +141,7 @@ def bench_models(root: Path, cfg: dict, day: str, threads: int, batch_size: int,
             for method in ("per_pixel", "dense"):
                 c0 = time.process_time()
                 out = map_day(model, scene, static, times, patch_size=cfg["patch"]["size"], batch_size=batch_size,
-                              device="cpu", method=method)
+                              device="cpu", method=method, background=reanalysis)
                 rates[method] = out["n_pixels"] / (time.process_time() - c0)
                 maps[method] = out["ta"]
             mid = np.datetime64(times[len(times) // 2].tz_convert(None))

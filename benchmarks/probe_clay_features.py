@@ -68,9 +68,11 @@ SPLITS = ("train", "val", "test")
 
 
 def load_split(root: Path, split: str) -> dict[str, torch.Tensor]:
-    parts = [open_chunk(p, list(FIELDS)) for p in sorted((root / "results/patch_pt").glob(f"{split}_chunk_*.pt"))]
+    parts = [open_chunk(p) for p in sorted((root / "results/patch_pt").glob(f"{split}_chunk_*.pt"))]
     parts = [p for p in parts if len(p["y"])]
-    return {k: torch.cat([p[k].float() if k == "x" else p[k] for p in parts]) for k in FIELDS}
+    # chunks built with inputs.background carry it, and a normaliser from their stats.json reads it
+    fields = FIELDS + (("background",) if parts and all("background" in p for p in parts) else ())
+    return {k: torch.cat([p[k].float() if k == "x" else p[k] for p in parts]) for k in fields}
 
 
 def patch_means(norm: Normalizer, x: torch.Tensor, window: int) -> torch.Tensor:

@@ -51,6 +51,43 @@ def parse_chunk_name(path: str | Path) -> tuple[str, str] | None:
     return (m["split"], m["key"]) if m else None
 
 
+# a year-month (or year-month-day) in a background file's name: era5land_t2m_202404.nc, t2m_2024-04-01.nc
+_FILE_DATE = re.compile(r"(?<!\d)((?:19|20)\d\d)[-_]?(0[1-9]|1[0-2])(?:[-_]?(0[1-9]|[12]\d|3[01]))?(?!\d)")
+
+
+def background_t2m_files(t2m, first_day: str | None = None, last_day: str | None = None) -> list[str]:
+    """The files of ``inputs.background.t2m`` (a path, a glob or a list of them; each glob's matches sorted by name)
+    that may hold the hours of the UTC days ``first_day``..``last_day`` (inclusive, YYYY-MM-DD or YYYYMMDD) and of
+    the hour after them (a sample after the last whole hour of a day interpolates towards the next day's first).
+
+    A file is chosen by the one year-month or year-month-day in its name (one file per month or day, as CDS
+    downloads are usually split); when any name holds none or several, every file is returned: the names then
+    say nothing of the hours inside, and a chunk or map job that opened too few would reject good samples. So a
+    chunk job declares, and reads, only the files of its days where the names allow it: a changed file reruns
+    the chunks of its month, not the archive's. No days: every file."""
+    import glob
+
+    files: list[str] = []
+    for item in [t2m] if isinstance(t2m, str | Path) else list(t2m):
+        item = str(item)
+        files.extend(sorted(glob.glob(item)) if glob.has_magic(item) else [item])
+    if first_day is None or last_day is None:
+        return files
+    first = pd.Timestamp(first_day)
+    after = pd.Timestamp(last_day) + pd.Timedelta(days=1)  # the next day's first hour
+    chosen = []
+    for path in files:
+        found = _FILE_DATE.findall(Path(path).name)
+        if len(found) != 1:
+            return files
+        year, month, day = found[0]
+        start = pd.Timestamp(int(year), int(month), int(day or 1))
+        end = start + (pd.Timedelta(days=1) if day else pd.offsets.MonthBegin(1))  # exclusive
+        if start <= after and first < end:
+            chosen.append(path)
+    return chosen
+
+
 def slot_minutes(inputs: Mapping) -> list[int]:
     """Minutes past the hour of the scene slots, for either input kind (one place for the default)."""
     if inputs["kind"] == "calibrated":

@@ -19,4 +19,6 @@ REASONS = {
     "bad_scene": "the slot's files are incomplete or unreadable (detail: the scene status)",
     # build_patch_chunk
     "nan_in_patch": "a quality-flagged / missing pixel inside the patch",
+    "no_background": "inputs.background is set but has no value at the pixel and time (detail: why, e.g. an hour "
+                     "missing from the t2m files)",
 }

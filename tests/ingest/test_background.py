@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from fakes import write_cds_orography, write_cds_t2m
 
-from ta2d.ingest.background import GRAVITY, BackgroundError, BackgroundOverlapWarning, open_background
+from ta2d.ingest.background import BackgroundError, BackgroundOverlapWarning, open_background
 
 LAT = np.arange(33.0, 39.01, 0.25)  # ascending here; written descending like the CDS
 LON = np.arange(124.0, 131.01, 0.25)
@@ -38,43 +39,13 @@ def field_on_grid(function, times):
 def write_t2m(path, values, times, *, layout="current", lon_0_360=False, units="K", lat=LAT, lon=LON,
               variable="t2m"):
     """A CDS-like t2m file; `values` (time, lat, lon) on ascending `lat`/`lon`, written north to south."""
-    time_name = "valid_time" if layout == "current" else "time"
-    seconds = ((times - np.datetime64("1970-01-01", "ns")) // np.timedelta64(1, "s")).astype(np.int64)
-    written_lon = np.where(lon < 0, lon + 360, lon) if lon_0_360 else lon
-    lon_order = np.argsort(written_lon)
-    data = np.asarray(values)[:, ::-1, :][:, :, lon_order]
-    dataset = xr.Dataset(
-        {variable: ((time_name, "latitude", "longitude"), data,
-                    {"units": units, "long_name": "2 metre temperature", "GRIB_paramId": 167,
-                     "GRIB_shortName": "2t", "standard_name": "unknown"})},
-        coords={
-            time_name: (time_name, seconds, {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian",
-                                             "standard_name": "time", "long_name": "time"}),
-            "latitude": ("latitude", lat[::-1], {"units": "degrees_north", "standard_name": "latitude"}),
-            "longitude": ("longitude", written_lon[lon_order], {"units": "degrees_east"}),
-        },
-        attrs={"GRIB_centre": "ecmf", "Conventions": "CF-1.7", "institution": "European Centre for Medium-Range "
-               "Weather Forecasts"},
-    )
-    if layout == "current":
-        dataset = dataset.assign_coords(number=np.int64(0), expver=(time_name, np.array(["0001"] * len(times))))
-    dataset.to_netcdf(path, engine="h5netcdf")
-    return path
+    return write_cds_t2m(path, values, times, lat, lon, layout=layout, lon_0_360=lon_0_360, units=units,
+                         variable=variable)
 
 
 def write_orography(path, height=None, *, time_dim="valid_time", lat=LAT, lon=LON, lon_0_360=False):
     height = orography_height(lat[:, None], lon[None, :]) if height is None else height
-    written_lon = np.where(lon < 0, lon + 360, lon) if lon_0_360 else lon
-    z = (height * GRAVITY)[::-1, :].astype(np.float32)
-    coords = {"latitude": lat[::-1], "longitude": written_lon}
-    dims = ("latitude", "longitude")
-    if time_dim:
-        z = z[None]
-        dims = (time_dim, *dims)
-        coords[time_dim] = (time_dim, np.array([0], dtype=np.int64), {"units": "seconds since 1970-01-01"})
-    xr.Dataset({"z": (dims, z, {"units": "m**2 s**-2", "long_name": "Geopotential"})}, coords=coords).to_netcdf(
-        path, engine="h5netcdf")
-    return path
+    return write_cds_orography(path, height, lat, lon, time_dim=time_dim, lon_0_360=lon_0_360)
 
 
 def hourly(n=HOURS, start=START):

@@ -1,4 +1,5 @@
-"""The model file (ta2d.models.model_file): what it holds, weights_only loading, and each refusal by name."""
+"""The model file (ta2d.models.model_file): what it holds, weights_only loading, its error model, and each refusal
+by name."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from fakes import train_small_runs
+from fakes import ERROR_MODEL, train_small_runs, write_error_models
 
 from ta2d.channels import X_CHANNELS
 from ta2d.demo.synthetic import write_chunks
+from ta2d.evaluation.uncertainty import FEATURES, ErrorModel
 from ta2d.models import load_model
 from ta2d.models.model_file import (
     FORMAT_VERSION,
@@ -69,6 +71,54 @@ def test_model_file_holds_what_serving_needs(exported):
     torch.testing.assert_close(model(batch), load_model(exported["ckpts"]["cnn"])(batch))
     text = describe(data, "cnn.pt")
     assert "held_out_days" in text and f"{len(exported['stations'])} stations" in text
+
+
+def test_the_error_model_round_trips_through_the_model_file(exported, tmp_path, caplog):
+    """An error model fit like evaluate's, through error_models.json (JSON), export_model and the model file
+    (weights_only), gives the same sigma; copy_as_best keeps it; describe names it. A file without one (and an
+    error_models.json without the run) still loads, and says so."""
+    import json
+
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(2000, 4)) * [0.7, 0.7, 6, 0.15] + [0, 0, 285, 0.3]
+    fitted = ErrorModel.fit(f, rng.normal(size=2000) * np.exp(0.1 - 0.3 * (f[:, 2] - 285) / 6))
+    (tmp_path / "em.json").write_text(json.dumps({"cnn": fitted.to_dict()}))
+    exported_ck = exported["ckpts"]["cnn"]
+    d = exported["dir"]
+    export_model(exported_ck, tmp_path / "cnn.pt", "cnn", d / "metrics.csv", exported["train"], [], PERIOD, 9,
+                 error_models=tmp_path / "em.json")
+    info = torch.load(tmp_path / "cnn.pt", weights_only=True)  # plain weights_only: still nothing pickled
+    assert info["error_model"]["features"] == list(FEATURES) and info["error_model"]["n_fit"] == 2000
+    json.dumps(info["error_model"])  # JSON-safe as stored
+    back = ErrorModel.from_dict(read_model_file(tmp_path / "cnn.pt")["error_model"])
+    new = rng.normal(size=(50, 4)) * [0.7, 0.7, 6, 0.15] + [0, 0, 285, 0.3]
+    np.testing.assert_array_equal(back.sigma(new), fitted.sigma(new))
+    best = copy_as_best(tmp_path / "cnn.pt", tmp_path / "best.pt", "lowest RMSE on held_out_days")
+    assert best["error_model"] == info["error_model"]
+    text = describe(read_model_file(tmp_path / "best.pt"), "best.pt")
+    assert "standard error: log sigma linear in hour_cos, hour_sin, bt_ir105, rf_vi006 (fit on 2,000" in text
+    # the fixture's ERROR_MODEL as rule evaluate would write it
+    export_model(exported_ck, tmp_path / "fixed.pt", "cnn", d / "metrics.csv", exported["train"], [], PERIOD, 9,
+                 error_models=write_error_models(tmp_path / "fixed.json", ["cnn", "ridge"]))
+    assert read_model_file(tmp_path / "fixed.pt")["error_model"]["weights"] == ERROR_MODEL["weights"]
+    # without: no key, and the reasons
+    plain = read_model_file(exported["files"]["cnn"])
+    assert "error_model" not in plain and "standard error: none" in describe(plain, "cnn.pt")
+    (tmp_path / "other.json").write_text(json.dumps({"ridge": fitted.to_dict()}))
+    with caplog.at_level("WARNING"):
+        export_model(exported_ck, tmp_path / "no.pt", "cnn", d / "metrics.csv", exported["train"], [], PERIOD, 9,
+                     error_models=tmp_path / "other.json")
+    assert "no error model of run 'cnn'" in caplog.text and "error_model" not in read_model_file(tmp_path / "no.pt")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"bad.json: not an evaluate error_models.json"):
+        export_model(exported_ck, tmp_path / "x.pt", "cnn", d / "metrics.csv", exported["train"], [], PERIOD, 9,
+                     error_models=tmp_path / "bad.json")
+    # from_dict refuses what it cannot evaluate correctly
+    for broken, match in (({**fitted.to_dict(), "features": ["hour_cos", "bt_ir105"]}, "features"),
+                          ({**fitted.to_dict(), "version": 99}, "newer"), ({"weights": [1.0]}, "not a ta2d error"),
+                          ({**fitted.to_dict(), "weights": [1.0, 2.0]}, "shapes")):
+        with pytest.raises(ValueError, match=match):
+            ErrorModel.from_dict(broken)
 
 
 def test_refusals_name_the_file_and_the_reason(exported, tmp_path):

@@ -12,6 +12,9 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             scene="results/scenes/{key}.nc",
             stations=config["inputs"]["stations"]["path"],
             static=config["inputs"]["static"]["path"],
+            # the reanalysis files of the chunk's days (inputs.background; every file when their names do not
+            # say which days they hold): a changed file rebuilds the chunks whose samples it may serve
+            background=chunk_background_files,
         output:
             chunk=f"results/patch_pt/{CHUNK_STEM}.pt",
             rejects=f"results/patch_pt/{CHUNK_STEM}.rejects.csv",
@@ -21,6 +24,9 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
             domain=config["domain"],
             patch_size=config["patch"]["size"],
             x_dtype=config["patch"]["x_dtype"],
+            # the reanalysis (and the days whose t2m files the job reads) only when inputs.background is set: with
+            # it null the params, and so the chunks, are what they were before the key existed
+            **({"background": BACKGROUND, "days": period_bounds} if BACKGROUND is not None else {}),
         log:
             "logs/build_patch_chunk/{split}_{key}.log",
         benchmark:

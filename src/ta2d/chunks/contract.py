@@ -6,7 +6,9 @@ with N rows each (``FIELDS``: per-sample shape and dtype; ``x`` may be float16, 
 ``crc32``, the CRC-32 of every tensor's bytes, recorded when the file is written (``save_tensors``; the
 convention of every product ta2d stores, ta2d.checksums). Its rejected label rows go beside it in
 ``{split}_chunk_{key}.rejects.csv`` (``REJECT_COLUMNS``, reasons in ta2d.rejects). Embedding and
-unlabelled-tile files are written the same way, with their own fields.
+unlabelled-tile files are written the same way, with their own fields. ``OPTIONAL_FIELDS`` are held only when
+the config asks for them (``background``: inputs.background) and checked only where present, so a chunk without
+them still meets the contract.
 
 Why the CRCs: chunks are memory-mapped for training, and torch's mmap loading skips the zip CRC, so
 flipped bytes in a tensor's data would go unnoticed. Wherever a field is read whole anyway (``ta2d
@@ -28,7 +30,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are handled: the Snakefile 
     import torch
 
 __all__ = [
-    "CHECKSUM_KEY", "FIELDS", "MODEL_FIELDS", "REJECT_COLUMNS", "X_DTYPES",
+    "BACKGROUND_FIELD", "CHECKSUM_KEY", "FIELDS", "MODEL_FIELDS", "OPTIONAL_FIELDS", "REJECT_COLUMNS", "X_DTYPES",
     "ChunkError", "checksum_problems", "chunk_len", "contract_problems", "field_crc", "open_chunk",
     "save_tensors", "stored_checksums", "verify_fields",
 ]
@@ -46,7 +48,15 @@ FIELDS: dict[str, tuple[tuple[int, ...], str]] = {
     "time": ((), "int64"),
     "pixel": ((2,), "int32"),
 }
-MODEL_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")  # what training reads
+BACKGROUND_FIELD = "background"
+# fields a chunk holds only when the config asks for them; checked when present, never required, so chunks built
+# without them (and readers that do not know them) stay valid
+OPTIONAL_FIELDS: dict[str, tuple[tuple[int, ...], str]] = {
+    # the reanalysis t2m at the pixel and slot, height-corrected to the pixel DEM, °C (inputs.background)
+    BACKGROUND_FIELD: ((), "float32"),
+}
+MODEL_FIELDS = ("x", "y", "time7", "loc", "landcover_onehot", "elev")  # what training reads (+ optional ones a
+# model was built with: ta2d.models.input_fields)
 X_DTYPES = ("float32", "float16")  # patch.x_dtype: how x may be stored
 
 
@@ -141,13 +151,14 @@ def contract_problems(data: Mapping, patch_size: int | None = None) -> list[str]
         x = data.get("x")
         patch_size = int(x.shape[-1]) if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[-1] % 2 else 9
     n = None
-    for key, (shape, dtype_name) in FIELDS.items():
+    optional = {k: v for k, v in OPTIONAL_FIELDS.items() if k in data}
+    for key, (shape, dtype_name) in {**FIELDS, **optional}.items():
         dtype = getattr(torch, dtype_name)
         if key == "x":
             shape = (19, patch_size, patch_size)
         t = data.get(key)
         if not isinstance(t, torch.Tensor):
-            problems.append(f"key {key}: missing or not a tensor")
+            problems.append(f"key {key}: missing or not a tensor" if key in FIELDS else f"key {key}: not a tensor")
             continue
         n = t.shape[0] if n is None else n
         if t.dim() == 0 or tuple(t.shape[1:]) != shape or t.shape[0] != n:

@@ -33,6 +33,11 @@ interpolation of the corrected field. ERA5-Land is undefined over the sea (NaN):
 bilinear weights are renormalised over the corners that have data (the orography uses the same weights,
 so the correction stays consistent); a sample with no valid corner is NaN.
 
+At GK-2A pixels (:meth:`Background.at_pixels`): the pixel centre's lat/lon (ta2d.grid), its DEM height from the
+static fields, °C: the one computation behind a chunk's ``background`` field, the evaluation's baseline and a
+map pixel's input, with the lapse rate of the config (``open_background_config``, which also reads only the t2m
+files whose names cover the job's days: ta2d.plan.background_t2m_files).
+
 A sample that cannot be computed is NaN with a reason string ("background: ..."), never an exception,
 so callers can reject and count such samples. A gap in the hourly series is never bridged: a sample
 needs both bracketing hours (only one when it falls on a whole hour).
@@ -46,14 +51,20 @@ from __future__ import annotations
 import glob
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ta2d.grid import linecol_to_lonlat
+from ta2d.plan import background_t2m_files
+from ta2d.static import StaticFields
+
 GRAVITY = 9.80665  # m s-2, WMO standard gravity: ECMWF's geopotential -> height conversion
 STANDARD_LAPSE_RATE = 0.0065  # K/m, ICAO standard atmosphere (6.5 K/km)
+KELVIN = 273.15
 HOUR_NS = 3_600_000_000_000  # the reanalysis step: ERA5 and ERA5-Land are hourly
 _KELVIN_UNITS = {"k", "kelvin", "kelvins"}
 _CELSIUS_UNITS = {"c", "degc", "°c", "deg_c", "degrees_c", "degree_c", "celsius", "degrees celsius", "deg c"}
@@ -88,6 +99,7 @@ class Background:
     orography_m: xr.DataArray
     files: tuple[str, ...]
     orography_path: str
+    lapse_rate_k_per_m: float = STANDARD_LAPSE_RATE  # what `at` corrects with unless told otherwise
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -112,14 +124,17 @@ class Background:
                 f"lat {lat_min:g}..{lat_max:g}, lon {d_lon_min:g}..{d_lon_max:g}",
             )
 
-    def at(self, lat, lon, times, target_height_m, lapse_rate_k_per_m: float = STANDARD_LAPSE_RATE):
-        """t2m (K) at sample points, corrected to `target_height_m`.
+    def at(self, lat, lon, times, target_height_m, lapse_rate_k_per_m: float | None = None):
+        """t2m (K) at sample points, corrected to `target_height_m` (with the background's own lapse rate unless
+        `lapse_rate_k_per_m` is given).
 
         `lat`, `lon` (degrees, lon either convention), `times` (numpy datetime64, naive = UTC, or pandas
         timestamps, tz-aware ones are converted to UTC) and `target_height_m` broadcast against each other.
         Returns (values_K float64, reasons object array of str): reasons is "" where the value is finite,
         otherwise why it is NaN.
         """
+        if lapse_rate_k_per_m is None:
+            lapse_rate_k_per_m = self.lapse_rate_k_per_m
         lat, lon, time_ns, height = np.broadcast_arrays(
             np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64),
             _as_utc_ns(times), np.asarray(target_height_m, dtype=np.float64),
@@ -185,6 +200,26 @@ class Background:
         )
         return values.reshape(shape), reasons.reshape(shape)
 
+    def at_pixels(self, static: StaticFields, line, column, unix_s, lapse_rate_k_per_m: float | None = None):
+        """The background in °C at GK-2A pixels (1-based full-disk ``line``, ``column``: the pixel centre's lat/lon,
+        ta2d.grid) and times (``unix_s``, Unix seconds UTC), height-corrected to each pixel's DEM in ``static``:
+        what a chunk sample carries (ta2d.chunks.patches), the evaluation's baseline scores and a map pixel gets,
+        so the three agree. Returns (°C float64, reasons as in :meth:`at`); a pixel outside the static domain has
+        no DEM and so no value. A grid that misses the pixels raises :class:`BackgroundError`, naming the files."""
+        line = np.asarray(line, dtype=np.int64)
+        column = np.asarray(column, dtype=np.int64)
+        lon, lat = linecol_to_lonlat(line, column)
+        dom = static.domain
+        inside = (line >= dom.first_line) & (line <= dom.last_line) & (column >= dom.first_column) & (
+            column <= dom.last_column)
+        height = np.full(line.shape, np.nan)
+        height[inside] = static.dem[line[inside] - dom.first_line, column[inside] - dom.first_column]
+        if inside.any():  # a grid that misses the domain is an error naming the file, not a column of NaN
+            self.check_covers(lat[inside].min(), lat[inside].max(), lon[inside].min(), lon[inside].max())
+        times = np.asarray(unix_s, dtype=np.int64).astype("datetime64[s]")
+        kelvin, reasons = self.at(lat, lon, times, height, lapse_rate_k_per_m)
+        return np.asarray(kelvin, np.float64) - KELVIN, reasons
+
     def _time_ns(self) -> np.ndarray:
         if "time_ns" not in self._cache:
             self._cache["time_ns"] = self.t2m["time"].values.astype("datetime64[ns]").astype(np.int64)
@@ -196,7 +231,7 @@ class Background:
         return self._cache["values"]
 
 
-def open_background(paths, orography_path) -> Background:
+def open_background(paths, orography_path, lapse_rate_k_per_km: float = STANDARD_LAPSE_RATE * 1000) -> Background:
     """Open t2m file(s) (a path, a glob pattern, or a list of paths/patterns) and the orography file."""
     files = expand_paths(paths)
     fields = [_read_t2m(path) for path in files]
@@ -210,7 +245,20 @@ def open_background(paths, orography_path) -> Background:
     if t2m.sizes["lat"] < 2 or t2m.sizes["lon"] < 2:
         raise BackgroundError(describe_files(files), f"grid {_grid_text(t2m)} needs at least 2 points in lat and lon")
     orography = _read_orography(str(orography_path), t2m)
-    return Background(t2m=t2m, orography_m=orography, files=tuple(files), orography_path=str(orography_path))
+    return Background(t2m=t2m, orography_m=orography, files=tuple(files), orography_path=str(orography_path),
+                      lapse_rate_k_per_m=float(lapse_rate_k_per_km) / 1000.0)
+
+
+def open_background_config(background: Mapping, first_day: str | None = None,
+                           last_day: str | None = None) -> Background:
+    """The background of the config's ``inputs.background`` (t2m, orography, lapse_rate_k_per_km): only the t2m
+    files that may hold the hours of the UTC days ``first_day``..``last_day`` when their names tell
+    (:func:`ta2d.plan.background_t2m_files`; a chunk or map job then reads its month, not years of hours)."""
+    files = background_t2m_files(background["t2m"], first_day, last_day)
+    if not files:  # days the downloads do not reach: one file gives the grid, and every sample "no hour" in it
+        files = expand_paths(background["t2m"])[:1]
+    return open_background(files, background["orography"],
+                           background.get("lapse_rate_k_per_km", STANDARD_LAPSE_RATE * 1000))
 
 
 def expand_paths(paths) -> list[str]:

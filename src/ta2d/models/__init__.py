@@ -30,6 +30,8 @@ from .ta_model import (
     Normalizer,
     PatchCNN,
     default_waves,
+    input_fields,
+    uses_background,
 )
 
 MODEL_KINDS = ("clay_transfer", "cnn", "gbt", "ridge")
@@ -53,8 +55,10 @@ __all__ = [
     "clay_encoder",
     "default_waves",
     "hand_features",
+    "input_fields",
     "load_clay_checkpoint",
     "load_model",
+    "uses_background",
 ]
 
 

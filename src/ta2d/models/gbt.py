@@ -114,7 +114,8 @@ class GBTModel(nn.Module):
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """hand_features of the batch after leaving out the drop_features groups."""
-        return hand_features(drop_inputs(batch, self.drop_features, self.normalizer))[1]
+        return hand_features(drop_inputs(batch, self.drop_features, self.normalizer),
+                             self.normalizer.has_background)[1]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if batch["x"].shape[0] == 0:
@@ -135,7 +136,7 @@ class GBTModel(nn.Module):
             xs.append(f.cpu().numpy())
             ys.append(self.normalizer.norm_y(batch["y"].to(self.normalizer.y_mean.device)).float().cpu().numpy())
             del f
-        n_feat = len(feature_names())
+        n_feat = len(feature_names(self.normalizer.has_background))
         if not xs:
             return np.zeros((0, n_feat), np.float32), np.zeros(0, np.float32)
         return np.concatenate(xs), np.concatenate(ys)
@@ -146,7 +147,7 @@ class GBTModel(nn.Module):
         import lightgbm as lgb
 
         t0 = time.perf_counter()
-        names = feature_names()
+        names = feature_names(self.normalizer.has_background)
         x, y = self._gather(batches)
         if len(y) == 0:
             raise ValueError("GBTModel.fit needs at least one training sample")

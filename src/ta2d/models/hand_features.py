@@ -24,6 +24,8 @@ Features (names in the returned list):
   mean_dem, std_dem, land_frac   patch mean / std of the DEM, fraction of land pixels in the patch
   elev-dem_c                station elevation minus the centre DEM (m); 0 when the batch has no elev
                             (maps: the pixel itself is the target) or the elevation is unknown (nan)
+  background                only with ``background=True`` (a gbt built with inputs.background): the reanalysis
+                            at the pixel, °C, height-corrected to its DEM (the batch's ``background`` field)
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ _I = {c: i for i, c in enumerate(X_CHANNELS)}
 N_SPEC = len(ALL_CHANNELS)
 
 
-def feature_names() -> list[str]:
-    """The names of hand_features' columns, in order (independent of the batch)."""
+def feature_names(background: bool = False) -> list[str]:
+    """The names of hand_features' columns, in order (independent of the batch; ``background``: the model's
+    flag, see :func:`hand_features`)."""
     names = [f"c_{p}" for p in X_CHANNELS]
     for stat in ("mean", "std", "min", "max"):
         names += [f"{stat}_{c}" for c in ALL_CHANNELS]
@@ -63,6 +66,8 @@ def feature_names() -> list[str]:
     names += ["t7_doy_cos", "t7_doy_sin", "t7_hour_cos", "t7_hour_sin", "t7_month_cos", "t7_month_sin", "t7_sza"]
     names += ["utc_hour", "solar_hour", "doy", "lat", "lon", "landcover"]
     names += ["mean_dem", "std_dem", "land_frac", "elev-dem_c"]
+    if background:
+        names.append("background")
     return names
 
 
@@ -71,8 +76,9 @@ def _hours(cos: torch.Tensor, sin: torch.Tensor, period: float) -> torch.Tensor:
     return torch.remainder(torch.atan2(sin, cos) * (period / (2 * math.pi)), period)
 
 
-def hand_features(batch: Mapping[str, torch.Tensor]) -> tuple[list[str], torch.Tensor]:
-    """(names, (B, F) float32 features) of a batch of chunk tensors; see the module docstring."""
+def hand_features(batch: Mapping[str, torch.Tensor], background: bool = False) -> tuple[list[str], torch.Tensor]:
+    """(names, (B, F) float32 features) of a batch of chunk tensors; see the module docstring. ``background`` is the
+    model's flag, not the batch's: a chunk may carry the field for models that do not use it."""
     x = batch["x"].float()
     b, _, h, w = x.shape
     if h != w or h % 2 != 1:
@@ -117,7 +123,9 @@ def hand_features(batch: Mapping[str, torch.Tensor]) -> tuple[list[str], torch.T
         torch.stack([utc, solar, doy, loc[:, 0], loc[:, 1], landcover,
                      dem.mean(1), dem.std(1, correction=0), lsm.mean(1), offset], 1),
     ]
+    if background:
+        cols.append(batch["background"].float().to(dem_c.device)[:, None])
     feats = torch.cat(cols, 1)
-    names = feature_names()
+    names = feature_names(background)
     assert feats.shape[1] == len(names), (feats.shape, len(names))
     return names, feats

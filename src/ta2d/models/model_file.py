@@ -5,6 +5,8 @@ model's first layer), what it takes as input (the 19 x planes with each channel'
 patch size, the side features), the model kind and the resolved run config (its hyper-parameters), where it comes
 from (training period, stations, data fingerprint, epochs) and how good it is (test RMSE per validation scheme, from
 the evaluation). ``FORMAT_VERSION`` grows when the layout changes meaning; a file newer than the code is refused.
+``error_model`` (optional, added within version 1: older files have none and still load) is the run's error model
+from the evaluation (``ta2d.evaluation.uncertainty.ErrorModel.to_dict``): the maps' per-pixel standard error.
 
 Everything in it is a tensor, a number, a string, a list or a dict, so ``torch.load(path, weights_only=True)`` reads
 it, and :func:`ta2d.models.load_model` rebuilds the model from it as from a best.pt. Beside them ``crc32`` holds the
@@ -15,6 +17,8 @@ is refused before it predicts anything. Files written before ta2d recorded them 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,11 +28,17 @@ import ta2d
 from ta2d.channels import CHANNELS, X_CHANNELS
 from ta2d.checksums import CHECKSUM_KEY, save_with_checksums, tensor_checksum_problems
 
+log = logging.getLogger(__name__)
+
 FORMAT = "ta2d-model"
 FORMAT_VERSION = 1
 # the side inputs every model kind sees beside the planes (ta2d.chunks.patches.pixel_inputs)
 SIDE_FEATURES = ("time7: doy cos/sin, UTC hour cos/sin, month cos/sin, centre SZA", "lat, lon", "landcover (IGBP 1-17)",
                  "elevation (m; a map pixel's own DEM)")
+# only a model trained on chunks with the background field (its stats have the background's) takes this one
+BACKGROUND_FEATURE = ("background: reanalysis 2 m temperature at the pixel and slot, °C, height-corrected to the "
+                      "pixel DEM (inputs.background)")
+BACKGROUND_KEY = "inputs.background"  # the config key a map job needs set for such a model
 SCORE_COLUMNS = ("n", "rmse", "mae", "bias", "floor", "rmse_over_floor")
 
 
@@ -36,8 +46,9 @@ class ModelFileError(ValueError):
     """A file that cannot serve as a model here: not a ta2d model file, too new, or not fit for the inputs."""
 
 
-def input_spec(patch_size: int) -> dict:
-    """What a model takes: the x planes in order (spectral ones with kind and effective wavelength), patch size."""
+def input_spec(patch_size: int, background: bool = False) -> dict:
+    """What a model takes: the x planes in order (spectral ones with kind and effective wavelength), patch size, the
+    side features and whether it needs the reanalysis background (``background``: a model built with it)."""
     planes = []
     for name in X_CHANNELS:
         ch = CHANNELS.get(name)
@@ -45,7 +56,25 @@ def input_spec(patch_size: int) -> dict:
                        "wavelength_um": ch.wavelength_um if ch else None,
                        "units": "K" if ch and ch.kind == "emissive" else "1" if ch else
                        {"sza": "degree", "dem": "m", "land_sea_mask": "1"}[name]})
-    return {"planes": planes, "patch_size": int(patch_size), "side_features": list(SIDE_FEATURES)}
+    side = list(SIDE_FEATURES) + ([BACKGROUND_FEATURE] if background else [])
+    return {"planes": planes, "patch_size": int(patch_size), "side_features": side, "background": bool(background)}
+
+
+def needs_background(info: Mapping) -> bool:
+    """Whether a model file's model takes the reanalysis background (files written before the key: from its stats,
+    which hold the background's exactly when the model was built with it)."""
+    if "background" in info.get("inputs", {}):
+        return bool(info["inputs"]["background"])
+    return "background_mean" in info.get("stats", {})
+
+
+def check_background(info: Mapping, path, background: Mapping | None) -> None:
+    """ModelFileError naming the model file and the config key when its model needs the background and the config
+    (``inputs.background``) has none: without it every pixel would lack an input the model was trained on."""
+    if needs_background(info) and background is None:
+        raise ModelFileError(f"model file {path}: the model was trained with the reanalysis background as an input, "
+                             f"but {BACKGROUND_KEY} is null: set {BACKGROUND_KEY} (t2m files covering the mapped "
+                             "hours, orography; ta2d map-day: --background-t2m and --orography) to map with it")
 
 
 def scores_from_metrics(metrics_csv: str | Path, run: str) -> dict:
@@ -77,10 +106,28 @@ def training_stations(chunks: Sequence[str | Path]) -> list[int]:
     return sorted(ids)
 
 
+def error_model_of(error_models_json: str | Path | None, run: str) -> dict | None:
+    """The run's entry of an evaluate error_models.json ({run: error model dict}), or None (logged) without one."""
+    if error_models_json is None:
+        return None
+    try:
+        models = json.loads(Path(error_models_json).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{error_models_json}: cannot read the error models ({err})") from err
+    if not isinstance(models, dict) or not isinstance(models.get(run, {}), dict):
+        raise ValueError(f"{error_models_json}: not an evaluate error_models.json")
+    if run not in models:
+        log.warning("%s: no error model of run %r (evaluated without validation samples?): the model file gets "
+                    "none and its maps no standard error", error_models_json, run)
+        return None
+    return models[run]
+
+
 def export_model(checkpoint: str | Path, out_path: str | Path, run: str, metrics_csv: str | Path,
                  train_chunks: Sequence[str | Path], val_chunks: Sequence[str | Path], period: Mapping,
-                 patch_size: int) -> dict:
-    """Rule export_model: a run's best.pt + its scores -> the model file. Returns what it wrote (without weights)."""
+                 patch_size: int, error_models: str | Path | None = None) -> dict:
+    """Rule export_model: a run's best.pt + its scores (+ its error model from ``error_models``, the evaluation's
+    error_models.json) -> the model file. Returns what it wrote (without weights)."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
     damaged = tensor_checksum_problems(ck).problems  # fresh CRCs over damaged weights would vouch for them
     if damaged:
@@ -100,7 +147,7 @@ def export_model(checkpoint: str | Path, out_path: str | Path, run: str, metrics
         "run": run,
         "model_kind": ck["model_kind"],
         "run_config": ck["run_config"],
-        "inputs": input_spec(patch_size),
+        "inputs": input_spec(patch_size, background="background_mean" in ck["stats"]),
         "training": {
             "period": {"start": str(period["start"]), "end": str(period["end"])},
             "stations": training_stations([*train_chunks, *val_chunks]),
@@ -111,6 +158,9 @@ def export_model(checkpoint: str | Path, out_path: str | Path, run: str, metrics
         },
         "scores": scores_from_metrics(metrics_csv, run),
     }
+    error_model = error_model_of(error_models, run)
+    if error_model is not None:
+        info["error_model"] = error_model
     save_with_checksums({**info, "stats": ck["stats"], "model": ck["model"]}, out_path)
     return info
 
@@ -189,6 +239,14 @@ def describe(info: Mapping, path) -> str:
         floor = f", {s['rmse_over_floor']:.2f} x floor" if s.get("rmse_over_floor") else ""
         lines.append(f"  {scheme:18s} RMSE {num(s.get('rmse'), '.3f')}  MAE {num(s.get('mae'), '.3f')}  "
                      f"bias {num(s.get('bias'), '+.3f')}  n={s.get('n') or 0:,}{floor}")
+    em = info.get("error_model")
+    if em:
+        lines.append(f"standard error: log sigma linear in {', '.join(em.get('features', []))} (fit on "
+                     f"{em.get('n_fit', 0):,} {em.get('fit_on', 'validation residuals')}; sigma "
+                     f"{num(em.get('typical_sigma_k'), '.3f')} K at their mean): maps get TA_standard_error")
+    else:
+        lines.append("standard error: none (no error model in this file: exported before ta2d stored one, or "
+                     "evaluated without validation chunks): maps get no TA_standard_error")
     if "selected" in info:
         lines.append(f"selected as best: {info['selected']}")
     return "\n".join(lines)

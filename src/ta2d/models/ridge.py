@@ -9,15 +9,24 @@ from torch import nn
 
 from ta2d.channels import X_CHANNELS
 
-from .ta_model import Normalizer, center_pixels, drop_inputs, station_height
+from .ta_model import BACKGROUND, Normalizer, center_pixels, drop_inputs, station_height
 
 N_FEATURES = len(X_CHANNELS) + 7 + 2 + 17 + 1  # centre x, time7, lat/lon, land cover, station height
 
 
+def n_features(background: bool) -> int:
+    """Columns of ridge_features: N_FEATURES, + 1 for a model built with the reanalysis background."""
+    return N_FEATURES + int(background)
+
+
 def ridge_features(batch: Mapping[str, torch.Tensor], norm: Normalizer) -> torch.Tensor:
-    """(B, 46) normalised centre-pixel planes, time7, lat/lon, land-cover one-hot, station height."""
-    return torch.cat([norm.norm_x(center_pixels(batch)), norm.norm_time7(batch["time7"]),
-                      norm.norm_loc(batch["loc"]), batch["landcover_onehot"], station_height(batch)], dim=1)
+    """(B, 46) normalised centre-pixel planes, time7, lat/lon, land-cover one-hot, station height; (B, 47) with
+    the normalised background at the pixel when the normaliser has its statistics."""
+    parts = [norm.norm_x(center_pixels(batch)), norm.norm_time7(batch["time7"]), norm.norm_loc(batch["loc"]),
+             batch["landcover_onehot"], station_height(batch)]
+    if norm.has_background:
+        parts.append(norm.norm_background(batch[BACKGROUND]))
+    return torch.cat(parts, dim=1)
 
 
 def solve_ridge(xtx: torch.Tensor, xty: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -39,7 +48,7 @@ class RidgeModel(nn.Module):
     def __init__(self, normalizer: Normalizer, alpha: float = 1.0):
         super().__init__()
         self.normalizer, self.alpha = normalizer, float(alpha)
-        self.register_buffer("weight", torch.zeros(N_FEATURES))
+        self.register_buffer("weight", torch.zeros(n_features(normalizer.has_background)))
         self.register_buffer("bias", torch.zeros(()))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -49,7 +58,7 @@ class RidgeModel(nn.Module):
     @torch.no_grad()
     def fit(self, batches: Iterable[Mapping[str, torch.Tensor]]) -> RidgeModel:
         """Accumulate XtX and Xty in float64 over the batches, then solve in closed form."""
-        n = N_FEATURES + 1
+        n = len(self.weight) + 1
         xtx = torch.zeros(n, n, dtype=torch.float64)
         xty = torch.zeros(n, dtype=torch.float64)
         for batch in batches:

@@ -1,9 +1,9 @@
 """TA regression models: the in-model normaliser, the 9x9 -> Clay patch adapter, clay_transfer and the CNN.
 
-Every model takes a batch dict of chunk tensors in physical units (x, time7, loc, landcover_onehot;
-or the embedding-cache fields emb and x_center) and returns the TA prediction in normalised units
-(z-score); ``Normalizer.denorm_y`` turns it into °C. The normalisation statistics are buffers, so
-they travel in every state dict and checkpoint.
+Every model takes a batch dict of chunk tensors in physical units (x, time7, loc, landcover_onehot, elev and,
+for a model built with the reanalysis background, background; or the embedding-cache fields emb and x_center)
+and returns the TA prediction in normalised units (z-score); ``Normalizer.denorm_y`` turns it into °C. The
+normalisation statistics are buffers, so they travel in every state dict and checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from .clay import ClayEncoder, clay_time_latlon
 N_SPECTRAL = len(ALL_CHANNELS)  # x[:, 0:16] go to the encoder
 I_SZA, I_DEM, I_LSM = (X_CHANNELS.index(c) for c in ("sza", "dem", "land_sea_mask"))
 N_SIDE = 7 + 2 + 17 + 3 + 1  # time7, lat/lon, land cover, centre SZA/DEM/land-sea mask, station height
+BACKGROUND = "background"  # the chunk field (ta2d.chunks.contract.BACKGROUND_FIELD), a batch key like the others
+
+
+def n_side(background: bool) -> int:
+    """Width of ``side_features``: N_SIDE, + 1 for a model built with the reanalysis background."""
+    return N_SIDE + int(background)
 ELEV_SCALE_M = 100.0  # station height above its pixel, in units of 100 m (0.65 K of lapse rate)
 # How a P x P patch meets Clay's patch size 8: the side of the grid the encoder gets (as a function of P).
 PATCH_MODES = {
@@ -75,9 +81,16 @@ def default_waves() -> list[float]:
 
 
 class Normalizer(nn.Module):
-    """z-score of x (19 planes), time7's SZA (with x's SZA stats), lat/lon and TA; stats are buffers."""
+    """z-score of x (19 planes), time7's SZA (with x's SZA stats), lat/lon, TA and, when given its statistics, the
+    reanalysis background; stats are buffers.
 
-    def __init__(self, x_mean, x_std, y_mean, y_std, loc_mean=(0.0, 0.0), loc_std=(90.0, 180.0)):
+    The background's statistics are also the flag that a model takes the background at all (``has_background``):
+    they come from the train chunks' stats.json when the chunks carry the field, and travel in every checkpoint's
+    ``stats`` and state dict, so a model rebuilt from best.pt or a model file has the inputs it was trained with.
+    """
+
+    def __init__(self, x_mean, x_std, y_mean, y_std, loc_mean=(0.0, 0.0), loc_std=(90.0, 180.0),
+                 background_mean=None, background_std=None):
         super().__init__()
 
         def std(v):
@@ -90,20 +103,26 @@ class Normalizer(nn.Module):
         self.register_buffer("y_std", std(y_std))
         self.register_buffer("loc_mean", torch.as_tensor(loc_mean, dtype=torch.float32).clone())
         self.register_buffer("loc_std", std(loc_std))
+        if (background_mean is None) != (background_std is None):
+            raise ValueError("the background needs both background_mean and background_std")
+        self.has_background = background_mean is not None
+        if self.has_background:
+            self.register_buffer("background_mean", torch.as_tensor(background_mean, dtype=torch.float32).clone())
+            self.register_buffer("background_std", std(background_std))
 
     @classmethod
     def from_stats(cls, stats: Mapping) -> Normalizer:
         keys = ("x_mean", "x_std", "y_mean", "y_std")
         if any(k not in stats for k in keys) or len(stats["x_mean"]) != len(X_CHANNELS):
             raise ValueError(f"stats need {keys} with {len(X_CHANNELS)} x entries, got {sorted(stats)}")
-        extra = {k: stats[k] for k in ("loc_mean", "loc_std") if k in stats}
+        extra = {k: stats[k] for k in ("loc_mean", "loc_std", "background_mean", "background_std") if k in stats}
         return cls(stats["x_mean"], stats["x_std"], stats["y_mean"], stats["y_std"], **extra)
 
     def stats(self) -> dict:
-        return {
-            k: getattr(self, k).tolist()
-            for k in ("x_mean", "x_std", "y_mean", "y_std", "loc_mean", "loc_std")
-        }
+        keys = ("x_mean", "x_std", "y_mean", "y_std", "loc_mean", "loc_std")
+        if self.has_background:
+            keys += ("background_mean", "background_std")
+        return {k: getattr(self, k).tolist() for k in keys}
 
     def norm_x(self, x):  # (B, 19, H, W) or (B, 19); chunks may store x as float16
         shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -119,6 +138,9 @@ class Normalizer(nn.Module):
     def norm_y(self, y):
         return (y - self.y_mean) / self.y_std
 
+    def norm_background(self, b):  # (B,) °C -> (B, 1)
+        return ((b.float() - self.background_mean) / self.background_std)[:, None]
+
     def denorm_y(self, z):
         return z * self.y_std + self.y_mean
 
@@ -132,6 +154,7 @@ FEATURE_GROUPS = {
     "latlon": "station latitude/longitude (loc[:, 0:2])",
     "landcover": "land-cover one-hot of the station pixel",
     "station_height": "station elevation (elev), i.e. its height above the pixel DEM",
+    "background": "the reanalysis background at the pixel (a model built with inputs.background): its train mean",
     "embedding": "clay_transfer: the encoder's embedding (zeros): the head alone, the ablation Clay must beat",
 }
 _TIME7_COLUMNS = {"doy": (0, 2), "hour": (2, 4), "month": (4, 6)}
@@ -157,7 +180,21 @@ def drop_inputs(batch: Mapping[str, torch.Tensor], groups, norm: Normalizer) -> 
         out["landcover_onehot"] = torch.zeros_like(out["landcover_onehot"])
     if "station_height" in groups:
         out.pop("elev", None)
+    if BACKGROUND in groups and BACKGROUND in out and norm.has_background:
+        out[BACKGROUND] = torch.full_like(out[BACKGROUND], float(norm.background_mean))
     return out
+
+
+def uses_background(model: nn.Module) -> bool:
+    """Whether a model takes the reanalysis background (its normaliser has the background's statistics)."""
+    norm = getattr(model, "normalizer", None)
+    return bool(getattr(norm, "has_background", False))
+
+
+def input_fields(model: nn.Module, fields: Sequence[str]) -> tuple[str, ...]:
+    """The chunk (or embedding-file) fields a model reads: ``fields`` plus those of the optional inputs it was built
+    with, so that chunks without them still serve models that do not need them."""
+    return tuple(fields) + ((BACKGROUND,) if uses_background(model) and BACKGROUND not in fields else ())
 
 
 def center_pixels(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -178,14 +215,20 @@ def station_height(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def side_features(batch: Mapping[str, torch.Tensor], norm: Normalizer) -> torch.Tensor:
-    """Normalised covariates the heads see: time7, lat/lon, land cover, centre SZA/DEM/mask and the
-    station height above its pixel (B, 30)."""
+    """Normalised covariates the heads see: time7, lat/lon, land cover, centre SZA/DEM/mask, the
+    station height above its pixel (B, 30) and, for a model built with the background, the normalised
+    reanalysis background at the pixel (B, 31).
+
+    The background is a side feature, not a 20th plane: the 19-plane x of the chunk contract is fixed (the
+    encoder's wavelengths, the CNN's input, the stored patches and the dense maps share it), and at 0.1° (~10 km)
+    the reanalysis hardly varies across a 9x9 patch of 2 km pixels. One feature, at the pixel DEM: the station's
+    height above its pixel, the rest of the lapse-rate correction, is a feature already."""
     c = norm.norm_x(center_pixels(batch))[:, [I_SZA, I_DEM, I_LSM]]
-    return torch.cat(
-        [norm.norm_time7(batch["time7"]), norm.norm_loc(batch["loc"]), batch["landcover_onehot"], c,
-         station_height(batch)],
-        dim=1,
-    )
+    parts = [norm.norm_time7(batch["time7"]), norm.norm_loc(batch["loc"]), batch["landcover_onehot"], c,
+             station_height(batch)]
+    if norm.has_background:
+        parts.append(norm.norm_background(batch[BACKGROUND]))
+    return torch.cat(parts, dim=1)
 
 
 def area_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -319,7 +362,8 @@ class ClayTransfer(nn.Module):
         self.emb_proj = nn.Linear(self.embed_dim, head_embed_dim) if head_embed_dim else nn.Identity()
         self.head_pixel = bool(head_pixel)
         n_emb = head_embed_dim or self.embed_dim
-        self.head = mlp(n_emb + N_SIDE + (N_SPECTRAL if self.head_pixel else 0), head_hidden)
+        self.head = mlp(n_emb + n_side(normalizer.has_background) + (N_SPECTRAL if self.head_pixel else 0),
+                        head_hidden)
         self.set_finetune(finetune, finetune_blocks)
 
     def set_finetune(self, mode: str, blocks: int = 1) -> None:
@@ -430,7 +474,7 @@ class PatchCNN(nn.Module):
             c_in = c
         self.convs = nn.Sequential(*convs)
         self.n_convs = len(channels)
-        self.head = mlp(2 * c_in + N_SIDE, head_hidden)
+        self.head = mlp(2 * c_in + n_side(normalizer.has_background), head_hidden)
 
     @property
     def dense(self) -> bool:

@@ -1,7 +1,8 @@
 """Embedding cache for a frozen Clay encoder: each chunk's encoder features are computed once.
 
 An embedding file is a chunk-like dict (loadable with weights_only=True, mmap=True) holding what the
-head needs: ``emb`` (N, E) float32 plus x_center (N, 19), y, time7, loc, landcover_onehot, stn, time,
+head needs: ``emb`` (N, E) float32 plus x_center (N, 19), y, time7, loc, landcover_onehot, elev, stn, time (and
+background where the chunk has it),
 and two strings: ``fingerprint`` (encoder weights + everything that changes its output: preset, waves,
 patch mode, pooling, x normalisation stats, autocast dtype) and ``chunk_digest`` (the chunk file's
 content hash). ``embed_chunk`` recomputes only when either differs from the existing file.
@@ -24,8 +25,9 @@ from ta2d.models.ta_model import N_SPECTRAL, center_pixels
 from ta2d.training.inference import autocast_dtype, load_stats, resolve_device
 from ta2d.training.run_config import resolve_run_config
 
-EMB_FIELDS = ("emb", "x_center", "y", "time7", "loc", "landcover_onehot", "elev")
-_COPY_FIELDS = ("y", "time7", "loc", "landcover_onehot", "elev", "stn", "time")
+EMB_FIELDS = ("emb", "x_center", "y", "time7", "loc", "landcover_onehot", "elev")  # + ta2d.models.input_fields
+# the chunk's side fields the head reads, copied as they are: the background only where the chunk has it
+_COPY_FIELDS = ("y", "time7", "loc", "landcover_onehot", "elev", "background", "stn", "time")
 
 
 def file_digest(path: str | Path, block: int = 1 << 22) -> str:

@@ -46,7 +46,8 @@ def load_stats(stats: Mapping | str | Path, train_chunks: Sequence[str | Path] =
     """stats.json (or its dict); loc_mean/loc_std (lat, lon) are added from the training chunks if absent."""
     if not isinstance(stats, Mapping):
         stats = json.loads(Path(stats).read_text())
-    out = {k: stats[k] for k in ("x_mean", "x_std", "y_mean", "y_std", "loc_mean", "loc_std") if k in stats}
+    keys = ("x_mean", "x_std", "y_mean", "y_std", "loc_mean", "loc_std", "background_mean", "background_std")
+    out = {k: stats[k] for k in keys if k in stats}  # the background's: a model built with it takes it as input
     if "loc_mean" not in out and train_chunks:
         loc = torch.cat([open_chunk(p, ["loc"])["loc"][:, :2].double() for p in train_chunks])
         out["loc_mean"] = loc.mean(0).tolist()
@@ -65,9 +66,11 @@ def predict_chunks(
     device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Predictions in °C for every sample of the chunks, in file order: y, y_pred, stn, time."""
+    from ta2d.models import input_fields
+
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    b = ChunkBatches(chunk_paths, batch_size, CHUNK_FIELDS + ("stn", "time"))
+    b = ChunkBatches(chunk_paths, batch_size, input_fields(model, CHUNK_FIELDS + ("stn", "time")))
     outs: dict[str, list] = {"y": [], "y_pred": [], "stn": [], "time": []}
     for batch in b:
         pred = model.normalizer.denorm_y(model(to_device(batch, dev)).float()).cpu()

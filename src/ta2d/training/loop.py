@@ -40,7 +40,7 @@ from ta2d.atomic import ensure_dir
 from ta2d.chunks.contract import write_row_subset
 from ta2d.chunks.loader import CHUNK_FIELDS, ChunkBatches, make_loader, memory_budget
 from ta2d.config import FITTED_KINDS, uses_embedding_cache
-from ta2d.models import build_model
+from ta2d.models import build_model, input_fields
 from ta2d.splits import training_station
 from ta2d.training.checkpoints import (
     atomic_save,
@@ -373,7 +373,7 @@ def _precision(cfg: Mapping, dev: torch.device, log) -> tuple[str | None, Callab
 def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], embed_dir: str | Path, out: Path,
                    dev: torch.device, amp_dtype, threads: int | None, progress: bool, log) -> _Data:
     ctx = context()
-    fields, train_files, val_files = CHUNK_FIELDS, train_chunks, val_chunks
+    fields, train_files, val_files = input_fields(model, CHUNK_FIELDS), train_chunks, val_chunks
     if uses_embedding_cache(cfg):
         t0 = time.perf_counter()
         embed = functools.partial(embed_chunks, out_dir=Path(embed_dir), model=model,
@@ -387,7 +387,7 @@ def _training_data(cfg, model, train_chunks: list[str], val_chunks: list[str], e
             barrier()
         log(f"embedding cache {embed_dir}: {n1 + n2} of {len(train_files) + len(val_files)} chunks computed "
             f"in {time.perf_counter() - t0:.1f} s, the rest reused")
-        fields = EMB_FIELDS
+        fields = input_fields(model, EMB_FIELDS)
     if cfg["train_stations"] < 1:
         train_files = _station_subset(train_files, cfg, ctx, out / "train_stations", log)
     train_b = ChunkBatches(
