@@ -29,5 +29,6 @@ with log_to(snakemake.log[0]):
             "residual_by_hour.png": out.residual_by_hour,
             "rmse_by_station.png": out.rmse_by_station,
             "reliability.png": out.reliability,
+            "error_models.json": out.error_models,
         },
     )

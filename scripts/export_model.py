@@ -6,4 +6,4 @@ from ta2d.models.model_file import export_model
 with log_to(snakemake.log[0]):
     export_model(snakemake.input.best, snakemake.output[0], snakemake.wildcards.run, snakemake.input.metrics,
                  list(snakemake.input.train), list(snakemake.input.val), snakemake.params.period,
-                 snakemake.params.patch_size)
+                 snakemake.params.patch_size, error_models=snakemake.input.error_models)

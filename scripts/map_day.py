@@ -28,6 +28,7 @@ with log_to(snakemake.log[0]):
         batch_size=p.batch_size,
         device=p.device,
         static_vars=p.static,
+        background=p.get("background"),  # absent: inputs.background is null
         threads=snakemake.threads,
         label=snakemake.rule,
     )

@@ -8,9 +8,14 @@
 * Chunks following the chunk contract with a learnable target: ta2d.demo.synthetic (`make_chunk`,
   `write_chunks`; the benchmarks use them too); here their statistics as the tests compute them
   (`compute_stats`, independent of ta2d.chunks.stats), a training set (`training_data`), a chunk from a
-  hand-made manifest (`chunk_from_manifest`) and a flipped byte (`flip_byte_in_tensor`).
+  hand-made manifest (`chunk_from_manifest`), chunks given a reanalysis background field (`with_background`)
+  and a flipped byte (`flip_byte_in_tensor`).
 * Trained runs: `SMALL_RUNS` (one small run of each kind of model), `train_small_runs`, and `small_runs`,
   what the session fixture `small_runs` (tests/conftest.py) trains once for the evaluation and map tests.
+* Error models as rule evaluate writes them (`write_error_models`: a known, non-flat error model per run), for
+  the model files and the maps' standard errors.
+* Reanalysis background files in the CDS layouts (`write_cds_t2m`, `write_cds_orography`), for the background's
+  reader, the chunks' background field and the maps of a model built with it.
 * L1B NetCDF files in the real GK-2A layout (sector windows, messy attribute types) with a known smooth
   field: `write_l1b` and the independent reference calibration around it (`phys_to_count`,
   `count_to_phys`, `expected_on_domain`, `truth_field`, `native_window`, `l1b_path`).
@@ -80,9 +85,28 @@ def compute_stats(paths, out: str | Path | None = None) -> dict:
         "y_std": float(y.std()),
         "n_samples": len(y),
     }
+    if all("background" in d for d in xs):  # chunks with the reanalysis background: models then take it
+        b = torch.cat([d["background"] for d in xs]).double()
+        stats.update(background_mean=float(b.mean()), background_std=float(b.std()))
     if out is not None:
         Path(out).write_text(json.dumps(stats))
     return stats
+
+
+def with_background(paths, out_dir: str | Path, seed: int = 0, error_k: float = 1.0) -> list[Path]:
+    """Copies of the chunks `paths` in `out_dir` (same names) with the field `background`: the label plus a random
+    error of `error_k` K, an informative first guess as a reanalysis is."""
+    from ta2d.chunks.contract import open_chunk, save_tensors
+
+    rng = np.random.default_rng(seed)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        d = dict(open_chunk(path))
+        d["background"] = (d["y"] + torch.from_numpy(rng.normal(0, error_k, len(d["y"])).astype(np.float32)))
+        out.append(Path(out_dir) / Path(path).name)
+        save_tensors(d, out[-1])
+    return out
 
 
 def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
@@ -102,10 +126,11 @@ def flip_byte_in_tensor(path: str | Path, field: str = "x") -> None:
 
 
 def chunk_from_manifest(manifest: str | Path, scene, static, patch_size: int, out: str | Path,
-                        x_dtype: str = "float32") -> dict:
+                        x_dtype: str = "float32", background=None) -> dict:
     """build_patch_chunk on stations placed by hand: `manifest` is a CSV of (row, stn, time, ta_c, line, column
     [, lat, lon, elev_m]); each station is put at its lat/lon (the pixel centre when not given), so the matching
-    finds exactly that pixel. Writes out (.pt), its .rejects.csv and .index.csv; the label part beside them."""
+    finds exactly that pixel. Writes out (.pt), its .rejects.csv and .index.csv; the label part beside them.
+    `background`: a ta2d.ingest.background.Background, for chunks with the background field."""
     import pandas as pd
 
     from ta2d.chunks.patches import build_patch_chunk
@@ -124,7 +149,8 @@ def chunk_from_manifest(manifest: str | Path, scene, static, patch_size: int, ou
     part = out.with_suffix(".part.csv")
     rows.assign(source=Path(manifest).name)[["source", "row", "stn", "time", "ta_c"]].to_csv(part, index=False)
     return build_patch_chunk(part, stations.reset_index(drop=True), scene, static, patch_size, out,
-                             out.with_suffix(".rejects.csv"), out.with_suffix(".index.csv"), x_dtype=x_dtype)
+                             out.with_suffix(".rejects.csv"), out.with_suffix(".index.csv"), x_dtype=x_dtype,
+                             background=background)
 
 
 # --- training sets and trained runs ---------------------------------------------------------------------
@@ -190,6 +216,21 @@ def train_small_runs(d: Path, train: list, runs: dict | None = None) -> dict:
                   log=lambda s: None)
         ckpts[run] = d / "runs" / run / "best.pt"
     return ckpts
+
+
+# log sigma = weights . (1, (features - mean) / scale), features (hour cos, hour sin, IR10.5 BT, VIS0.6 reflectance):
+# every feature moves sigma, so a pixel's sigma tests that each one is read from the right plane and hour
+ERROR_MODEL = {"weights": [math.log(0.9), 0.2, -0.15, -0.3, 0.25], "mean": [0.0, 0.0, 285.0, 0.3],
+               "scale": [0.7, 0.7, 6.0, 0.17], "n_fit": 1234}
+
+
+def write_error_models(path: Path, runs) -> Path:
+    """An evaluate error_models.json holding ERROR_MODEL for each of ``runs``."""
+    from ta2d.evaluation.uncertainty import ErrorModel
+
+    m = ErrorModel(*(np.array(ERROR_MODEL[k]) for k in ("weights", "mean", "scale")), ERROR_MODEL["n_fit"])
+    Path(path).write_text(json.dumps({run: m.to_dict() for run in runs}))
+    return Path(path)
 
 
 def small_runs(d: Path) -> dict:
@@ -337,3 +378,55 @@ def expected_on_domain(channel: str, raw, window=None, domain: Domain = L1B_DOMA
 def l1b_path(folder, channel, stamp=L1B_STAMP, area="ela") -> Path:
     """The real file name of a channel's L1B file in `folder`."""
     return Path(folder) / l1b_filename(channel, area, stamp)
+
+
+# --- reanalysis background files ------------------------------------------------------------------------
+
+def write_cds_t2m(path, values, times, lat, lon, *, layout="current", lon_0_360=False, units="K", variable="t2m"):
+    """A t2m file in a CDS layout (current: `valid_time` int64 seconds, scalar `number` and an `expver` per hour;
+    old: `time`), written north to south as the CDS does; `values` (time, lat, lon) on ascending `lat`/`lon`,
+    `times` numpy datetime64[ns]."""
+    import xarray as xr
+
+    time_name = "valid_time" if layout == "current" else "time"
+    seconds = ((times - np.datetime64("1970-01-01", "ns")) // np.timedelta64(1, "s")).astype(np.int64)
+    written_lon = np.where(lon < 0, lon + 360, lon) if lon_0_360 else lon
+    lon_order = np.argsort(written_lon)
+    data = np.asarray(values)[:, ::-1, :][:, :, lon_order]
+    dataset = xr.Dataset(
+        {variable: ((time_name, "latitude", "longitude"), data,
+                    {"units": units, "long_name": "2 metre temperature", "GRIB_paramId": 167,
+                     "GRIB_shortName": "2t", "standard_name": "unknown"})},
+        coords={
+            time_name: (time_name, seconds, {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian",
+                                             "standard_name": "time", "long_name": "time"}),
+            "latitude": ("latitude", lat[::-1], {"units": "degrees_north", "standard_name": "latitude"}),
+            "longitude": ("longitude", written_lon[lon_order], {"units": "degrees_east"}),
+        },
+        attrs={"GRIB_centre": "ecmf", "Conventions": "CF-1.7", "institution": "European Centre for Medium-Range "
+               "Weather Forecasts"},
+    )
+    if layout == "current":
+        dataset = dataset.assign_coords(number=np.int64(0), expver=(time_name, np.array(["0001"] * len(times))))
+    dataset.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def write_cds_orography(path, height, lat, lon, *, time_dim="valid_time", lon_0_360=False):
+    """The reanalysis orography as the CDS delivers it: geopotential `z` (m2 s-2) of `height` (lat, lon; m, on
+    ascending `lat`/`lon`), north to south, with a length-1 time dimension unless `time_dim` is None."""
+    import xarray as xr
+
+    from ta2d.ingest.background import GRAVITY
+
+    written_lon = np.where(lon < 0, lon + 360, lon) if lon_0_360 else lon
+    z = (np.asarray(height) * GRAVITY)[::-1, :].astype(np.float32)
+    coords = {"latitude": lat[::-1], "longitude": written_lon}
+    dims = ("latitude", "longitude")
+    if time_dim:
+        z = z[None]
+        dims = (time_dim, *dims)
+        coords[time_dim] = (time_dim, np.array([0], dtype=np.int64), {"units": "seconds since 1970-01-01"})
+    xr.Dataset({"z": (dims, z, {"units": "m**2 s**-2", "long_name": "Geopotential"})}, coords=coords).to_netcdf(
+        path, engine="h5netcdf")
+    return path

@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--station-table", default=None, help="write the day's station table (leave-stations-out) here")
     p.add_argument("--png-dir", default=None,
                    help="also draw a PNG per slot into this folder (with the stations of --station-table) ...")
-    p.add_argument("--gif", default=None, help="... and the day's animation here")
+    p.add_argument("--gif", default=None, help="... and the day's animation here (beside it {stem}.html and the "
+                                                "uncertainty map of one slot, {stem}_uncertainty.png)")
+    p.add_argument("--background-t2m", default=None,
+                   help="the reanalysis t2m file(s), a path or glob (inputs.background.t2m), with --orography: what "
+                        "a model file trained with the background needs")
+    p.add_argument("--orography", default=None, help="the reanalysis orography of --background-t2m")
+    p.add_argument("--lapse-rate", type=float, default=6.5, help="K per km (inputs.background.lapse_rate_k_per_km)")
     p.add_argument("--slot-minutes", type=int, nargs="+", default=[0], help="minutes of the slots (default 0)")
     p.add_argument("--patch-size", type=int, default=9)
     p.add_argument("--batch-size", type=int, default=1024)
@@ -159,6 +165,10 @@ def _map_day(args) -> int:
         raise ValueError(f"--day {args.day!r} is not a day ({err})") from err
     if bool(args.labels) != bool(args.stations):
         raise ValueError("--labels and --stations go together")
+    if bool(args.background_t2m) != bool(args.orography):
+        raise ValueError("--background-t2m and --orography go together")
+    background = {"t2m": args.background_t2m, "orography": args.orography,
+                  "lapse_rate_k_per_km": args.lapse_rate} if args.background_t2m else None
     labels = None
     if args.labels:
         from .maps.observations import label_rows_of_days
@@ -167,13 +177,15 @@ def _map_day(args) -> int:
     times = day_slot_times(day, args.slot_minutes)
     summary = map_files(Path(args.model).stem, args.model, args.scene, args.static, times, args.out,
                         args.station_table, labels=labels, stations=args.stations, patch_size=args.patch_size,
-                        batch_size=args.batch_size, device=args.device, label="ta2d map-day")
+                        batch_size=args.batch_size, device=args.device, label="ta2d map-day", background=background)
     if args.png_dir or args.gif:
         if not (args.png_dir and args.gif):
             raise ValueError("--png-dir and --gif go together")
         from .maps.plots import plot_day_files
 
-        plot_day_files(args.out, args.station_table, args.png_dir, args.gif, Path(args.gif).with_suffix(".html"))
+        gif = Path(args.gif)
+        plot_day_files(args.out, args.station_table, args.png_dir, gif, gif.with_suffix(".html"),
+                       uncertainty_png=gif.with_name(f"{gif.stem}_uncertainty.png"))
     print(summary)
     return 0
 

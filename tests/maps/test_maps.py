@@ -1,6 +1,7 @@
 """TA maps as a product (ta2d.maps): the batched day pass against the chunks, the CF archive read back
 independently (h5py, pyproj), missing slots with their reason, residual kriging and its leave-stations-out
-evaluation, a year-like archive through open_mfdataset, the plots and the plan helpers."""
+evaluation, the standard errors (the model file's error model per pixel, combined with the kriging variance), a
+year-like archive through open_mfdataset, the plots and the plan helpers."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
-from fakes import SMALL_RUNS, chunk_from_manifest, train_small_runs
+from fakes import ERROR_MODEL, SMALL_RUNS, chunk_from_manifest, train_small_runs, write_error_models
 from PIL import Image
 
 from ta2d.cli import main as cli_main
+from ta2d.evaluation.uncertainty import ErrorModel
 from ta2d.grid import Domain, domain_lonlat
 from ta2d.ingest.scene import SlotData, read_scene, write_scene
 from ta2d.maps.archive import (
     GRID_MAPPING,
+    assemble_day,
     day_dataset,
     day_slot_times,
     map_day,
@@ -30,8 +34,10 @@ from ta2d.maps.kriging import (
     KrigingConfig,
     Variogram,
     correct_fields,
+    corrected_standard_error,
     correction_report_files,
     correction_table,
+    distance_table,
     fit_variogram,
     krige,
     leave_stations_out,
@@ -41,7 +47,7 @@ from ta2d.maps.kriging import (
 )
 from ta2d.maps.observations import read_station_table, unit_observations
 from ta2d.maps.plan import BEST, best_run, map_sources, map_targets
-from ta2d.maps.plots import plot_day
+from ta2d.maps.plots import plot_day, plot_day_files, plot_uncertainty, uncertainty_slot
 from ta2d.maps.predict import MASK_EDGE, MASK_NAN_PATCH, MASK_NO_SCENE, MASK_NOT_LAND, MASK_PREDICTED
 from ta2d.models import load_model
 from ta2d.models.model_file import export_model
@@ -88,6 +94,18 @@ def model_files(trained, small_runs, tmp_path_factory):
     for run, ck in trained.items():
         export_model(ck, d / f"{run}.pt", run, metrics, train, [], period, 9)
     return {run: d / f"{run}.pt" for run in trained}
+
+
+@pytest.fixture(scope="module")
+def se_model_file(small_runs, tmp_path_factory):
+    """The session's cnn exported with an error model (fakes.ERROR_MODEL) in its model file, as export_model does
+    with rule evaluate's error_models.json."""
+    d = tmp_path_factory.mktemp("se_model_file")
+    metrics = fake_metrics(d / "metrics.csv", ["cnn"])
+    export_model(small_runs["ckpts"]["cnn"], d / "cnn.pt", "cnn", metrics, small_runs["train"], [],
+                 {"start": "2024-04-01", "end": "2024-04-02"}, 9,
+                 error_models=write_error_models(d / "em.json", ["cnn"]))
+    return d / "cnn.pt"
 
 
 @pytest.fixture(scope="module")
@@ -236,11 +254,12 @@ def test_day_pass_predicts_land_only_and_says_why(trained, scene_and_static):
 # --- the archive file ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def day_file(model_files, scene_and_static, tmp_path_factory):
-    """One day mapped by the rule's library function from the cnn's model file, with the station correction."""
+def day_file(se_model_file, scene_and_static, tmp_path_factory):
+    """One day mapped by the rule's library function from the cnn's model file (with its error model), with the
+    station correction."""
     s = scene_and_static
     d = tmp_path_factory.mktemp("maps_day")
-    summary = map_files("cnn", model_files["cnn"], s["scene"], s["static"], day_slot_times(DAY, [0]),
+    summary = map_files("cnn", se_model_file, s["scene"], s["static"], day_slot_times(DAY, [0]),
                         d / f"{DAY}.nc", d / f"{DAY}_stations.csv", labels=s["labels"], stations=s["stations"],
                         correction={"min_stations": 3, "folds": 2}, device="cpu")
     return {"nc": d / f"{DAY}.nc", "stations": d / f"{DAY}_stations.csv", "summary": summary}
@@ -351,6 +370,210 @@ def test_correction_in_the_file_and_station_table(day_file):
         np.testing.assert_array_equal(ds["TA_corrected"].values[3], ds["TA"].values[3])
         assert "kriging" in ds.attrs["correction_method"]
         assert ds.attrs["station_correction"].startswith("applied at 1 of 24 slots")
+
+
+# --- standard errors -----------------------------------------------------------------------------------------
+
+SE_FIELDS = {"TA_standard_error": "TA", "TA_corrected_standard_error": "TA_corrected"}
+
+
+def test_standard_errors_cf_attributes_read_back_independently(day_file):
+    """Both standard errors as CF variables (h5py): standard_name modifier, units K, TA's grid, packing, chunks and
+    compression, each named in its field's ancillary_variables; NaN exactly where the field is."""
+    with h5py.File(day_file["nc"], "r") as f:
+        def attr(obj, key):
+            v = obj.attrs[key]
+            return v.decode() if isinstance(v, bytes) else (np.asarray(v).item() if np.size(v) == 1 else v)
+
+        for name, field in SE_FIELDS.items():
+            v, ta = f[name], f[field]
+            assert attr(v, "standard_name") == "air_temperature standard_error" and attr(v, "units") == "K"
+            assert attr(v, "long_name").startswith("standard error of")
+            assert attr(v, "grid_mapping") == GRID_MAPPING
+            assert set(attr(v, "coordinates").split()) >= {"lat", "lon", "height"}
+            assert v.dtype == ta.dtype == np.int16 and float(attr(v, "scale_factor")) == pytest.approx(0.01)
+            assert int(attr(v, "_FillValue")) == -32768
+            assert v.chunks == ta.chunks and v.compression == ta.compression == "gzip"
+            assert [d[0].name for d in v.dims] == [d[0].name for d in ta.dims] == ["/time", "/y", "/x"]
+            assert name in attr(ta, "ancillary_variables").split()
+            assert all(a in f for a in attr(ta, "ancillary_variables").split())  # every one names a variable
+    with xr.open_dataset(day_file["nc"], engine="h5netcdf") as ds:
+        for name, field in SE_FIELDS.items():
+            assert np.array_equal(np.isnan(ds[name].values), np.isnan(ds[field].values)), name
+            values = ds[name].values
+            assert np.isfinite(values).sum() > 100 and (values[np.isfinite(values)] >= 0).all()
+        assert (ds["TA_standard_error"].values[np.isfinite(ds["TA"].values)] > 0).all()
+        assert "error model of run cnn" in ds.attrs["standard_error"] and "1,234" in ds.attrs["standard_error"]
+
+
+def test_standard_error_at_a_pixel_is_the_error_model_of_its_features(day_file, scene_and_static):
+    """sigma at a pixel and slot = ErrorModel.sigma of that pixel's own KST hour, IR10.5 BT and VIS0.6
+    reflectance, computed here from the scene and the error model's numbers (not through ta2d's feature code)."""
+    s = scene_and_static
+    w, mean, scale = (np.array(ERROR_MODEL[k]) for k in ("weights", "mean", "scale"))
+    model = ErrorModel(w, mean, scale)
+    with read_scene(s["scene"]) as sc, xr.open_dataset(day_file["nc"], engine="h5netcdf") as ds:
+        bt_names, rf_names = [str(c) for c in sc["bt_channel"].values], [str(c) for c in sc["rf_channel"].values]
+        for hour, kst in ((3, 12), (18, 3)):  # UTC -> KST
+            ta = ds["TA"].values[hour]
+            rows, cols = np.nonzero(np.isfinite(ta))
+            assert len(rows) > 50
+            bt = sc["bt"].values[hour, bt_names.index("ir105")][rows, cols].astype(np.float64)
+            rf = sc["rf"].values[hour, rf_names.index("vi006")][rows, cols].astype(np.float64)
+            f = np.stack([np.full(len(rows), math.cos(2 * math.pi * kst / 24)),
+                          np.full(len(rows), math.sin(2 * math.pi * kst / 24)), bt, rf], axis=1)
+            want = model.sigma(f)
+            by_hand = np.exp(w[0] + ((f - mean) / scale) @ w[1:])  # log sigma linear, as documented
+            np.testing.assert_allclose(want, by_hand, rtol=1e-12)
+            got = ds["TA_standard_error"].values[hour][rows, cols]
+            np.testing.assert_allclose(got, want, atol=0.0051)  # 0.01 K packing
+            assert np.ptp(want) > 0.05  # the pixels' BT and reflectance move sigma: a real test of the planes
+        # with the correction's station table: the sigma of each station's pixel
+        st = pd.read_csv(day_file["stations"])
+        for r in st.itertuples():
+            t = int(pd.Timestamp(r.time, unit="s").hour)
+            want = ds["TA_standard_error"].values[t, r.line - DOMAIN.first_line, r.column - DOMAIN.first_column]
+            assert r.sigma == pytest.approx(float(want), abs=0.0051)
+
+
+def test_corrected_standard_error_is_at_most_sigma(day_file):
+    """TA_corrected_standard_error <= TA_standard_error everywhere; equal at a slot without a correction, smaller
+    near the stations of a corrected one."""
+    with xr.open_dataset(day_file["nc"], engine="h5netcdf") as ds:
+        se, sec = ds["TA_standard_error"].values, ds["TA_corrected_standard_error"].values
+        ok = np.isfinite(se)
+        assert (sec[ok] <= se[ok] + 1e-6).all()
+        assert str(ds["correction_status"].values[3]).startswith("none")  # not corrected: sigma itself
+        np.testing.assert_array_equal(sec[3], se[3])
+        assert str(ds["correction_status"].values[18]).startswith("ok")
+        st = pd.read_csv(day_file["stations"])
+        at = st[st["time"] == int(pd.Timestamp("2024-04-10T18:00", tz="UTC").timestamp())]
+        r, c = at["line"].to_numpy() - DOMAIN.first_line, at["column"].to_numpy() - DOMAIN.first_column
+        assert (sec[18][r, c] < se[18][r, c]).all()
+    # the station table scores the leave-stations-out standard error the same way
+    assert {"sigma", "sigma_lso", "lso_kriging_variance", "lso_sill", "lso_nearest_km"} <= set(st.columns)
+    assert (st["sigma_lso"] <= st["sigma"] + 1e-4).all()
+    none = st["lso_status"] != "ok"
+    np.testing.assert_allclose(st.loc[none, "sigma_lso"], st.loc[none, "sigma"], atol=1e-4)
+
+
+def test_corrected_standard_error_tends_to_sigma_far_from_stations():
+    """Ordinary kriging's variance over the sill: near a cluster of stations it shrinks sigma, far away (many
+    ranges) and where nothing was kriged it is sigma exactly; a pure-nugget variogram claims nothing."""
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(0, 20, 15), rng.uniform(0, 20, 15)  # km: stations in one corner
+    z = rng.normal(0, 1, 15)
+    gx, gy = np.meshgrid(np.linspace(0, 400, 41), np.linspace(0, 300, 31))
+    vario = Variogram("exponential", 0.8, 30.0, 0.2, 0)
+    _, var = krige(x, y, z, gx.ravel(), gy.ravel(), vario, return_variance=True)
+    sigma = np.full(gx.size, 1.3)
+    sc = corrected_standard_error(sigma, var, vario.sill)
+    dist = np.hypot(gx.ravel()[:, None] - x[None], gy.ravel()[:, None] - y[None]).min(axis=1)
+    assert (sc <= sigma).all()
+    far = dist > 5 * vario.range_km
+    assert far.sum() > 100 and (var[far] >= vario.sill * (1 - 1e-9)).all()
+    np.testing.assert_allclose(sc[far], sigma[far], rtol=1e-7)
+    near = dist < 3.0
+    assert near.any() and (sc[near] < 0.8 * sigma[near]).all()
+    # it rises away from the stations
+    bins = [sc[(dist >= lo) & (dist < hi)].mean() for lo, hi in ((0, 5), (5, 20), (20, 60), (60, 1e9))]
+    assert bins == sorted(bins)
+    # no correction: NaN kriging variance (or sill) -> sigma; a pure nugget: no reduction
+    np.testing.assert_array_equal(corrected_standard_error(sigma, np.full(gx.size, np.nan), np.nan), sigma)
+    flat = Variogram("exponential", 1e-12, 30.0, 0.5, 0)
+    _, var = krige(x, y, z, gx.ravel(), gy.ravel(), flat, return_variance=True)
+    np.testing.assert_array_equal(corrected_standard_error(sigma, var, flat.sill), sigma)
+    # the fields of a day: the kriging variance where kriged, NaN at a slot left uncorrected
+    c = _smooth_case(n_slots=2)
+    out = correct_fields(c["raw"], c["times"], c["gx"], c["gy"], c["table"], KrigingConfig())
+    assert np.isfinite(out["kriging_variance"]).all() and np.isfinite(out["sill"]).all()
+    few = correct_fields(c["raw"], c["times"], c["gx"], c["gy"], c["table"], KrigingConfig(min_stations=41))
+    assert np.isnan(few["kriging_variance"]).all() and np.isnan(few["sill"]).all()
+    sig = np.full(c["raw"].shape, 0.9, np.float32)
+    np.testing.assert_array_equal(corrected_standard_error(sig, few["kriging_variance"], few["sill"][:, None, None]),
+                                  sig)
+
+
+def test_leave_stations_out_scores_the_standard_errors_by_coverage_and_distance(tmp_path):
+    """Beside RMSE, the 90 % coverage of raw (sigma) and corrected (sigma_lso) intervals and sigma_lso by distance
+    to the nearest station the correction used, all recomputed here from the station rows."""
+    c = _smooth_case(noise=0.2)
+    table = c["table"].assign(sigma=0.3 + 0.1 * (c["table"]["stn"] % 3))
+    lso, used = leave_stations_out(table, KrigingConfig(folds=5))
+    xy = table.drop_duplicates("stn").set_index("stn")[["x_km", "y_km"]]
+    for r in lso.sample(20, random_state=1).itertuples():
+        ids = sorted(used[(int(r.time), int(r.fold))])
+        d = np.hypot(xy.loc[ids, "x_km"] - r.x_km, xy.loc[ids, "y_km"] - r.y_km).min()
+        assert r.lso_nearest_km == pytest.approx(d)
+        assert r.sigma_lso == pytest.approx(corrected_standard_error(r.sigma, r.lso_kriging_variance, r.lso_sill))
+    assert (lso["sigma_lso"] <= lso["sigma"]).all() and (lso["sigma_lso"] < lso["sigma"]).any()
+    rows = lso.assign(run="r", model_run="r")
+    t = correction_table(rows, None)
+    total = t[(t["scheme"] == "all") & (t["fold"] == "all")].iloc[0]
+    z = 1.6448536269514722
+    assert total["coverage_90_raw"] == pytest.approx(np.mean(np.abs(lso["ta_raw"] - lso["ta_c"]) <= z * lso["sigma"]))
+    assert total["coverage_90_corrected"] == pytest.approx(
+        np.mean(np.abs(lso["ta_lso"] - lso["ta_c"]) <= z * lso["sigma_lso"]))
+    assert total["sigma_corrected"] == pytest.approx(lso["sigma_lso"].mean())
+    dist = distance_table(rows, None)
+    assert dist["n"].sum() == len(lso) and set(dist["distance_km"]) <= {"0–10", "10–20", "20–40", "40–80", "≥ 80",
+                                                                          "not corrected"}
+    near = lso[lso["lso_nearest_km"] < 10]
+    row = dist[dist["distance_km"] == "0–10"].iloc[0]
+    assert row["n"] == len(near) and row["sigma_corrected"] == pytest.approx(near["sigma_lso"].mean())
+    # the report has both tables; rows without a sigma (a model file without error model) score no coverage
+    rows.to_csv(tmp_path / "a.csv", index=False)
+    rows.drop(columns=["sigma", "sigma_lso"]).assign(run="plain").to_csv(tmp_path / "b.csv", index=False)
+    out = correction_report_files([tmp_path / "a.csv", tmp_path / "b.csv"], None, {"folds": 5}, tmp_path / "c.csv",
+                                  tmp_path / "c.md", tmp_path / "c.html")
+    md = (tmp_path / "c.md").read_text(encoding="utf-8")
+    assert "90 % cov. corrected" in md and "## Standard error by distance to the nearest station used" in md
+    assert "Standard error by distance" in (tmp_path / "c.html").read_text(encoding="utf-8")
+    plain = out[(out["run"] == "plain")]
+    assert plain["coverage_90_raw"].isna().all() and plain["rmse_raw"].notna().all()
+
+
+def test_a_model_file_without_an_error_model_still_maps(model_files, scene_and_static, tmp_path, caplog):
+    """A model file exported before error models (or without one): the map has TA and TA_corrected, no standard
+    error, and says why in the log and the file."""
+    s = scene_and_static
+    assert "error_model" not in torch.load(model_files["ridge"], weights_only=True)
+    with caplog.at_level("WARNING"):
+        map_files("ridge", model_files["ridge"], s["scene"], s["static"], day_slot_times(DAY, [0]), tmp_path / "d.nc",
+                  tmp_path / "d_stations.csv", labels=s["labels"], stations=s["stations"],
+                  correction={"min_stations": 3, "folds": 2}, device="cpu")
+    assert "holds no error model" in caplog.text
+    with xr.open_dataset(tmp_path / "d.nc", engine="h5netcdf") as ds:
+        assert "TA_standard_error" not in ds and "TA_corrected_standard_error" not in ds
+        assert np.isfinite(ds["TA"].values[18]).sum() > 100
+        assert ds["TA"].attrs["ancillary_variables"] == "mask slot_status"
+        assert ds["TA_corrected"].attrs["ancillary_variables"] == "mask correction_status n_stations"
+        assert ds.attrs["standard_error"].startswith("none: the model file")
+    st = pd.read_csv(tmp_path / "d_stations.csv")
+    assert "sigma" not in st.columns and len(st)
+    plot_uncertainty(xr.open_dataset(tmp_path / "d.nc", engine="h5netcdf").load(), None, tmp_path / "u.png", dpi=30)
+    assert (tmp_path / "u.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_slot_maps_assemble_with_their_standard_errors(se_model_file, scene_and_static, day_file, tmp_path):
+    """maps.unit slot: slot maps carry the standard errors and the assembled day equals the day mapped at once."""
+    s = scene_and_static
+    files, tables = {}, []
+    for hour in DATA_HOURS:
+        key = f"{DAY}T{hour:02d}00"
+        files[key] = tmp_path / f"{key}.nc"
+        tables.append(tmp_path / f"{key}_stations.csv")
+        map_files("cnn", se_model_file, s["scene"], s["static"],
+                  pd.DatetimeIndex([pd.Timestamp(f"2024-04-10T{hour:02d}:00", tz="UTC")]), files[key], tables[-1],
+                  labels=s["labels"], stations=s["stations"], correction={"min_stations": 3, "folds": 2},
+                  device="cpu")
+    assemble_day(files, tables, DAY, [0], tmp_path / "day.nc", tmp_path / "day_stations.csv")
+    with xr.open_dataset(tmp_path / "day.nc", engine="h5netcdf") as got, \
+            xr.open_dataset(day_file["nc"], engine="h5netcdf") as want:
+        for name in SE_FIELDS:
+            np.testing.assert_array_equal(got[name].values, want[name].values)
+            assert got[name].attrs["standard_name"] == "air_temperature standard_error"
+        assert "TA_standard_error" in got["TA"].attrs["ancillary_variables"]
 
 
 def test_unit_observations_match_as_chunk_samples(scene_and_static):
@@ -552,6 +775,36 @@ def test_plots_a_png_per_slot_and_an_animated_gif(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
+def test_uncertainty_map_of_one_slot_beside_ta(tmp_path):
+    """The uncertainty figure: the usable slot with the most stations, TA beside both standard errors, stations
+    marked; rule map_plots writes it and puts it in the report page below the animation."""
+    lon, lat = domain_lonlat(DOMAIN)
+    times = day_slot_times(DAY, [0])[:4]
+    rng = np.random.default_rng(4)
+    ta = rng.normal(12, 3, (4, *DOMAIN.shape)).astype(np.float32)
+    ta[2] = np.nan
+    se = np.where(np.isfinite(ta), rng.uniform(0.6, 1.2, ta.shape), np.nan).astype(np.float32)
+    mask = np.where(np.isfinite(ta), MASK_PREDICTED, MASK_NO_SCENE).astype(np.uint8)
+    ds = day_dataset(times, DOMAIN, lat, lon, ta, mask, ["ok", "ok", "bad_scene: no_files", "ok"], ta + 1,
+                     ["none: 2", "ok: 5 station residuals kriged", "none: no map values at this slot", "ok: 3"],
+                     np.array([0, 5, 0, 3]), {"run": "cnn"}, standard_error=se, corrected_standard_error=0.7 * se)
+    assert uncertainty_slot(ds) == 1
+    assert uncertainty_slot(ds.assign(n_stations=("time", np.array([0, 0, 9, 0])))) == 0  # slot 2 is not usable
+    obs = pd.DataFrame({"time": [int(times[1].timestamp())] * 2, "lat": lat[[5, 10], [5, 10]],
+                        "lon": lon[[5, 10], [5, 10]], "ta_c": [10.0, 14.0], "stn": [1, 2], "line": [905, 910],
+                        "column": [2705, 2710]})
+    assert plot_uncertainty(ds, obs, tmp_path / "u.png", dpi=30) == 1
+    with Image.open(tmp_path / "u.png") as im:
+        assert im.format == "PNG" and im.width > im.height  # three panels side by side
+    write_day(ds, tmp_path / "day.nc")
+    obs.to_csv(tmp_path / "day_stations.csv", index=False)
+    plot_day_files(tmp_path / "day.nc", tmp_path / "day_stations.csv", tmp_path / "png", tmp_path / "day.gif",
+                   tmp_path / "day.html", dpi=30, uncertainty_png=tmp_path / "day_uncertainty.png")
+    page = (tmp_path / "day.html").read_text()
+    assert (tmp_path / "day_uncertainty.png").is_file() and page.count("src='data:image/") == 2
+    assert "Standard error of one slot" in page
+
+
 # --- the plan (parse time) ------------------------------------------------------------------------------------
 
 PERIOD = {"start": "2024-04-01", "end": "2024-04-21"}
@@ -606,7 +859,7 @@ def test_best_run_from_the_metrics(tmp_path):
         best_run(tmp_path / "bad.csv", ["cnn"])
 
 
-def test_cli_map_day_and_model_info(model_files, scene_and_static, tmp_path, capsys):
+def test_cli_map_day_and_model_info(model_files, se_model_file, scene_and_static, tmp_path, capsys):
     s = scene_and_static
     out, table = tmp_path / "day.nc", tmp_path / "day_stations.csv"
     rc = cli_main(["map-day", "--model", str(model_files["ridge"]), "--scene", str(s["scene"]), "--static",
@@ -619,6 +872,7 @@ def test_cli_map_day_and_model_info(model_files, scene_and_static, tmp_path, cap
         assert ds.attrs["station_correction"].startswith("none: no station observations")
         np.testing.assert_array_equal(ds["TA_corrected"].values, ds["TA"].values)
     assert len(list((tmp_path / "png").glob("*.png"))) == 24 and (tmp_path / "day.gif").stat().st_size > 0
+    assert (tmp_path / "day_uncertainty.png").read_bytes()[:4] == b"\x89PNG"  # says why there is no standard error
     assert read_station_table(table).empty
     assert cli_main(["map-day", "--model", str(model_files["ridge"]), "--scene", str(tmp_path / "no.nc"),
                      "--static", str(s["static"]), "--day", "2024-04-10", "--out", str(out)]) == 1
@@ -627,6 +881,11 @@ def test_cli_map_day_and_model_info(model_files, scene_and_static, tmp_path, cap
     text = capsys.readouterr().out
     assert "run cnn: model cnn" in text and "ir105 (10.35 µm)" in text and "held_out_days" in text
     assert "trained on 2024-04-01..2024-04-02" in text
+    assert "standard error: none (no error model in this file" in text
+    assert cli_main(["model-info", str(se_model_file)]) == 0
+    text = capsys.readouterr().out
+    assert "standard error: log sigma linear in hour_cos, hour_sin, bt_ir105, rf_vi006 (fit on 1,234" in text
+    assert "0.900 K at their mean" in text
     pd.DataFrame({"stn": [1]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(ValueError, match=r"bad.csv: no column\(s\) \['time'"):
         read_station_table(tmp_path / "bad.csv")

@@ -64,11 +64,14 @@ def test_model_file_maps_in_a_fresh_process_from_nothing_else(demo_run, tmp_path
     """The model file, the scene and the static file copied elsewhere: `ta2d map-day` in a new process gives the
     in-run map of the day."""
     for name, src in (("best.pt", "results/models/best.pt"), ("scene.nc", "results/scenes/20240404.nc"),
-                      ("static.nc", "resources/demo/static/static_2km.nc")):
+                      ("static.nc", "resources/demo/static/static_2km.nc"),
+                      ("t2m.nc", "resources/demo/background/era5land_t2m_202404.nc"),
+                      ("orography.nc", "resources/demo/background/era5land_geopotential.nc")):
         shutil.copy2(demo_run / src, tmp_path / name)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-m", "ta2d.cli", "map-day", "--model", "best.pt", "--scene", "scene.nc",
-                          "--static", "static.nc", "--day", "2024-04-04", "--out", "day.nc", "--device", "cpu"],
+                          "--static", "static.nc", "--day", "2024-04-04", "--out", "day.nc", "--device", "cpu",
+                          "--background-t2m", "t2m.nc", "--orography", "orography.nc"],
                          cwd=tmp_path, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     with xr.open_dataset(tmp_path / "day.nc", engine="h5netcdf") as got, \
@@ -92,7 +95,10 @@ def _map_only_workdir(tmp_path: Path, four_days: Path, model: Path, maps: dict, 
         "labels": {"path": str(next((src / "labels").glob("OBS_*.csv")))},
         "stations": {"path": str(next((src / "labels").glob("META_*.csv")))},
         "static": {"path": str(src / "static/static_2km.nc")},
-        "background": None,  # not config/config.yaml's demo files: the demo is off
+        # the four days' reanalysis, not config/config.yaml's demo files (the demo is off): the demo's model files
+        # were trained with it, and map with it
+        "background": {"t2m": str(src / "background/era5land_t2m_*.nc"),
+                       "orography": str(src / "background/era5land_geopotential.nc")},
     }
     (work / "config/test/tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return work

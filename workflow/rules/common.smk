@@ -1,6 +1,5 @@
 # Shared set-up: config validation (before any job runs), period keys, and input functions.
 # Kept cheap: every SLURM job re-parses the workflow.
-import glob
 import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
@@ -8,7 +7,7 @@ from ta2d.plan import CHUNK_STEM, chunk_name
 from ta2d.config import ENCODER_KEYS, job_params, run_gpus as process_gpus, uses_embedding_cache, validate_config
 from ta2d.index.route import LABELS_DIR, obs_part_name, planned_parts, refresh_label_parts
 from ta2d.periods import key_freq
-from ta2d.plan import Plan
+from ta2d.plan import Plan, background_t2m_files
 
 validate_config(config, source="config")
 
@@ -62,14 +61,32 @@ def demo_inputs(wildcards):
 BACKGROUND = config["inputs"].get("background")  # None: no reanalysis background
 
 
-def background_files(wildcards):
-    """The reanalysis files (a changed or added file reruns what reads them); the demo's are written by rule demo,
-    whose manifest stands for them."""
+def background_files_of_days(first_day=None, last_day=None):
+    """The reanalysis files a job of these UTC days reads (all days: None), so a changed or added file reruns what
+    reads it: the t2m files named for those days when the names tell (ta2d.plan.background_t2m_files), and the
+    orography. The demo's are written by rule demo, whose outputs (the static file every such job reads) stand
+    for them."""
     if BACKGROUND is None or DEMO:
         return []
-    t2m = BACKGROUND["t2m"]  # the config's validation made sure every pattern matches a file
-    return [*(f for pattern in ([t2m] if isinstance(t2m, str) else t2m) for f in sorted(glob.glob(pattern))),
-            BACKGROUND["orography"]]
+    # the config's validation made sure every pattern matches a file
+    return [*background_t2m_files(BACKGROUND["t2m"], first_day, last_day), BACKGROUND["orography"]]
+
+
+def background_files(wildcards):
+    """Every reanalysis file (evaluate: the background baseline on every test day)."""
+    return background_files_of_days()
+
+
+def chunk_background_files(wildcards):
+    """The reanalysis files of a chunk's days: a changed month reruns the chunks of that month only."""
+    bounds = PLAN.scene_bounds(wildcards.key)
+    return background_files_of_days(bounds["start"], bounds["end"])
+
+
+def map_background_files(wildcards):
+    """The reanalysis files of a map job's day (map_day: {day}; map_slot: the day of {slot})."""
+    day = wildcards.day if "day" in wildcards.keys() else wildcards.slot[:8]
+    return background_files_of_days(day, day)
 
 
 def chunk_files(splits=SPLITS):
@@ -128,3 +145,10 @@ def pretrained_encoder(wildcards):
 
     source = RUNS[wildcards.run].get("encoder_from")
     return [encoder_from_path(source)] if source else []
+
+
+# --- maps (maps.smk) ------------------------------------------------------------------------------
+def map_report_labels(wc, figure):
+    """The report labels of a map day's figures: the same keys for each, so the report lists them in one table."""
+    return {"map": wc.maprun, "day (UTC)": f"{wc.day[:4]}-{wc.day[4:6]}-{wc.day[6:]}",
+            "labelled": "yes" if PLAN.in_training(wc.day) else "no (outside the training period)", "figure": figure}

@@ -50,6 +50,8 @@ if TRAINS:  # a training period (ta2d.plan.Plan.trains); a mapping-only config h
                 category="1. Evaluation",
                 subcategory="Plots",
             ),
+            # every run's error model (ta2d.evaluation.uncertainty), for its model file and the maps' standard errors
+            error_models="results/eval/error_models.json",
         params:
             runs=list(RUNS),
             noise_sigma_k=config["demo"]["noise_sigma_k"] if DEMO else None,

@@ -37,6 +37,9 @@ MAP_PARAMS = dict(
     device=config["maps"]["device"],
     correction=config["maps"]["correction"],
     static=config["inputs"]["static"],
+    # a model trained with the reanalysis background needs it (without inputs.background it is refused); absent
+    # when null, so that the maps of a config without it are what they were before the key existed
+    **({"background": BACKGROUND} if BACKGROUND is not None else {}),
 )
 
 
@@ -51,6 +54,7 @@ if UNIT == "day":
             static=config["inputs"]["static"]["path"],
             observations=lambda wc: OBSERVATION_PARTS(wc.day),
             stations=STATIONS_PATH,
+            background=map_background_files,  # the t2m files of the map's day (all when their names do not say)
         output:
             nc="results/maps/{maprun}/{day}.nc",
             stations="results/maps/{maprun}/{day}_stations.csv",
@@ -81,6 +85,7 @@ else:
             static=config["inputs"]["static"]["path"],
             observations=lambda wc: OBSERVATION_PARTS(wc.slot),
             stations=STATIONS_PATH,
+            background=map_background_files,  # the t2m files of the map's day (all when their names do not say)
         output:
             nc="results/maps/{maprun}/slots/{slot}.nc",
             stations="results/maps/{maprun}/slots/{slot}_stations.csv",
@@ -133,13 +138,20 @@ rule map_plots:
     output:
         pngs=directory("results/maps/{maprun}/{day}_png"),
         gif="results/maps/{maprun}/{day}.gif",
+        # one slot's TA beside its standard errors, stations marked (ta2d.maps.plots.plot_uncertainty)
+        uncertainty=report(
+            "results/maps/{maprun}/{day}_uncertainty.png",
+            caption="../report/map_uncertainty.rst",
+            category="2. Maps",
+            subcategory="{maprun}",
+            labels=lambda wc: map_report_labels(wc, "standard error of one slot"),
+        ),
         html=report(
             "results/maps/{maprun}/{day}.html",
             caption="../report/map_animation.rst",
             category="2. Maps",
             subcategory="{maprun}",
-            labels=lambda wc: {"map": wc.maprun, "day (UTC)": f"{wc.day[:4]}-{wc.day[4:6]}-{wc.day[6:]}",
-                               "labelled": "yes" if PLAN.in_training(wc.day) else "no (outside the training period)"},
+            labels=lambda wc: map_report_labels(wc, "hourly maps"),
         ),
     log:
         "logs/map_plots/{maprun}_{day}.log",

@@ -9,6 +9,7 @@ if TRAINS:
         input:
             best="results/runs/{run}/best.pt",
             metrics="results/eval/metrics.csv",
+            error_models="results/eval/error_models.json",  # the run's, for the maps' standard errors
             train=chunk_files(("train",)),
             val=chunk_files(("val",)),
         output:

@@ -11,7 +11,9 @@
 * :mod:`ta2d.maps.observations` — label rows of a map unit as observations at station pixels.
 * :mod:`ta2d.maps.kriging` — residual kriging (PyKrige, fitted variogram) and its leave-stations-out
   evaluation, ``results/eval/map_correction.{csv,md,html}``.
-* :mod:`ta2d.maps.plots` — a PNG per slot and a GIF per day.
+* :mod:`ta2d.maps.uncertainty` — the model file's error model at every pixel and slot: ``TA_standard_error``
+  (the station-corrected one combines it with the kriging variance, :mod:`ta2d.maps.kriging`).
+* :mod:`ta2d.maps.plots` — a PNG per slot and a GIF per day, and one slot's standard errors.
 
 Nothing here imports the training loop (models come from model files, ``ta2d.models.model_file``), and only
 :mod:`ta2d.maps.dense` and :mod:`ta2d.maps.predict` import torch at module level.

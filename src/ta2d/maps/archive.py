@@ -7,6 +7,10 @@ variable               dims            meaning
 =====================  ==============  =========================================================================
 TA                     time, y, x      the model's 2 m air temperature, °C (int16 packed, 0.01 K steps)
 TA_corrected           time, y, x      TA + the stations' residuals kriged onto the grid (ta2d.maps.kriging)
+TA_standard_error      time, y, x      TA's standard error sigma, K (the model file's error model at the pixel and
+                                       slot, ta2d.maps.uncertainty); only with an error model (``standard_error``)
+TA_corrected_std...    time, y, x      TA_corrected_standard_error: sigma * sqrt(min(1, kriging variance / sill))
+                                       (ta2d.maps.kriging.corrected_standard_error); sigma where not corrected
 mask                   time, y, x      why a pixel is or is not predicted (flag_values / flag_meanings)
 slot_status            time            "ok", or why the slot is missing (its TA is NaN, never skipped)
 correction_status      time            "ok: N station residuals kriged", or why TA_corrected = TA there
@@ -48,7 +52,7 @@ TA_SCALE = np.float32(0.01)  # K per packed step
 TA_FILL = np.int16(-32768)
 TILE = 96  # pixels: the spatial side of a chunk
 SLOT_OK = "ok"
-FIELDS = ("TA", "TA_corrected")
+FIELDS = ("TA", "TA_corrected", "TA_standard_error", "TA_corrected_standard_error")  # int16-packed, 0.01 K
 KST = pd.Timedelta(hours=9)
 # global attributes day_dataset writes itself (from the data): not copied from slot maps into a day
 CF_OWN_ATTRS = ("Conventions", "title", "institution", "source", "time_zone", "missing_slots", "n_missing_slots",
@@ -97,8 +101,11 @@ def day_slot_times(day: str, slot_minutes: Sequence[int]) -> pd.DatetimeIndex:
 def day_dataset(times: pd.DatetimeIndex, domain: Domain, lat: np.ndarray, lon: np.ndarray, ta: np.ndarray,
                 mask: np.ndarray, slot_status: Sequence[str], corrected: np.ndarray | None = None,
                 correction_status: Sequence[str] | None = None, n_stations: np.ndarray | None = None,
-                attrs: Mapping | None = None) -> xr.Dataset:
-    """The archive's Dataset of one day (see the module docstring); ``corrected`` None = no TA_corrected."""
+                attrs: Mapping | None = None, standard_error: np.ndarray | None = None,
+                corrected_standard_error: np.ndarray | None = None) -> xr.Dataset:
+    """The archive's Dataset of one day (see the module docstring); ``corrected`` None = no TA_corrected,
+    ``standard_error`` / ``corrected_standard_error`` None = no TA_standard_error / TA_corrected_standard_error
+    (NaN wherever the field they belong to is NaN)."""
     from .predict import MASK_MEANINGS, MASK_PREDICTED
 
     x, y = scan_angles(domain)
@@ -110,7 +117,7 @@ def day_dataset(times: pd.DatetimeIndex, domain: Domain, lat: np.ndarray, lon: n
         "units": "degC",
         "grid_mapping": GRID_MAPPING,
         "cell_methods": "time: point",
-        "ancillary_variables": "mask slot_status",
+        "ancillary_variables": "mask slot_status" + (" TA_standard_error" if standard_error is not None else ""),
     }
     data = {
         "TA": (("time", "y", "x"), ta.astype(np.float32), ta_attrs),
@@ -124,17 +131,34 @@ def day_dataset(times: pd.DatetimeIndex, domain: Domain, lat: np.ndarray, lon: n
                         {"long_name": "pixels with a prediction", "units": "1"}),
         GRID_MAPPING: ((), np.int32(0), grid_mapping_attrs()),
     }
+    if standard_error is not None:
+        data["TA_standard_error"] = (("time", "y", "x"), _where_finite(standard_error, ta), {
+            "standard_name": "air_temperature standard_error",
+            "long_name": "standard error of the 2 m air temperature predicted by ta2d (its error model)",
+            "units": "K", "grid_mapping": GRID_MAPPING, "cell_methods": "time: point",
+            "comment": "sigma of a Gaussian error, log-linear in the KST hour and the pixel's IR10.5 BT and VIS0.6 "
+                       "reflectance, fit on the run's validation residuals against stations (station noise included)"})
     if corrected is not None:
         data["TA_corrected"] = (("time", "y", "x"), corrected.astype(np.float32), {
             **ta_attrs,
             "long_name": "2 m air temperature predicted by ta2d, corrected by kriging of station residuals",
-            "ancillary_variables": "mask correction_status n_stations",
+            "ancillary_variables": "mask correction_status n_stations" + (
+                " TA_corrected_standard_error" if corrected_standard_error is not None else ""),
             "comment": "TA + ordinary kriging of (observed - TA) at the stations of the slot; equals TA where "
                        "correction_status is not ok"})
         data["correction_status"] = (("time",), np.array(list(correction_status), dtype=object), {
             "long_name": "ok, or why TA_corrected equals TA at this slot"})
         data["n_stations"] = (("time",), np.asarray(n_stations, np.int32), {
             "long_name": "station residuals kriged into TA_corrected", "units": "1"})
+        if corrected_standard_error is not None:
+            data["TA_corrected_standard_error"] = (
+                ("time", "y", "x"), _where_finite(corrected_standard_error, corrected), {
+                    "standard_name": "air_temperature standard_error",
+                    "long_name": "standard error of the station-corrected 2 m air temperature",
+                    "units": "K", "grid_mapping": GRID_MAPPING, "cell_methods": "time: point",
+                    "comment": "TA_standard_error * sqrt(min(1, kriging variance / total sill of the slot's "
+                               "variogram)): smaller near stations, TA_standard_error far from them and where "
+                               "correction_status is not ok"})
     ds = xr.Dataset(
         data,
         coords={
@@ -169,6 +193,11 @@ def day_dataset(times: pd.DatetimeIndex, domain: Domain, lat: np.ndarray, lon: n
         **dict(attrs or {}),
     }
     return ds
+
+
+def _where_finite(values: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """float32 values, NaN wherever ``field`` is NaN: a standard error exists only beside a value."""
+    return np.where(np.isfinite(field), values, np.nan).astype(np.float32)
 
 
 def chunk_shape(ds: xr.Dataset) -> tuple[int, int, int]:
@@ -230,14 +259,25 @@ MAP_METHODS = ("dense", "per_pixel")
 
 
 def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_path="scene", patch_size: int = 9,
-            batch_size: int | None = None, device=None, method: str = "dense") -> dict:
-    """The raw TA of every slot of `times`: ta, mask, slot_status, lat, lon, domain, n_pixels, seconds. A slot that
-    is missing, bad, or without any predicted pixel is NaN and its slot_status says why. ``method``: "dense"
-    (:func:`ta2d.maps.dense.predict_slots_dense`, the model's own speed) or "per_pixel" (one patch gathered per
-    pixel, :func:`ta2d.maps.predict.predict_slots`: the reference the dense pass is tested against). The slots
-    are read one at a time."""
+            batch_size: int | None = None, device=None, method: str = "dense", error_model=None,
+            background=None) -> dict:
+    """The raw TA of every slot of `times`: ta, mask, slot_status, lat, lon, domain, n_pixels, seconds, and with
+    an ``error_model`` (ta2d.evaluation.uncertainty.ErrorModel) standard_error (T, H, W; K, NaN where TA is; else
+    None). A slot that is missing, bad, or without any predicted pixel is NaN and its slot_status says why.
+    ``method``: "dense" (:func:`ta2d.maps.dense.predict_slots_dense`, the model's own speed) or "per_pixel" (one
+    patch gathered per pixel, :func:`ta2d.maps.predict.predict_slots`: the reference the dense pass is tested
+    against). The slots are read one at a time. ``background`` (ta2d.ingest.background.Background): what a model
+    built with the reanalysis background needs (pixels without a value are masked no_background)."""
     from .dense import predict_slots_dense
-    from .predict import MASK_NO_SCENE, MASK_PREDICTED, PATCH_BATCH_SIZE, land_pixels, predict_slots, scene_domain
+    from .predict import (
+        MASK_NO_BACKGROUND,
+        MASK_NO_SCENE,
+        MASK_PREDICTED,
+        PATCH_BATCH_SIZE,
+        land_pixels,
+        predict_slots,
+        scene_domain,
+    )
 
     batch_size = PATCH_BATCH_SIZE if batch_size is None else batch_size
     if method not in MAP_METHODS:
@@ -252,41 +292,52 @@ def map_day(model, scene: xr.Dataset, static, times: pd.DatetimeIndex, scene_pat
     lat = scene["lat"].values.astype(np.float32)
     lon = scene["lon"].values.astype(np.float32)
     n_pixels, seconds = 0, 0.0
+    sigma = None if error_model is None else np.full(ta.shape, np.nan, np.float32)
     if len(present):
         slots = scene[["bt", "rf", "sza", "lat", "lon"]].isel(time=idx[present])
         usable = np.array([status[i] == SLOT_OK for i in present])
         if method == "per_pixel":  # its batches span slots: each would read its slot again from a lazy scene
             slots = slots.load()
         predict = predict_slots_dense if method == "dense" else predict_slots
-        out = predict(model, slots, static, usable, patch_size, batch_size, device)
+        out = predict(model, slots, static, usable, patch_size, batch_size, device, background=background)
         ta[present], mask[present] = out["ta"], out["mask"]
         n_pixels, seconds = out["n_pixels"], out["seconds"]
+        if error_model is not None:
+            from .uncertainty import slot_standard_errors
+
+            sigma[present] = slot_standard_errors(error_model, slots, ta[present])
     for t in range(len(times)):
         if status[t] == SLOT_OK and not (mask[t] == MASK_PREDICTED).any():
-            status[t] = "no_prediction: every land pixel's patch has non-finite values"
+            status[t] = ("no_prediction: the reanalysis background (inputs.background) has no value at this slot"
+                         if (mask[t] == MASK_NO_BACKGROUND).any() else
+                         "no_prediction: every land pixel's patch has non-finite values")
     return {"ta": ta, "mask": mask, "slot_status": status, "lat": lat, "lon": lon, "domain": domain,
-            "n_pixels": n_pixels, "seconds": seconds}
+            "n_pixels": n_pixels, "seconds": seconds, "standard_error": sigma}
 
 
 def correct_slots(ta: np.ndarray, unix: np.ndarray, gx: np.ndarray, gy: np.ndarray, table: pd.DataFrame,
                   cfg) -> dict:
     """The station correction of each slot on its own (ta2d.maps.kriging: the slot's variogram, the slot's station
     folds), so a day's file is the same whether it is mapped in one job or assembled from slot maps. Returns
-    corrected (T, H, W), status (T,), n_stations (T,), the leave-stations-out rows and the variograms."""
+    corrected (T, H, W), status (T,), n_stations (T,), the leave-stations-out rows, the variograms, and the
+    kriging_variance (T, H, W) and sill (T,) of each slot's correction (NaN where none)."""
     from .kriging import correct_fields, leave_stations_out
 
     corrected = ta.copy()
+    kvar, sill = np.full(ta.shape, np.nan, np.float32), np.full(len(unix), np.nan)
     status, n_stations, lso, varios = [], np.zeros(len(unix), np.int32), [], []
     for t, u in enumerate(unix):
         rows = table[table["time"] == u]
         one = correct_fields(ta[t:t + 1], unix[t:t + 1], gx, gy, rows, cfg)
         corrected[t] = one["corrected"][0]
+        kvar[t], sill[t] = one["kriging_variance"][0], one["sill"][0]
         status.append(one["status"][0])
         n_stations[t] = one["n_stations"][0]
         varios.append(one["variogram"])
         lso.append(leave_stations_out(rows, cfg)[0])
     lso_table = pd.concat(lso, ignore_index=True) if lso else leave_stations_out(table, cfg)[0]
-    return {"corrected": corrected, "status": status, "n_stations": n_stations, "lso": lso_table, "variograms": varios}
+    return {"corrected": corrected, "status": status, "n_stations": n_stations, "lso": lso_table, "variograms": varios,
+            "kriging_variance": kvar, "sill": sill}
 
 
 def correction_summary(status: Sequence[str], n_obs: int) -> str:
@@ -301,19 +352,23 @@ def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_
               times: pd.DatetimeIndex, out_nc: str | Path, out_stations: str | Path | None,
               labels: pd.DataFrame | None = None, stations=None, correction: Mapping | None = None,
               patch_size: int = 9, batch_size: int | None = None, device: str | None = None,
-              static_vars: Mapping[str, str] | None = None, threads: int | None = None, label: str = "") -> dict:
+              static_vars: Mapping[str, str] | None = None, threads: int | None = None, label: str = "",
+              background: Mapping | None = None) -> dict:
     """Rules map_day and map_slot: the TA of a model file at every slot of ``times`` (a day's or one slot) -> the
     CF file, plus its station table (observed, raw, leave-stations-out corrected; ta2d.maps.kriging).
 
     ``labels``: the label rows of these slots (a routed part; None or empty: no observations, the file is written
     uncorrected and says so), matched to ``stations`` as chunk samples are. The model file is checked against the
-    scene (its channels) and ``patch_size`` before any map is written. Returns a summary."""
-    from ta2d.models.model_file import check_inputs, load_model_file
+    scene (its channels), ``patch_size`` and ``background`` (the config's inputs.background, which a model built
+    with the background needs; its t2m files of the mapped days are read) before any map is written. Returns a
+    summary."""
+    from ta2d.models.model_file import check_background, check_inputs, load_model_file, needs_background
     from ta2d.static import read_static
 
-    from .kriging import KrigingConfig, local_xy_km, residual_table
+    from .kriging import KrigingConfig, corrected_standard_error, local_xy_km, residual_table
     from .observations import no_observations, unit_observations, values_at
     from .predict import scene_domain
+    from .uncertainty import map_error_model
 
     t0 = _time.perf_counter()
     if threads:
@@ -322,6 +377,13 @@ def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_
         torch.set_num_threads(int(threads))
     cfg = KrigingConfig.from_config(correction)
     model, info = load_model_file(model_path)
+    check_background(info, model_path, background)
+    reanalysis = None
+    if needs_background(info):
+        from ta2d.ingest.background import open_background_config
+
+        reanalysis = open_background_config(background, f"{times[0]:%Y-%m-%d}", f"{times[-1]:%Y-%m-%d}")
+    error_model, standard_error_note = map_error_model(info, model_path)
     sv = dict(static_vars or {})
     try:
         scene = xr.open_dataset(scene_path, engine="h5netcdf", cache=False)
@@ -335,10 +397,11 @@ def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_
                      [str(c) for c in scene["rf_channel"].values], patch_size)
         static = read_static(static_path, scene_domain(scene), sv.get("dem_var", "dem"),
                              sv.get("land_sea_mask_var", "land_sea_mask"), sv.get("landcover_var", "landcover"))
-        day_map = map_day(model, scene, static, times, scene_path, patch_size, batch_size, device)
+        day_map = map_day(model, scene, static, times, scene_path, patch_size, batch_size, device,
+                          error_model=error_model, background=reanalysis)
         status = pd.DataFrame({"time": scene["time"].values.astype("datetime64[s]").astype("int64"),
                                "status": scene["status"].values.astype(str)})
-    domain, ta = day_map["domain"], day_map["ta"]
+    domain, ta, sigma = day_map["domain"], day_map["ta"], day_map["standard_error"]
 
     unix = np.array([int(ts.timestamp()) for ts in times], np.int64)
     obs = no_observations()
@@ -351,9 +414,14 @@ def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_
     t_of_obs = np.array([slot_of[int(u)] for u in obs["time"]], np.int64)
     at_pixel = values_at(ta, domain, obs["line"], obs["column"])  # (T, N)
     raw = at_pixel[t_of_obs, np.arange(len(obs))] if len(obs) else np.empty(0)
+    if sigma is not None:  # each station's sigma at its pixel, for the leave-stations-out coverage
+        obs = obs.assign(sigma=values_at(sigma, domain, obs["line"], obs["column"])[t_of_obs, np.arange(len(obs))]
+                         if len(obs) else np.empty(0))
     table = residual_table(obs, raw, values_at(gx, domain, obs["line"], obs["column"]),
                            values_at(gy, domain, obs["line"], obs["column"]))
     corr = correct_slots(ta, unix, gx, gy, table, cfg)
+    sigma_corrected = None if sigma is None else \
+        corrected_standard_error(sigma, corr["kriging_variance"], corr["sill"][:, None, None])
     lso = corr["lso"]
     lso.insert(0, "day", f"{times[0]:%Y%m%d}")
     lso.insert(0, "model_run", info["run"])
@@ -370,10 +438,12 @@ def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_
         "correction_method": (f"ordinary kriging of station residuals (PyKrige), a variogram per slot "
                               f"({cfg.variogram}; e.g. {fitted[0].describe()})" if fitted and cfg.method != "none"
                               else f"none ({corr['status'][0]})"),
+        "standard_error": standard_error_note,
         "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} ta2d {label or 'map'} (ta2d {ta2d.__version__})",
     }
     ds = day_dataset(times, domain, day_map["lat"], day_map["lon"], ta, day_map["mask"], day_map["slot_status"],
-                     corr["corrected"], corr["status"], corr["n_stations"], attrs)
+                     corr["corrected"], corr["status"], corr["n_stations"], attrs, standard_error=sigma,
+                     corrected_standard_error=sigma_corrected)
     write_day(ds, out_nc)
     if out_stations is not None:
         with atomic_path(out_stations) as tmp:
@@ -409,6 +479,10 @@ def assemble_day(slot_files: Mapping[str, str | Path], slot_tables: Sequence[str
     land = (first["mask"].values[0] != 0)
     ta = np.full(shape, np.nan, np.float32)
     cor = np.full(shape, np.nan, np.float32)
+    # standard errors only when every slot map has them (a model file with an error model)
+    se_names = [v for v in ("TA_standard_error", "TA_corrected_standard_error")
+                if all(v in part for part in parts.values())]
+    se = {v: np.full(shape, np.nan, np.float32) for v in se_names}
     mask = np.repeat(np.where(land, MASK_NO_SCENE, 0).astype(np.uint8)[None], len(times), axis=0)
     status, cstatus = [], []
     n_stations = np.zeros(len(times), np.int32)
@@ -419,6 +493,8 @@ def assemble_day(slot_files: Mapping[str, str | Path], slot_tables: Sequence[str
             cstatus.append("none: no map values at this slot")
             continue
         ta[t], cor[t], mask[t] = ds["TA"].values[0], ds["TA_corrected"].values[0], ds["mask"].values[0]
+        for v in se_names:
+            se[v][t] = ds[v].values[0]
         status.append(str(ds["slot_status"].values[0]))
         cstatus.append(str(ds["correction_status"].values[0]))
         n_stations[t] = int(ds["n_stations"].values[0])
@@ -432,7 +508,8 @@ def assemble_day(slot_files: Mapping[str, str | Path], slot_tables: Sequence[str
                   "history": f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%dT%H:%M:%SZ} ta2d assemble_day "
                              f"(ta2d {ta2d.__version__})"})
     ds = day_dataset(times, domain, first["lat"].values, first["lon"].values, ta, mask, status, cor, cstatus,
-                     n_stations, attrs)
+                     n_stations, attrs, standard_error=se.get("TA_standard_error"),
+                     corrected_standard_error=se.get("TA_corrected_standard_error"))
     write_day(ds, out_nc)
     if out_stations is not None:
         table = pd.concat(tables, ignore_index=True) if tables else pd.read_csv(slot_tables[0]) if slot_tables \

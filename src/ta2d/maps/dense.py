@@ -10,8 +10,11 @@ the reference) gives, to float32 rounding, for every model kind, but asks each m
 * any other (gbt, clay_transfer, a zero-padded cnn): the P x P patches, cut from the tile in memory (a strided
   view, no gather over the scene) and passed through the model in batches.
 
-The side inputs of a pixel (time7, lat/lon, land cover, elevation = its DEM) come from
-:func:`ta2d.chunks.patches.pixel_inputs`, the function the chunk builder uses, so a map pixel is a chunk sample.
+The side inputs of a pixel (time7, lat/lon, land cover, elevation = its DEM and, for a model built with the
+reanalysis background, the background at the pixel and slot: :func:`ta2d.chunks.patches.pixel_background`, once per
+slot for all its pixels) come from :func:`ta2d.chunks.patches.pixel_inputs`, the function the chunk builder uses, so
+a map pixel is a chunk sample. A pixel the background has no value for (an hour missing from the files, sea all
+around in ERA5-Land) is masked no_background, as a chunk sample would be rejected.
 The slot's planes are read one slot at a time and predicted in tiles of at most ``tile`` x ``tile`` pixels, so
 memory is one slot's planes plus one tile's activations, whatever the domain or the day's length.
 Non-finite inputs are set to 0 before the pass (a dense convolution would spread them, and some convolution
@@ -28,11 +31,19 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from ta2d.chunks.patches import pixel_inputs
+from ta2d.chunks.patches import pixel_background, pixel_inputs
 from ta2d.static import StaticFields
 from ta2d.training.inference import INFERENCE_BATCH_SIZE, resolve_device
 
-from .predict import MASK_EDGE, MASK_NAN_PATCH, MASK_NOT_LAND, MASK_PREDICTED, blank_fields
+from .predict import (
+    MASK_EDGE,
+    MASK_NAN_PATCH,
+    MASK_NO_BACKGROUND,
+    MASK_NOT_LAND,
+    MASK_PREDICTED,
+    blank_fields,
+    map_background,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +81,12 @@ def predict_tile(model, planes: torch.Tensor, batch: dict, rows: torch.Tensor, c
 @torch.no_grad()
 def predict_slots_dense(model, slots: xr.Dataset, static: StaticFields, usable: np.ndarray, patch_size: int = 9,
                         batch_size: int = INFERENCE_BATCH_SIZE, device: str | torch.device | None = None,
-                        tile: int | None = None) -> dict:
+                        tile: int | None = None, background=None) -> dict:
     """TA (°C) of every land pixel of every usable slot of ``slots`` (bt, rf, sza, time, lat, lon), tile by tile;
     the same result dict as :func:`ta2d.maps.predict.predict_slots` (``n_pixels``: pixels predicted or found
-    with a non-finite patch; ``seconds``: the model passes, tiles and side inputs included)."""
+    with a non-finite patch; ``seconds``: the model passes, tiles and side inputs included). ``background``
+    (ta2d.ingest.background.Background): needed by, and only given to, a model built with it."""
+    background = map_background(model, background)
     domain, land, inner, ta, mask = blank_fields(slots, static, patch_size)
     usable = np.asarray(usable, bool)
     n_t = slots.sizes["time"]
@@ -99,6 +112,14 @@ def predict_slots_dense(model, slots: xr.Dataset, static: StaticFields, usable: 
         predicted = candidates & ~bad_patch
         mask[t] = np.where(land, MASK_EDGE, MASK_NOT_LAND)
         mask[t][candidates & bad_patch] = MASK_NAN_PATCH
+        bg = None
+        if background is not None:  # the whole slot at once: one interpolation, then tiles index into it
+            bg = np.full((nl, nc), np.nan, np.float32)
+            pr, pc = np.nonzero(predicted)
+            bg[pr, pc] = pixel_background(background, static, pr + domain.first_line, pc + domain.first_column,
+                                          np.full(len(pr), unix_slots[t]))[0]
+            mask[t][predicted & ~np.isfinite(bg)] = MASK_NO_BACKGROUND
+            predicted &= np.isfinite(bg)
         mask[t][predicted] = MASK_PREDICTED
         n_pixels += int(candidates.sum())
         filled = torch.from_numpy(np.where(finite, planes, np.float32(0.0))).to(dev)
@@ -112,7 +133,7 @@ def predict_slots_dense(model, slots: xr.Dataset, static: StaticFields, usable: 
                 pr, pc = rr + r0, cc + c0  # domain indices of the pixels
                 centre = planes[:, pr, pc].T
                 side = pixel_inputs(centre, np.full(len(pr), unix_slots[t]), lat[pr, pc], lon[pr, pc],
-                                    static.landcover[pr, pc])
+                                    static.landcover[pr, pc], background=None if bg is None else bg[pr, pc])
                 batch = {k: v.to(dev) for k, v in {**side, "x_center": torch.from_numpy(centre)}.items()}
                 block = filled[:, r0 - half:r1 + half, c0 - half:c1 + half]
                 z = predict_tile(model, block, batch, torch.from_numpy(rr).to(dev), torch.from_numpy(cc).to(dev),

@@ -7,6 +7,10 @@ arrays, the stations, the titles; the layout of the first frame kept), drawn onc
 both the slot's PNG and a GIF frame (Pillow, as ``matplotlib.animation.PillowWriter`` writes GIFs, without its
 second draw per frame). ``animation_html`` wraps the GIF for the Snakemake report, which
 shows HTML and PNG inline but offers a GIF only as a download.
+
+:func:`plot_uncertainty` draws one slot's TA beside its standard errors (``TA_standard_error`` and, corrected,
+``TA_corrected_standard_error``) with the stations of that slot marked: where the correction makes the map more
+certain, and where the model alone is uncertain (night, cloud).
 """
 
 from __future__ import annotations
@@ -137,21 +141,107 @@ def _render(fig):
     return Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
 
 
-def animation_html(gif_path: str | Path, out_html: str | Path, title: str) -> None:
-    """A small HTML page with the GIF inline (data URI), for the Snakemake report."""
+def uncertainty_slot(ds: xr.Dataset) -> int:
+    """The slot the uncertainty map shows: of the usable slots the one with the most stations in its correction
+    (the first of them; the day's first slot when none is usable)."""
+    ok = [str(s) == "ok" for s in ds["slot_status"].values]
+    if not any(ok):
+        return 0
+    n = ds["n_stations"].values if "n_stations" in ds else np.zeros(len(ok))
+    return int(max((i for i in range(len(ok)) if ok[i]), key=lambda i: (int(n[i]), -i)))
+
+
+def plot_uncertainty(ds: xr.Dataset, obs: pd.DataFrame | None, out_png: str | Path, slot: int | None = None,
+                     dpi: int = 80) -> int:
+    """One slot (``slot``, else :func:`uncertainty_slot`) as a PNG: TA, TA_standard_error and, when the file has
+    it, TA_corrected_standard_error, the slot's stations marked; a file without standard errors says why instead.
+    Returns the slot drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = uncertainty_slot(ds) if slot is None else int(slot)
+    ts = pd.Timestamp(ds["time"].values[t])
+    lat, lon = ds["lat"].values, ds["lon"].values
+    fields = ["TA"] + [v for v in ("TA_standard_error", "TA_corrected_standard_error") if v in ds]
+    titles = {"TA": "TA, model (°C)", "TA_standard_error": "standard error of TA (K)",
+              "TA_corrected_standard_error": "standard error of TA_corrected (K)"}
+    obs = obs if obs is not None else pd.DataFrame(columns=["time", "lat", "lon"])
+    here = obs[obs["time"].to_numpy(np.int64) == int(ts.tz_localize("UTC").timestamp())] if len(obs) else obs
+    se = [ds[v].values[t] for v in fields[1:]]
+    se_finite = np.concatenate([v[np.isfinite(v)] for v in se]) if se else np.empty(0)
+    # one scale for both standard errors, so the correction's reduction reads off the colours
+    se_lo, se_hi = (float(np.percentile(se_finite, 0.5)), float(np.percentile(se_finite, 99.5))) if len(se_finite) \
+        else (0.0, 1.0)
+    se_hi = max(se_hi, se_lo + 1e-3)
+    aspect = 1.0 / math.cos(math.radians(float(np.nanmean(lat))))
+    ratio = float(np.ptp(lat)) * aspect / max(float(np.ptp(lon)), 1e-6)
+    n_panels = max(len(fields), 2)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.6 * n_panels + 1.0, min(max(4.4 * ratio + 1.2, 3.5), 9.0)),
+                             dpi=dpi, layout="compressed", squeeze=False)
+    axes = axes[0]
+    try:
+        for i, ax in enumerate(axes):
+            ax.set(xlabel="Longitude (°E)", aspect=aspect, xlim=(float(np.nanmin(lon)), float(np.nanmax(lon))),
+                   ylim=(float(np.nanmin(lat)), float(np.nanmax(lat))))
+            ax.grid(alpha=0.25, color="k", lw=0.5)
+            if i >= len(fields):  # no standard error in the file: say why where it would be
+                ax.text(0.5, 0.5, f"no standard error: {ds.attrs.get('standard_error', 'not in this file')[:160]}",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=8, wrap=True)
+                continue
+            name = fields[i]
+            values = np.ma.masked_invalid(ds[name].values[t])
+            if name == "TA":
+                mesh = ax.pcolormesh(lon, lat, values, cmap="RdYlBu_r", shading="nearest", rasterized=True)
+            else:
+                mesh = ax.pcolormesh(lon, lat, values, cmap="viridis", vmin=se_lo, vmax=se_hi, shading="nearest",
+                                     rasterized=True)
+            fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02, extend="both" if name != "TA" else "neither")
+            if len(here):
+                ax.scatter(here["lon"], here["lat"], s=16, marker="o", facecolors="white", edgecolors="k",
+                           linewidths=0.9, zorder=3, label="station (this slot)")
+            sub = titles[name]
+            if name == "TA_corrected_standard_error" and "correction_status" in ds:
+                sub += f"\n{str(ds['correction_status'].values[t])[:60]}"
+            ax.set_title(sub, fontsize=8.5)
+        axes[0].set_ylabel("Latitude (°N)")
+        if len(here):
+            axes[0].legend(loc="lower right", fontsize=7, framealpha=0.9)
+        fig.suptitle(f"{ds.attrs.get('run', '?')}: {ts:%Y-%m-%d %H:%M} UTC ({ts + KST:%H:%M} KST), {len(here)} "
+                     "stations", fontsize=10)
+        image = _render(fig)
+    finally:
+        plt.close(fig)
+    with atomic_path(out_png) as tmp:
+        image.save(tmp, format="PNG")
+    return t
+
+
+def animation_html(gif_path: str | Path, out_html: str | Path, title: str,
+                   uncertainty_png: str | Path | None = None) -> None:
+    """A small HTML page with the GIF inline (data URI), and below it the uncertainty map, for the Snakemake
+    report."""
     data = base64.b64encode(Path(gif_path).read_bytes()).decode("ascii")
+    extra = ""
+    if uncertainty_png is not None:
+        png = base64.b64encode(Path(uncertainty_png).read_bytes()).decode("ascii")
+        extra = ("<h4>Standard error of one slot (the model's; after the station correction)</h4>"
+                 f"<img alt='standard error' style='max-width:100%' src='data:image/png;base64,{png}'/>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body style='font-family:sans-serif'><h3>{html.escape(title)}</h3>"
             f"<img alt='{html.escape(title)}' style='max-width:100%' src='data:image/gif;base64,{data}'/>"
-            "</body></html>")
+            f"{extra}</body></html>")
     with atomic_path(out_html) as tmp:
         Path(tmp).write_text(page)
 
 
 def plot_day_files(nc_path: str | Path, stations_csv: str | Path | None, png_dir: str | Path, gif_path: str | Path,
-                   html_path: str | Path, fps: float = 3.0, dpi: int = 80) -> int:
+                   html_path: str | Path, fps: float = 3.0, dpi: int = 80,
+                   uncertainty_png: str | Path | None = None) -> int:
     """Rule map_plots: an archive day file (+ the station table map_day wrote beside it, whose observations
-    are drawn: the index is not read again) -> PNGs, GIF, report page."""
+    are drawn: the index is not read again) -> PNGs, GIF, the uncertainty map of one slot (``uncertainty_png``),
+    report page."""
     from .observations import read_station_table
 
     try:
@@ -163,6 +253,9 @@ def plot_day_files(nc_path: str | Path, stations_csv: str | Path | None, png_dir
     day = pd.Timestamp(ds["time"].values[0]).strftime("%Y%m%d")
     obs = read_station_table(stations_csv) if stations_csv is not None else None
     paths = plot_day(ds, obs, png_dir, gif_path, fps=fps, dpi=dpi)
+    if uncertainty_png is not None:
+        plot_uncertainty(ds, obs, uncertainty_png, dpi=dpi)
     run = ds.attrs.get("run", "?")
-    animation_html(gif_path, html_path, f"{run}: hourly 2 m air temperature on {pd.Timestamp(day):%Y-%m-%d} (UTC)")
+    animation_html(gif_path, html_path, f"{run}: hourly 2 m air temperature on {pd.Timestamp(day):%Y-%m-%d} (UTC)",
+                   uncertainty_png)
     return len(paths)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ta2d.chunks.patches import extract_patches, model_inputs
+from ta2d.chunks.patches import extract_patches, model_inputs, pixel_background
 from ta2d.config import schema_default
 from ta2d.grid import Domain
 from ta2d.static import StaticFields
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # mask values (flag_values / flag_meanings of the archive's mask variable)
 MASK_NOT_LAND, MASK_PREDICTED, MASK_EDGE, MASK_NAN_PATCH, MASK_NO_SCENE = 0, 1, 2, 3, 4
-MASK_MEANINGS = "not_land predicted patch_outside_domain non_finite_patch no_usable_scene"
+MASK_NO_BACKGROUND = 5  # a model built with inputs.background, and no reanalysis value at the pixel and slot
+MASK_MEANINGS = "not_land predicted patch_outside_domain non_finite_patch no_usable_scene no_background"
 
 PATCH_BATCH_SIZE = schema_default("maps", "batch_size")  # pixels per batch when mapping patch by patch
 
@@ -57,6 +58,19 @@ def mappable_pixels(static: StaticFields, patch_size: int) -> tuple[np.ndarray, 
     return land, inner
 
 
+def map_background(model, background):
+    """The background a map pass gives ``model``: None for a model without it (whatever was passed), ``background``
+    for one built with it; ValueError when such a model gets none."""
+    from ta2d.models import uses_background
+
+    if not uses_background(model):
+        return None
+    if background is None:
+        raise ValueError("the model takes the reanalysis background (it was trained with inputs.background): "
+                         "pass the background to map with it")
+    return background
+
+
 def blank_fields(slots: xr.Dataset, static: StaticFields, patch_size: int):
     """(domain, land, inner, ta, mask) of a map pass over ``slots``: TA all NaN, every land pixel NO_SCENE. Raises
     ValueError when the static fields are not the scene's domain."""
@@ -72,13 +86,17 @@ def blank_fields(slots: xr.Dataset, static: StaticFields, patch_size: int):
 
 @torch.no_grad()
 def predict_slots(model, slots: xr.Dataset, static: StaticFields, usable: np.ndarray, patch_size: int = 9,
-                  batch_size: int = PATCH_BATCH_SIZE, device: str | torch.device | None = None) -> dict:
+                  batch_size: int = PATCH_BATCH_SIZE, device: str | torch.device | None = None,
+                  background=None) -> dict:
     """TA (°C) of every land pixel of every usable slot of ``slots`` (bt, rf, sza, time, lat, lon; in memory).
 
     ``usable`` (T,) bool says which slots to predict (the others are all NO_SCENE). Returns ``ta`` (T, H, W)
     float32, ``mask`` (T, H, W) uint8, ``n_pixels`` (pixels passed through the model) and ``seconds`` (the
-    model pass, patch gathering included).
+    model pass, patch gathering included). ``background`` (ta2d.ingest.background.Background) is what a model
+    built with the reanalysis background needs: each pixel gets it as a chunk sample does, and a pixel it has no
+    value for is masked no_background.
     """
+    background = map_background(model, background)
     domain, land, inner, ta, mask = blank_fields(slots, static, patch_size)
     usable = np.asarray(usable, bool)
     mask[usable] = np.where(land, MASK_EDGE, MASK_NOT_LAND)  # land & inner becomes predicted or non_finite_patch
@@ -106,7 +124,16 @@ def predict_slots(model, slots: xr.Dataset, static: StaticFields, usable: np.nda
             continue
         if not ok.all():
             t, r, c, x, unix = t[ok], r[ok], c[ok], x[ok], unix[ok]
-        batch = model_inputs(x, unix, lat[r, c], lon[r, c], static.landcover[r, c])
+        bg = None
+        if background is not None:
+            bg, _ = pixel_background(background, static, r + domain.first_line, c + domain.first_column, unix)
+            has = np.isfinite(bg)
+            mask[t[~has], r[~has], c[~has]] = MASK_NO_BACKGROUND
+            if not has.any():
+                continue
+            if not has.all():
+                t, r, c, x, unix, bg = t[has], r[has], c[has], x[has], unix[has], bg[has]
+        batch = model_inputs(x, unix, lat[r, c], lon[r, c], static.landcover[r, c], background=bg)
         batch = {k: v.to(dev) for k, v in batch.items()}
         ta[t, r, c] = norm.denorm_y(model(batch).float()).cpu().numpy()
         mask[t, r, c] = MASK_PREDICTED
