@@ -147,3 +147,28 @@ def test_map_files_reads_the_background_of_the_config(case, tmp_path):
         assert "no_background" in ds["mask"].attrs["flag_meanings"].split()
         assert int((ds["mask"].values[18] == MASK_NO_BACKGROUND).sum()) == n_inner_land(case)
         assert np.isfinite(ds["TA"].values[3]).sum() == n_inner_land(case) and np.isnan(ds["TA"].values[18]).all()
+
+
+def test_the_station_table_scores_the_reanalysis_alone_beside_the_map(case):
+    """background_station_rows: every station row again with the reanalysis at its pixel and slot as the raw value
+    (the same value a chunk sample there carries), its residual, and the leave-stations-out correction of it,
+    under model_run background: the map correction table's background row."""
+    from ta2d.maps.archive import background_station_rows
+    from ta2d.maps.kriging import KrigingConfig, residual_table
+
+    reanalysis = open_background_config(case["background"], DAY, DAY)
+    static = read_static(case["static_path"], DOMAIN)
+    t3 = int(pd.Timestamp(f"{DAY} 03:00", tz="UTC").timestamp())
+    rng = np.random.default_rng(3)
+    lines, columns = rng.integers(902, 918, 12), rng.integers(2706, 2722, 12)
+    obs = pd.DataFrame({"stn": np.arange(100, 112), "time": t3, "line": lines, "column": columns,
+                        "ta_c": rng.normal(12, 2, 12)})
+    table = residual_table(obs, rng.normal(12, 2, 12), rng.uniform(0, 40, 12), rng.uniform(0, 40, 12))
+    rows = background_station_rows(reanalysis, static, table, KrigingConfig(min_stations=3, folds=3))
+    assert (rows["model_run"] == "background").all() and len(rows) == len(table)
+    rows = rows.sort_values("stn").reset_index(drop=True)
+    # the reanalysis at each pixel, by the function a chunk sample's background field comes from
+    expected, _ = reanalysis.at_pixels(static, lines, columns, np.full(12, t3))
+    np.testing.assert_allclose(rows["ta_raw"], expected, atol=1e-9)
+    np.testing.assert_allclose(rows["resid"], obs["ta_c"] - expected, atol=1e-9)
+    assert (rows["lso_status"] == "ok").any()  # 12 stations in 3 folds: each fold corrected by the other two

@@ -340,6 +340,25 @@ def correct_slots(ta: np.ndarray, unix: np.ndarray, gx: np.ndarray, gy: np.ndarr
             "kriging_variance": kvar, "sill": sill}
 
 
+BACKGROUND_RUN = "background"  # the model_run of the station rows that score the reanalysis alone
+
+
+def background_station_rows(reanalysis, static, table: pd.DataFrame, cfg) -> pd.DataFrame:
+    """The reanalysis alone at each station's pixel and slot, scored leave-stations-out slot by slot as the map is
+    (ta2d.maps.kriging): the map correction table's ``background`` row, so the map's gain over the reanalysis,
+    and what station correction makes of the reanalysis itself, read off beside the model's. ``table``: the map's
+    residual table (station rows of the mapped slots with x_km, y_km)."""
+    from .kriging import leave_stations_out, residual_table
+
+    value, _ = reanalysis.at_pixels(static, table["line"], table["column"], table["time"])
+    obs = table.drop(columns=["ta_raw", "resid", "x_km", "y_km", "sigma"], errors="ignore")
+    rows = residual_table(obs, value, table["x_km"].to_numpy(), table["y_km"].to_numpy())
+    parts = [leave_stations_out(slot, cfg)[0] for _, slot in rows.groupby("time", sort=True)]
+    if not parts:
+        return rows.iloc[:0].assign(model_run=BACKGROUND_RUN)
+    return pd.concat(parts, ignore_index=True).assign(model_run=BACKGROUND_RUN)
+
+
 def correction_summary(status: Sequence[str], n_obs: int) -> str:
     """The file's ``station_correction`` attribute: where TA_corrected differs from TA, and why not elsewhere."""
     n_ok = sum(s.startswith("ok") for s in status)
@@ -422,9 +441,11 @@ def map_files(name: str, model_path: str | Path, scene_path: str | Path, static_
     corr = correct_slots(ta, unix, gx, gy, table, cfg)
     sigma_corrected = None if sigma is None else \
         corrected_standard_error(sigma, corr["kriging_variance"], corr["sill"][:, None, None])
-    lso = corr["lso"]
+    lso = corr["lso"].assign(model_run=info["run"])
+    if reanalysis is not None and len(table):
+        lso = pd.concat([lso, background_station_rows(reanalysis, static, table, cfg)], ignore_index=True)
     lso.insert(0, "day", f"{times[0]:%Y%m%d}")
-    lso.insert(0, "model_run", info["run"])
+    lso.insert(0, "model_run", lso.pop("model_run"))
     lso.insert(0, "run", name)
 
     fitted = [v for v in corr["variograms"] if v is not None]
