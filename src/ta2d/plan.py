@@ -55,22 +55,17 @@ def parse_chunk_name(path: str | Path) -> tuple[str, str] | None:
 _FILE_DATE = re.compile(r"(?<!\d)((?:19|20)\d\d)[-_]?(0[1-9]|1[0-2])(?:[-_]?(0[1-9]|[12]\d|3[01]))?(?!\d)")
 
 
-def background_t2m_files(t2m, first_day: str | None = None, last_day: str | None = None) -> list[str]:
-    """The files of ``inputs.background.t2m`` (a path, a glob or a list of them; each glob's matches sorted by name)
-    that may hold the hours of the UTC days ``first_day``..``last_day`` (inclusive, YYYY-MM-DD or YYYYMMDD) and of
-    the hour after them (a sample after the last whole hour of a day interpolates towards the next day's first).
+def background_t2m_files(files, first_day: str | None = None, last_day: str | None = None) -> list[str]:
+    """Of the t2m ``files`` (inputs.background.t2m expanded: ta2d.ingest.background.expand_paths), those that may
+    hold the hours of the UTC days ``first_day``..``last_day`` (inclusive, YYYY-MM-DD or YYYYMMDD) and of the hour
+    after them (a sample after the last whole hour of a day interpolates towards the next day's first).
 
     A file is chosen by the one year-month or year-month-day in its name (one file per month or day, as CDS
     downloads are usually split); when any name holds none or several, every file is returned: the names then
     say nothing of the hours inside, and a chunk or map job that opened too few would reject good samples. So a
     chunk job declares, and reads, only the files of its days where the names allow it: a changed file reruns
     the chunks of its month, not the archive's. No days: every file."""
-    import glob
-
-    files: list[str] = []
-    for item in [t2m] if isinstance(t2m, str | Path) else list(t2m):
-        item = str(item)
-        files.extend(sorted(glob.glob(item)) if glob.has_magic(item) else [item])
+    files = [str(f) for f in files]
     if first_day is None or last_day is None:
         return files
     first = pd.Timestamp(first_day)

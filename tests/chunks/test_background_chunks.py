@@ -18,7 +18,7 @@ from ta2d.chunks.contract import open_chunk, save_tensors
 from ta2d.chunks.inspect import contract_problems
 from ta2d.chunks.stats import compute_stats
 from ta2d.grid import Domain, linecol_to_lonlat
-from ta2d.ingest.background import open_background_config
+from ta2d.ingest.background import expand_paths, open_background_config
 from ta2d.plan import background_t2m_files
 from ta2d.static import read_static
 
@@ -212,7 +212,7 @@ def test_which_t2m_files_a_chunk_needs(tmp_path):
     monthly = [str(tmp_path / f"era5land_t2m_2024{m:02d}.nc") for m in (3, 4, 5)]
     for p in monthly:
         open(p, "w").close()
-    pattern = str(tmp_path / "era5land_t2m_*.nc")
+    pattern = expand_paths(str(tmp_path / "era5land_t2m_*.nc"))
     assert background_t2m_files(pattern) == monthly  # no days: all, sorted by name
     assert background_t2m_files(pattern, "2024-04-01", "2024-04-07") == monthly[1:2]
     # the last day of a month needs the next month's first hour (a slot after 23:00 interpolates towards it)

@@ -3,6 +3,7 @@
 import os
 
 from ta2d.ingest.archive import refresh_inventories, slot_minutes
+from ta2d.ingest.background import expand_paths
 from ta2d.plan import CHUNK_STEM, chunk_name
 from ta2d.config import ENCODER_KEYS, job_params, run_gpus as process_gpus, uses_embedding_cache, validate_config
 from ta2d.index.route import LABELS_DIR, obs_part_name, planned_parts, refresh_label_parts
@@ -69,7 +70,7 @@ def background_files_of_days(first_day=None, last_day=None):
     if BACKGROUND is None or DEMO:
         return []
     # the config's validation made sure every pattern matches a file
-    return [*background_t2m_files(BACKGROUND["t2m"], first_day, last_day), BACKGROUND["orography"]]
+    return [*background_t2m_files(expand_paths(BACKGROUND["t2m"]), first_day, last_day), BACKGROUND["orography"]]
 
 
 def background_files(wildcards):

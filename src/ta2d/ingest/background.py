@@ -254,9 +254,9 @@ def open_background_config(background: Mapping, first_day: str | None = None,
     """The background of the config's ``inputs.background`` (t2m, orography, lapse_rate_k_per_km): only the t2m
     files that may hold the hours of the UTC days ``first_day``..``last_day`` when their names tell
     (:func:`ta2d.plan.background_t2m_files`; a chunk or map job then reads its month, not years of hours)."""
-    files = background_t2m_files(background["t2m"], first_day, last_day)
-    if not files:  # days the downloads do not reach: one file gives the grid, and every sample "no hour" in it
-        files = expand_paths(background["t2m"])[:1]
+    every = expand_paths(background["t2m"])
+    # days the downloads do not reach: one file gives the grid, and every sample "no hour" in it
+    files = background_t2m_files(every, first_day, last_day) or every[:1]
     return open_background(files, background["orography"],
                            background.get("lapse_rate_k_per_km", STANDARD_LAPSE_RATE * 1000))
 
