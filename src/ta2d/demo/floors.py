@@ -105,14 +105,18 @@ def _kriged_residual(truth: pd.DataFrame, residual: np.ndarray, correlated: np.n
     cov = (filled.T @ filled) / np.maximum(both.astype(float).T @ both.astype(float), 1)
     r_values = r.to_numpy()
     predicted = np.full(r_values.shape, np.nan)
+    weights: dict[tuple[bytes, int], np.ndarray] = {}  # most hours have the same stations: solve once per set
     for t, row in enumerate(r_values):
         have = np.isfinite(row)
         for i in np.flatnonzero(have):
             others = np.flatnonzero(have & (np.arange(len(ids)) != i))
             if len(others) == 0:
                 continue
-            k = cov[np.ix_(others, others)] + nugget * np.eye(len(others))
-            predicted[t, i] = np.linalg.solve(k, cov[others, i]) @ row[others]
+            key = (have.tobytes(), int(i))
+            if key not in weights:
+                k = cov[np.ix_(others, others)] + nugget * np.eye(len(others))
+                weights[key] = np.linalg.solve(k, cov[others, i])
+            predicted[t, i] = weights[key] @ row[others]
     lookup = pd.DataFrame(predicted, index=r.index, columns=ids).stack().rename("p").reset_index()
     lookup.columns = ["time", "stn", "p"]
     merged = pd.DataFrame({"stn": truth["stn"].to_numpy(), "time": truth["time_utc"].to_numpy()}).merge(

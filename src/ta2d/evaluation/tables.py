@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ta2d.evaluation.metrics import METRICS, UNCERTAINTY_METRICS, floor_rmse, metrics, uncertainty_metrics
+from ta2d.evaluation.samples import INPUT_SETS
 from ta2d.evaluation.schemes import scheme_subsets
 
 BASELINE_KINDS = ("ridge", "cnn", "gbt", "background")
@@ -39,7 +40,7 @@ IGBP_NAMES = {
     16: "barren",
     17: "water",
 }
-FLOOR_COLUMNS = ["floor_satellite", "floor_background", "floor_corrected"]
+FLOOR_COLUMNS = [f"floor_{name}" for name in INPUT_SETS]
 SCHEME_TABLE_COLUMNS = ["run", "model", "baseline", "scheme", *METRICS, "floor", "rmse_over_floor", *FLOOR_COLUMNS,
                         *UNCERTAINTY_METRICS]
 BREAKDOWNS = {  # file stem -> grouping column(s) of the predictions table
@@ -69,8 +70,8 @@ def scheme_table(df: pd.DataFrame, kinds: Mapping[str, str], input_set: str = "s
         for scheme, g in subsets.items():
             y = g["y"].to_numpy()
             m = metrics(y, g[f"pred_{run}"].to_numpy())
-            floors = {column: floor_rmse(y, g[f"floor_target_{column[6:]}"].to_numpy())
-                      if f"floor_target_{column[6:]}" in g else math.nan for column in FLOOR_COLUMNS}
+            floors = {f"floor_{name}": floor_rmse(y, g[f"floor_target_{name}"].to_numpy())
+                      if f"floor_target_{name}" in g else math.nan for name in INPUT_SETS}
             floor = floors[f"floor_{input_set}"]
             ratio = m["rmse"] / floor if np.isfinite(floor) and floor > 0 else math.nan
             sigma = f"sigma_{run}"
