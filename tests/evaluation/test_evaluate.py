@@ -340,3 +340,12 @@ def test_standard_errors_from_the_validation_chunks_cover_the_test_samples(train
     for run in RUNS:
         np.testing.assert_allclose(ErrorModel.from_dict(models[run]).sigma(error_features(predictions)),
                                    predictions[f"sigma_{run}"], rtol=1e-5)
+
+
+def test_a_truth_table_without_its_columns_is_refused_naming_the_file(tmp_path):
+    from ta2d.evaluation.samples import read_truth
+
+    path = tmp_path / "labels_truth.csv"
+    pd.DataFrame({"stn": [1], "time_utc": [0], "ta_true_c": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=f"{path}.*not a demo truth table.*ta_pixel_c"):
+        read_truth(path)
